@@ -1,0 +1,495 @@
+"""The data every layer passes around: samples, alerts, statuses and reports.
+
+Imports nothing of ours. Everything here is a frozen dataclass; ``None`` stands for a value
+that was not available (never 0 or -1). ``from_probe`` is the single place where the probe's JSON
+document (see ``probe.py``) is turned into typed values, and ``to_json`` the single place where a
+report becomes the public ``--json`` contract (DESIGN.md): add fields there, never rename them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON_SCHEMA = "ugro-health/v1"
+
+
+class Status(enum.Enum):
+    """A node's or the cluster's state, valued by its monitoring-plugins exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def exit_code(self) -> int:
+        return self.value
+
+    @classmethod
+    def parse(cls, text: str) -> Status:
+        return cls[text.upper()]
+
+
+# Worst-of ordering, explicit rather than by exit code: UNKNOWN (we could not tell) ranks above
+# WARNING (we know something is off) and below CRITICAL (we know it is broken).
+_STATUS_RANK = {Status.OK: 0, Status.WARNING: 1, Status.UNKNOWN: 2, Status.CRITICAL: 3}
+
+
+def worst_status(statuses: Iterable[Status], default: Status = Status.OK) -> Status:
+    """The most severe status of ``statuses`` (``default`` when there are none)."""
+    worst: Status | None = None
+    for status in statuses:
+        if worst is None or _STATUS_RANK[status] > _STATUS_RANK[worst]:
+            worst = status
+    return default if worst is None else worst
+
+
+class Severity(enum.Enum):
+    """An alert's severity. INFO alerts are news, not trouble: they leave a node OK."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def status(self) -> Status:
+        return {
+            Severity.INFO: Status.OK,
+            Severity.WARNING: Status.WARNING,
+            Severity.CRITICAL: Status.CRITICAL,
+        }[self]
+
+
+class ErrorKind(enum.Enum):
+    """Why a node could not be sampled, classified for the operator."""
+
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    DNS = "dns"
+    UNREACHABLE = "unreachable"
+    AUTH_FAILED = "auth_failed"
+    HOST_KEY_UNKNOWN = "host_key_unknown"
+    HOST_KEY_CHANGED = "host_key_changed"
+    SSH_ERROR = "ssh_error"
+    PROBE_FAILED = "probe_failed"
+    PROBE_INVALID = "probe_invalid"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeError:
+    kind: ErrorKind
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    severity: Severity
+    code: str  # stable, machine-matchable, e.g. "gpu_temp_critical"
+    message: str  # for a person
+    value: float | str | None = None  # the measured value that raised it
+    gpu: int | None = None  # GPU index when the alert is about one GPU
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity.value,
+            "code": self.code,
+            "message": self.message,
+            "value": self.value,
+            "gpu": self.gpu,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Alert:
+        return cls(
+            severity=Severity(data["severity"]),
+            code=str(data["code"]),
+            message=str(data["message"]),
+            value=data.get("value"),
+            gpu=data.get("gpu"),
+        )
+
+
+def _num(data: Mapping[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _int(data: Mapping[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def _str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcess:
+    pid: int
+    name: str | None
+    used_memory_bytes: int | None
+    alive: bool | None = None  # False: holds GPU memory but no such process exists
+
+    @classmethod
+    def from_probe(cls, data: Mapping[str, Any]) -> GpuProcess:
+        alive = data.get("alive")
+        return cls(
+            pid=int(data.get("pid", 0)),
+            name=_str(data, "name"),
+            used_memory_bytes=_int(data, "used_memory_bytes"),
+            alive=alive if isinstance(alive, bool) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    index: int
+    name: str | None = None
+    uuid: str | None = None
+    util_pct: float | None = None
+    mem_util_pct: float | None = None
+    mem_used_bytes: int | None = None
+    mem_total_bytes: int | None = None
+    temp_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    ecc_uncorrected_volatile: int | None = None
+    ecc_corrected_volatile: int | None = None
+    retired_pages_pending: bool | None = None
+    remapped_rows_pending: int | None = None
+    remapped_rows_failed: int | None = None
+    throttle_reasons: tuple[str, ...] = ()
+    pcie_gen: int | None = None
+    pcie_gen_max: int | None = None
+    pcie_width: int | None = None
+    pcie_width_max: int | None = None
+    nvlink_active: int | None = None
+    nvlink_total: int | None = None
+    processes: tuple[GpuProcess, ...] = ()
+
+    @property
+    def mem_pct(self) -> float | None:
+        if self.mem_used_bytes is None or not self.mem_total_bytes:
+            return None
+        return 100.0 * self.mem_used_bytes / self.mem_total_bytes
+
+    @classmethod
+    def from_probe(cls, data: Mapping[str, Any]) -> GpuSample:
+        pending = data.get("retired_pages_pending")
+        return cls(
+            index=int(data.get("index", 0)),
+            name=_str(data, "name"),
+            uuid=_str(data, "uuid"),
+            util_pct=_num(data, "util_pct"),
+            mem_util_pct=_num(data, "mem_util_pct"),
+            mem_used_bytes=_int(data, "mem_used_bytes"),
+            mem_total_bytes=_int(data, "mem_total_bytes"),
+            temp_c=_num(data, "temp_c"),
+            power_w=_num(data, "power_w"),
+            power_limit_w=_num(data, "power_limit_w"),
+            ecc_uncorrected_volatile=_int(data, "ecc_uncorrected_volatile"),
+            ecc_corrected_volatile=_int(data, "ecc_corrected_volatile"),
+            retired_pages_pending=pending if isinstance(pending, bool) else None,
+            remapped_rows_pending=_int(data, "remapped_rows_pending"),
+            remapped_rows_failed=_int(data, "remapped_rows_failed"),
+            throttle_reasons=tuple(str(r) for r in data.get("throttle_reasons") or ()),
+            pcie_gen=_int(data, "pcie_gen"),
+            pcie_gen_max=_int(data, "pcie_gen_max"),
+            pcie_width=_int(data, "pcie_width"),
+            pcie_width_max=_int(data, "pcie_width_max"),
+            nvlink_active=_int(data, "nvlink_active"),
+            nvlink_total=_int(data, "nvlink_total"),
+            processes=tuple(
+                GpuProcess.from_probe(p) for p in data.get("processes") or () if isinstance(p, dict)
+            ),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "uuid": self.uuid,
+            "util_pct": self.util_pct,
+            "mem_util_pct": self.mem_util_pct,
+            "mem_used_bytes": self.mem_used_bytes,
+            "mem_total_bytes": self.mem_total_bytes,
+            "mem_pct": _round(self.mem_pct),
+            "temp_c": self.temp_c,
+            "power_w": self.power_w,
+            "power_limit_w": self.power_limit_w,
+            "ecc_uncorrected_volatile": self.ecc_uncorrected_volatile,
+            "ecc_corrected_volatile": self.ecc_corrected_volatile,
+            "retired_pages_pending": self.retired_pages_pending,
+            "remapped_rows_pending": self.remapped_rows_pending,
+            "remapped_rows_failed": self.remapped_rows_failed,
+            "throttle_reasons": list(self.throttle_reasons),
+            "pcie_gen": self.pcie_gen,
+            "pcie_gen_max": self.pcie_gen_max,
+            "pcie_width": self.pcie_width,
+            "pcie_width_max": self.pcie_width_max,
+            "nvlink_active": self.nvlink_active,
+            "nvlink_total": self.nvlink_total,
+            "processes": [
+                {
+                    "pid": p.pid,
+                    "name": p.name,
+                    "used_memory_bytes": p.used_memory_bytes,
+                    "alive": p.alive,
+                }
+                for p in self.processes
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSample:
+    mount: str
+    total_bytes: int | None = None
+    used_bytes: int | None = None
+    error: str | None = None  # e.g. "timeout after 2.0s" for a hung mount
+
+    @property
+    def util_pct(self) -> float | None:
+        if self.used_bytes is None or not self.total_bytes:
+            return None
+        return 100.0 * self.used_bytes / self.total_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NetSample:
+    iface: str
+    rx_bytes_per_s: float | None = None
+    tx_bytes_per_s: float | None = None
+    rx_errors_per_s: float | None = None
+    tx_errors_per_s: float | None = None
+    rx_errors: int | None = None
+    tx_errors: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class XidEvent:
+    xid: int
+    message: str
+    gpu: str | None = None  # PCI bus id as the kernel printed it
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSample:
+    """What the probe saw on one node at one moment."""
+
+    hostname: str | None = None
+    time: float | None = None  # the node's clock, seconds since the epoch
+    kernel: str | None = None
+    uptime_s: float | None = None
+    python: str | None = None
+    cpu_util_pct: float | None = None
+    cpu_cores: int | None = None
+    load1: float | None = None
+    load5: float | None = None
+    load15: float | None = None
+    mem_total_bytes: int | None = None
+    mem_used_bytes: int | None = None
+    mem_util_pct: float | None = None
+    swap_total_bytes: int | None = None
+    swap_used_bytes: int | None = None
+    swap_util_pct: float | None = None
+    disks: tuple[DiskSample, ...] = ()
+    net: tuple[NetSample, ...] = ()
+    process_count: int | None = None
+    zombie_count: int | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    gpu_source: str | None = None  # "nvml", "nvidia-smi" or None when no GPU stack
+    gpus: tuple[GpuSample, ...] = ()
+    xids: tuple[XidEvent, ...] = ()
+    matched_processes: tuple[dict[str, Any], ...] = ()
+    # Sub-checks that failed or timed out on the node: {"disk:/mnt/nfs": "timeout after 2.0s"}
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_probe(cls, doc: Mapping[str, Any]) -> NodeSample:
+        """Build a sample from the probe's JSON document; unknown keys are ignored."""
+        cpu = doc.get("cpu") or {}
+        mem = doc.get("memory") or {}
+        procs = doc.get("processes") or {}
+        gpu_info = doc.get("gpu_info") or {}
+        return cls(
+            hostname=_str(doc, "hostname"),
+            time=_num(doc, "time"),
+            kernel=_str(doc, "kernel"),
+            uptime_s=_num(doc, "uptime_s"),
+            python=_str(doc, "python"),
+            cpu_util_pct=_num(cpu, "util_pct"),
+            cpu_cores=_int(cpu, "cores"),
+            load1=_num(cpu, "load1"),
+            load5=_num(cpu, "load5"),
+            load15=_num(cpu, "load15"),
+            mem_total_bytes=_int(mem, "total_bytes"),
+            mem_used_bytes=_int(mem, "used_bytes"),
+            mem_util_pct=_num(mem, "util_pct"),
+            swap_total_bytes=_int(mem, "swap_total_bytes"),
+            swap_used_bytes=_int(mem, "swap_used_bytes"),
+            swap_util_pct=_num(mem, "swap_util_pct"),
+            disks=tuple(
+                DiskSample(
+                    mount=str(d.get("mount")),
+                    total_bytes=_int(d, "total_bytes"),
+                    used_bytes=_int(d, "used_bytes"),
+                    error=_str(d, "error"),
+                )
+                for d in doc.get("disks") or ()
+                if isinstance(d, dict)
+            ),
+            net=tuple(
+                NetSample(
+                    iface=str(n.get("iface")),
+                    rx_bytes_per_s=_num(n, "rx_bytes_per_s"),
+                    tx_bytes_per_s=_num(n, "tx_bytes_per_s"),
+                    rx_errors_per_s=_num(n, "rx_errors_per_s"),
+                    tx_errors_per_s=_num(n, "tx_errors_per_s"),
+                    rx_errors=_int(n, "rx_errors"),
+                    tx_errors=_int(n, "tx_errors"),
+                )
+                for n in doc.get("network") or ()
+                if isinstance(n, dict)
+            ),
+            process_count=_int(procs, "count"),
+            zombie_count=_int(procs, "zombies"),
+            driver_version=_str(gpu_info, "driver_version"),
+            cuda_version=_str(gpu_info, "cuda_version"),
+            gpu_source=_str(gpu_info, "source"),
+            gpus=tuple(GpuSample.from_probe(g) for g in doc.get("gpus") or () if isinstance(g, dict)),
+            xids=tuple(
+                XidEvent(xid=int(x.get("xid", 0)), message=str(x.get("message", "")), gpu=_str(x, "gpu"))
+                for x in doc.get("xids") or ()
+                if isinstance(x, dict)
+            ),
+            matched_processes=tuple(
+                p for p in doc.get("matched_processes") or () if isinstance(p, dict)
+            ),
+            errors={str(k): str(v) for k, v in (doc.get("errors") or {}).items()},
+        )
+
+    def metrics(self, clock_skew_s: float | None = None) -> dict[str, Any]:
+        """The flat ``metrics`` object of the JSON contract."""
+        out: dict[str, Any] = {
+            "cpu_util_pct": self.cpu_util_pct,
+            "cpu_cores": self.cpu_cores,
+            "load1": self.load1,
+            "load5": self.load5,
+            "load15": self.load15,
+            "mem_util_pct": self.mem_util_pct,
+            "mem_used_bytes": self.mem_used_bytes,
+            "mem_total_bytes": self.mem_total_bytes,
+            "swap_util_pct": self.swap_util_pct,
+            "process_count": self.process_count,
+            "zombie_count": self.zombie_count,
+            "uptime_s": self.uptime_s,
+            "kernel": self.kernel,
+            "driver_version": self.driver_version,
+            "cuda_version": self.cuda_version,
+            "clock_skew_s": clock_skew_s,
+            "disks": {
+                d.mount: {
+                    "util_pct": _round(d.util_pct),
+                    "used_bytes": d.used_bytes,
+                    "total_bytes": d.total_bytes,
+                    "error": d.error,
+                }
+                for d in self.disks
+            },
+            "net": {
+                n.iface: {
+                    "rx_bytes_per_s": n.rx_bytes_per_s,
+                    "tx_bytes_per_s": n.tx_bytes_per_s,
+                    "rx_errors_per_s": n.rx_errors_per_s,
+                    "tx_errors_per_s": n.tx_errors_per_s,
+                }
+                for n in self.net
+            },
+            "xids": [{"xid": x.xid, "message": x.message, "gpu": x.gpu} for x in self.xids],
+            "probe_errors": dict(self.errors),
+        }
+        return out
+
+    @property
+    def disk_max_pct(self) -> float | None:
+        values = [d.util_pct for d in self.disks if d.util_pct is not None]
+        return max(values) if values else None
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """One node's result for one poll: a sample and its judgement, or the reason there is none."""
+
+    name: str
+    status: Status
+    score: int | None  # 0-100; None when the node could not be sampled
+    polled_at: float  # control-host clock, seconds since the epoch
+    duration_s: float
+    sample: NodeSample | None = None
+    alerts: tuple[Alert, ...] = ()
+    error: NodeError | None = None
+    clock_skew_s: float | None = None  # node clock minus control-host clock
+
+    @property
+    def reachable(self) -> bool:
+        return self.sample is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status.label,
+            "score": self.score,
+            "reachable": self.reachable,
+            "error": str(self.error) if self.error else None,
+            "error_kind": self.error.kind.value if self.error else None,
+            "polled_at": self.polled_at,
+            "duration_s": round(self.duration_s, 4),
+            "metrics": self.sample.metrics(self.clock_skew_s) if self.sample else {},
+            "gpus": [g.to_json() for g in self.sample.gpus] if self.sample else [],
+            "alerts": [a.to_json() for a in self.alerts],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterReport:
+    generated_at: float
+    nodes: tuple[NodeReport, ...]
+    duration_s: float = 0.0
+
+    @property
+    def status(self) -> Status:
+        # An empty selection is not "all fine": nothing was checked.
+        return worst_status((n.status for n in self.nodes), default=Status.UNKNOWN)
+
+    def to_json(self) -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        return {
+            "schema": JSON_SCHEMA,
+            "generated_at": datetime.fromtimestamp(self.generated_at, UTC).isoformat(),
+            "status": self.status.label,
+            "duration_s": round(self.duration_s, 4),
+            "nodes": [n.to_json() for n in self.nodes],
+        }

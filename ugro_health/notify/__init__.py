@@ -1,0 +1,1 @@
+"""ugro_health.notify"""
