@@ -1,0 +1,86 @@
+"""The root of the command tree: global options, command registration and the exit-code policy.
+
+Usage and configuration errors exit 3 (UNKNOWN) with one line, never Click's 2 (which a script
+would read as CRITICAL) and never a traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from ugro_health import __version__, paths
+from ugro_health.cli import check
+from ugro_health.cli.context import AppContext
+from ugro_health.cli.output import err_console, fail
+from ugro_health.config import ConfigError
+
+app = typer.Typer(
+    name="ugro-health",
+    help="Agentless health monitor for GPU training clusters, over SSH.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 80},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ugro-health {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: str | None = typer.Option(
+        None, "--config", "-c", envvar="UGRO_HEALTH_CONFIG", metavar="PATH",
+        help="Cluster file. Default: ./cluster.yaml, then "
+        "$XDG_CONFIG_HOME/ugro-health/cluster.yaml, else this machine alone.",
+    ),
+    state_dir: str | None = typer.Option(
+        None, "--state-dir", envvar="UGRO_HEALTH_STATE_DIR", metavar="PATH",
+        help="Where history and state live. Default: $STATE_DIRECTORY, then "
+        "$XDG_STATE_HOME/ugro-health.",
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for unexpected errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    ctx.obj = AppContext(
+        config_path=paths.find_config(config),
+        state_dir=paths.state_dir(state_dir),
+        debug=debug,
+    )
+
+
+app.command("check")(check.check_command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; maps every failure to an exit code and one line."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = app(args=argv, prog_name="ugro-health", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        fail(f"{exc.format_message()}{hint}")
+    except click.exceptions.Abort:
+        err_console.print("ugro-health: interrupted")
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        fail(exc.format_message())
+    except ConfigError as exc:
+        fail(exc.one_line())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)")
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,33 @@
+"""The frozen context every command handler receives: where config and state are, and flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from ugro_health import paths
+from ugro_health.config import Config
+
+
+@dataclass(frozen=True, slots=True)
+class AppContext:
+    config_path: Path | None  # None: built-in default (this machine alone)
+    state_dir: Path
+    debug: bool = False
+
+    def load_config(self) -> Config:
+        from ugro_health.config import default_config, load_config
+
+        if self.config_path is None:
+            return default_config()
+        return load_config(self.config_path)
+
+
+def from_typer(ctx: typer.Context) -> AppContext:
+    obj = ctx.find_root().obj
+    if isinstance(obj, AppContext):
+        return obj
+    # A sub-command invoked without the root callback (tests calling a command directly).
+    return AppContext(config_path=paths.find_config(None), state_dir=paths.state_dir(None))

@@ -1,0 +1,38 @@
+"""The in-process transport for the control host itself: the probe is imported, not streamed.
+
+One ``Probe`` instance is kept per node name so that, in ``watch``, CPU and network rates are
+measured between ticks and NVML initialises once.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ugro_health import probe
+from ugro_health.config import NodeConfig
+from ugro_health.model import ErrorKind
+from ugro_health.transport.base import TransportError, check_document
+
+
+class LocalTransport:
+    def __init__(self) -> None:
+        self._probes: dict[str, probe.Probe] = {}
+        self._lock = threading.Lock()
+
+    def run_probe(self, node: NodeConfig, request: dict[str, Any], deadline: float) -> dict[str, Any]:
+        with self._lock:
+            instance = self._probes.setdefault(node.name, probe.Probe())
+        try:
+            doc = instance.sample(request)
+        except Exception as exc:  # the probe reports its own failures; this is a last resort
+            raise TransportError(ErrorKind.PROBE_FAILED, f"{type(exc).__name__}: {exc}") from exc
+        return check_document(doc)
+
+    def close(self) -> None:
+        with self._lock:
+            for instance in self._probes.values():
+                close = getattr(instance, "close", None)
+                if close is not None:
+                    close()
+            self._probes.clear()
