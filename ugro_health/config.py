@@ -23,7 +23,8 @@ HOST_RE = re.compile(r"^[A-Za-z0-9_.:%-]+$|^\[[0-9A-Fa-f:.%]+\]$")
 PYTHON_RE = re.compile(r"^[A-Za-z0-9_./+-]+$")
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
-DEFAULT_XID_CRITICAL = (13, 31, 43, 45, 48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 119, 120)
+# XIDs that mean the hardware (not the application) failed; 13/31/43/45 are usually app faults.
+DEFAULT_XID_CRITICAL = (48, 61, 62, 63, 64, 68, 69, 74, 79, 92, 94, 95, 119, 120, 140)
 DEFAULT_JOB_MATCH = (
     r"torchrun",
     r"torch\.distributed",
@@ -68,13 +69,11 @@ class SshSettings:
 class Thresholds:
     gpu_temp_warn_c: float = 80.0
     gpu_temp_crit_c: float = 85.0
-    gpu_mem_warn_pct: float = 95.0
     mem_warn_pct: float = 90.0
     mem_crit_pct: float = 95.0
     disk_warn_pct: float = 90.0
     disk_crit_pct: float = 95.0
     swap_warn_pct: float = 50.0
-    cpu_warn_pct: float = 95.0
     load_warn_per_core: float = 2.0
     zombie_warn: int = 20
     clock_skew_warn_s: float = 2.0
@@ -221,7 +220,7 @@ class _Doc:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, (*where, i)) for i, item in enumerate(node.value)]
-        return _SCALARS.construct_object(node)  # type: ignore[no-untyped-call]
+        return _SCALARS.construct_object(node)
 
 
 def _parse_yaml(text: str, path: str) -> tuple[dict[str, Any], _Doc]:
@@ -279,7 +278,11 @@ def _describe(value: Any) -> str:
         return "empty"
     if isinstance(value, bool):
         return "true/false"
-    return {dict: "a mapping", list: "a list", str: f"{value!r}"}.get(type(value), repr(value))
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
 
 
 def _section(doc: _Doc, data: Mapping[str, Any], name: str) -> dict[str, Any]:

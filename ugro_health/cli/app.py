@@ -38,12 +38,19 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     config: str | None = typer.Option(
-        None, "--config", "-c", envvar="UGRO_HEALTH_CONFIG", metavar="PATH",
+        None,
+        "--config",
+        "-c",
+        envvar="UGRO_HEALTH_CONFIG",
+        metavar="PATH",
         help="Cluster file. Default: ./cluster.yaml, then "
         "$XDG_CONFIG_HOME/ugro-health/cluster.yaml, else this machine alone.",
     ),
     state_dir: str | None = typer.Option(
-        None, "--state-dir", envvar="UGRO_HEALTH_STATE_DIR", metavar="PATH",
+        None,
+        "--state-dir",
+        envvar="UGRO_HEALTH_STATE_DIR",
+        metavar="PATH",
         help="Where history and state live. Default: $STATE_DIRECTORY, then "
         "$XDG_STATE_HOME/ugro-health.",
     ),

@@ -1,0 +1,179 @@
+"""Configuration: parsing, defaults, ranges, and one-line errors that name file, line and key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ugro_health.config import ConfigError, default_config, load_config, parse_config
+
+
+def parse(text: str):
+    return parse_config(textwrap.dedent(text), "cluster.yaml")
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_apply_and_nodes_override():
+    config = parse(
+        """
+        defaults:
+          user: ubuntu
+          identity_file: ~/.ssh/id_ed25519
+          gpus: 8
+        nodes:
+          - name: gpu-master
+            host: localhost
+          - name: gpu1
+            host: 192.168.1.101
+            user: ollie
+            gpus: 1
+            mounts: [/, /data]
+            tags: [a100, rack1]
+        """
+    )
+    master, gpu1 = config.nodes
+    assert master.is_local and master.user == "ubuntu" and master.gpus == 8
+    assert not gpu1.is_local
+    assert (gpu1.user, gpu1.gpus, gpu1.mounts, gpu1.tags) == (
+        "ollie",
+        1,
+        ("/", "/data"),
+        ("a100", "rack1"),
+    )
+    assert gpu1.identity_file == "~/.ssh/id_ed25519"
+
+
+def test_range_expands_in_order_with_padding():
+    config = parse("nodes:\n  - name: gpu[08-11]\n    port: 2222\n")
+    assert [n.name for n in config.nodes] == ["gpu08", "gpu09", "gpu10", "gpu11"]
+    assert all(n.port == 2222 and n.host is None for n in config.nodes)
+    assert config.nodes[0].ssh_host == "gpu08"
+
+
+def test_plain_string_nodes_and_settings():
+    config = parse(
+        """
+        ssh: {connect_timeout: 2, command_timeout: 7.5, max_workers: 4}
+        thresholds: {gpu_temp_warn_c: 75, xid_critical: [79, 48]}
+        history: {retention_hours: 6}
+        nodes: [a, b]
+        """
+    )
+    assert [n.name for n in config.nodes] == ["a", "b"]
+    assert (config.ssh.connect_timeout, config.ssh.command_timeout, config.ssh.max_workers) == (
+        2,
+        7.5,
+        4,
+    )
+    assert config.thresholds.gpu_temp_warn_c == 75 and config.thresholds.xid_critical == (79, 48)
+    assert config.thresholds.gpu_temp_crit_c == 85  # untouched default
+    assert config.history_retention_h == 6
+
+
+def test_localhost_with_port_goes_over_ssh():
+    config = parse(
+        "nodes:\n  - name: a\n    host: localhost\n    port: 2222\n  - name: b\n    host: localhost\n    transport: ssh\n"
+    )
+    assert [n.is_local for n in config.nodes] == [False, False]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("nodes: [\n", "cluster.yaml:2: invalid YAML"),
+        (
+            "nodes:\n  - name: a\n    prot: 22\n",
+            "cluster.yaml:3: nodes[0].prot: unknown key (did you mean `port`?)",
+        ),
+        (
+            "nodes:\n  - name: a\n  - name: b\n  - name: a\n",
+            "cluster.yaml:4: nodes[2].name: duplicate node 'a'",
+        ),
+        (
+            "nodes:\n  - name: a\n    port: twenty\n",
+            "cluster.yaml:3: nodes[0].port: must be an integer, not 'twenty'",
+        ),
+        ("nodes:\n  - name: a\n    port: 70000\n", "port 70000 is out of range"),
+        (
+            "nodes:\n  - name: 'a;reboot'\n",
+            "cluster.yaml:2: nodes[0].name: invalid node name 'a;reboot'",
+        ),
+        (
+            "nodes:\n  - name: a\n    python: 'python3; rm -rf /'\n",
+            "nodes[0].python: invalid interpreter path",
+        ),
+        ("nodes:\n  - name: a\n    mounts: [data]\n", "must be an absolute path"),
+        (
+            "ssh:\n  conect_timeout: 3\nnodes: [a]\n",
+            "cluster.yaml:2: ssh.conect_timeout: unknown key (did you mean `connect_timeout`?)",
+        ),
+        (
+            "thresholds:\n  gpu_temp_warn_c: hot\nnodes: [a]\n",
+            "thresholds.gpu_temp_warn_c: must be a number, not 'hot'",
+        ),
+        ("nodes: []\n", "nodes: must be a non-empty list"),
+        ("", "the file is empty"),
+        ("- a\n- b\n", "the top level must be a mapping"),
+        (
+            "nodes:\n  - name: a\n    port: 22\n    port: 23\n",
+            "cluster.yaml:4: nodes[0].port: duplicate key",
+        ),
+        (
+            "nodes:\n  - name: gpu[01-03]\n    host: 10.0.0.1\n",
+            "a node range cannot share one `host`",
+        ),
+        ("nodes:\n  - name: gpu[03-01\n", "invalid node range"),
+        ("jobs:\n  match: ['(']\nnodes: [a]\n", "jobs.match: invalid pattern"),
+        ("defaults:\n  name: x\nnodes: [a]\n", "defaults.name: unknown key"),
+        ("nodes:\n  - host: a\n", "nodes[0]: a node needs a `name`"),
+        ("nodes:\n  - name: a\n    transport: telnet\n", "must be one of auto, ssh, local"),
+        (
+            "nodes:\n  - name: a\n    gpus: yes\n",
+            "nodes[0].gpus: must be an integer, not true/false",
+        ),
+    ],
+)
+def test_errors_are_one_line_with_file_line_and_key(text, expected):
+    assert expected in error_of(text)
+
+
+def test_error_in_defaults_points_at_defaults_line():
+    message = error_of("defaults:\n  port: 99999\nnodes: [a, b]\n")
+    assert message.startswith("cluster.yaml:2: defaults.port:")
+
+
+def test_load_missing_and_unreadable(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"nodes: [\xff\xfe]\n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(bad)
+
+
+def test_select_by_globs():
+    config = parse("nodes: [gpu01, gpu02, cpu01, gpu-master]\n")
+    assert [n.name for n in config.select("gpu0*")] == ["gpu01", "gpu02"]
+    assert [n.name for n in config.select("cpu*, gpu-master")] == ["cpu01", "gpu-master"]
+    assert config.select("nothing*") == ()
+    assert len(config.select(None)) == 4
+
+
+def test_default_config_is_one_local_node():
+    config = default_config()
+    assert len(config.nodes) == 1 and config.nodes[0].is_local
+
+
+def test_example_file_parses():
+    example = Path(__file__).resolve().parents[2] / "cluster.example.yaml"
+    config = load_config(example)
+    assert len(config.nodes) >= 3

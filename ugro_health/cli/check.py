@@ -1,0 +1,74 @@
+"""``ugro-health check``: poll every node once, print, record, exit with the worst status."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from ugro_health.cli.context import from_typer
+from ugro_health.cli.output import console, fail, warn
+
+
+def check_command(
+    ctx: typer.Context,
+    nodes: str | None = typer.Option(
+        None,
+        "--nodes",
+        "-n",
+        metavar="GLOB",
+        help="Only nodes matching these comma-separated globs, e.g. 'gpu0*,gpu-master'.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the ugro-health/v1 JSON document."),
+    nagios: bool = typer.Option(False, "--nagios", help="Print one Nagios line with perfdata."),
+    no_record: bool = typer.Option(
+        False, "--no-record", help="Do not append this run to the history store."
+    ),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        "-t",
+        min=0.1,
+        metavar="SECONDS",
+        help="Bound the whole run; nodes still unanswered are reported as timed out.",
+    ),
+    accept_new: bool = typer.Option(
+        False,
+        "--accept-new",
+        help="Enrol hosts whose key is not yet known (like ssh's accept-new); a changed key "
+        "is still refused.",
+    ),
+) -> None:
+    """Poll the cluster once and exit 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN.
+
+    Example: [bold]ugro-health check --nodes 'gpu*' --json | jq .status[/bold]
+    """
+    from ugro_health.engine.collect import Transports, collect_cluster
+
+    app = from_typer(ctx)
+    config = app.load_config()
+    selected = config.select(nodes)
+    if not selected:
+        known = ", ".join(n.name for n in config.nodes[:8])
+        fail(f"no node matches {nodes!r} (configured: {known})")
+    transports = Transports(config, accept_new=accept_new)
+    try:
+        report = collect_cluster(config, selected, transports, timeout=timeout)
+    finally:
+        transports.close()
+    if not no_record:
+        from ugro_health.engine.record import record_report
+
+        for problem in record_report(app.state_dir, config, report):
+            warn(problem)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    elif nagios:
+        from ugro_health.render.nagios import nagios_line
+
+        print(nagios_line(report, config.thresholds))
+    else:
+        from ugro_health.render.table import check_table
+
+        console.print(check_table(report))
+    raise typer.Exit(report.status.exit_code)

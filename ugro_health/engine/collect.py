@@ -1,0 +1,167 @@
+"""Fan the probe out over a bounded thread pool and turn every outcome into a ``NodeReport``.
+
+Imports ``config``, ``model``, ``transport`` and ``engine.scoring``; never ``cli`` or
+``render``. Nothing a node does raises out of ``collect_cluster``: each node's failure is a
+report with a classified error, and a node that is still running when the run's deadline passes is
+reported as timed out while the others are reported on time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from ugro_health.config import Config, NodeConfig
+from ugro_health.engine.scoring import error_alert, judge
+from ugro_health.model import (
+    ClusterReport,
+    ErrorKind,
+    NodeError,
+    NodeReport,
+    NodeSample,
+    Status,
+)
+from ugro_health.transport.base import Transport, TransportError
+
+CPU_WINDOW_S = 0.2  # one-shot CPU/network sampling window on the node
+MAX_OUTPUT_BYTES = 2_000_000
+
+
+@dataclass
+class Transports:
+    """Picks the transport for each node; the SSH one (and paramiko) only when needed."""
+
+    config: Config
+    accept_new: bool = False
+    _local: Transport | None = None
+    _ssh: Transport | None = None
+    _factories: dict[str, Callable[[], Transport]] = field(default_factory=dict)
+
+    def for_node(self, node: NodeConfig) -> Transport:
+        if node.is_local:
+            if self._local is None:
+                from ugro_health.transport.local import LocalTransport
+
+                self._local = LocalTransport()
+            return self._local
+        if self._ssh is None:
+            from ugro_health.transport.ssh import SshTransport
+
+            self._ssh = SshTransport(self.config.ssh, accept_new=self.accept_new)
+        return self._ssh
+
+    def close(self) -> None:
+        for transport in (self._local, self._ssh):
+            if transport is not None:
+                transport.close()
+
+
+def probe_request(config: Config, node: NodeConfig, match: Sequence[str] = ()) -> dict[str, Any]:
+    return {
+        "op": "sample",
+        "mounts": list(node.mounts),
+        "window_s": CPU_WINDOW_S,
+        "subcheck_timeout_s": max(0.5, min(3.0, config.ssh.command_timeout / 3)),
+        "match": list(match),
+        "max_output_bytes": MAX_OUTPUT_BYTES,
+    }
+
+
+def poll_node(
+    config: Config,
+    node: NodeConfig,
+    transport: Transport,
+    deadline: float,
+    match: Sequence[str] = (),
+    clock: Callable[[], float] = time.time,
+) -> NodeReport:
+    """Probe one node and judge it; every failure becomes a report, never an exception."""
+    started_wall, started = clock(), time.monotonic()
+    try:
+        doc = transport.run_probe(node, probe_request(config, node, match), deadline)
+        sample = NodeSample.from_probe(doc)
+    except TransportError as exc:
+        return failed_report(node.name, NodeError(exc.kind, exc.message), started_wall, started)
+    except Exception as exc:  # a bug in one node's path must not lose the others
+        error = NodeError(ErrorKind.PROBE_INVALID, f"{type(exc).__name__}: {exc}")
+        return failed_report(node.name, error, started_wall, started)
+    duration = time.monotonic() - started
+    skew = None
+    if sample.time is not None:
+        skew = sample.time - (started_wall + duration / 2)
+    verdict = judge(sample, node, config.thresholds, skew)
+    return NodeReport(
+        name=node.name,
+        status=verdict.status,
+        score=verdict.score,
+        polled_at=started_wall,
+        duration_s=duration,
+        sample=sample,
+        alerts=verdict.alerts,
+        clock_skew_s=skew,
+    )
+
+
+def failed_report(name: str, error: NodeError, polled_at: float, started: float) -> NodeReport:
+    return NodeReport(
+        name=name,
+        status=Status.CRITICAL,
+        score=None,
+        polled_at=polled_at,
+        duration_s=time.monotonic() - started,
+        alerts=(error_alert(error),),
+        error=error,
+    )
+
+
+def node_budget(config: Config) -> float:
+    """The longest one node may take: connect, banner and auth phases, then the command."""
+    return 3 * config.ssh.connect_timeout + config.ssh.command_timeout
+
+
+def collect_cluster(
+    config: Config,
+    nodes: Sequence[NodeConfig],
+    transports: Transports,
+    timeout: float | None = None,
+    match: Sequence[str] = (),
+    clock: Callable[[], float] = time.time,
+) -> ClusterReport:
+    """Poll ``nodes`` concurrently; the report lists them in configuration order."""
+    started_wall, started = clock(), time.monotonic()
+    budget = node_budget(config) if timeout is None else min(timeout, node_budget(config))
+    deadline = started + budget
+    reports: dict[str, NodeReport] = {}
+    workers = max(1, min(config.ssh.max_workers, len(nodes)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ugro-poll")
+    try:
+        futures: dict[Future[NodeReport], NodeConfig] = {
+            pool.submit(
+                poll_node, config, node, transports.for_node(node), deadline, match, clock
+            ): node
+            for node in nodes
+        }
+        pending = set(futures)
+        while pending:
+            remaining = deadline + 0.5 - time.monotonic()
+            if remaining <= 0:
+                break
+            done, pending = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+            for future in done:
+                reports[futures[future].name] = future.result()
+        for future in pending:
+            node = futures[future]
+            future.cancel()
+            error = NodeError(ErrorKind.TIMEOUT, f"no answer within {budget:.1f}s")
+            reports[node.name] = failed_report(node.name, error, started_wall, started)
+    finally:
+        # Threads still running finish by their own deadline; do not wait for them here.
+        pool.shutdown(wait=False, cancel_futures=True)
+    return ClusterReport(
+        generated_at=started_wall,
+        nodes=tuple(reports[n.name] for n in nodes),
+        duration_s=time.monotonic() - started,
+    )

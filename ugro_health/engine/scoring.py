@@ -1,0 +1,366 @@
+"""Judge one node's sample: alerts with stable codes, a 0-100 score, and a status.
+
+Pure functions over ``model`` and ``config`` values; no I/O. The status is the worst alert's;
+the score summarises how healthy the node is (weighted GPU, system, network and process
+components) so that operators can sort and trend nodes. Hard failures (an uncorrected ECC error,
+a failed row remap, a missing GPU, a fatal XID) are CRITICAL whatever the score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ugro_health.config import NodeConfig, Thresholds
+from ugro_health.model import (
+    Alert,
+    ErrorKind,
+    GpuSample,
+    NodeError,
+    NodeSample,
+    Severity,
+    Status,
+    worst_status,
+)
+
+WEIGHTS = {"gpu": 0.45, "system": 0.30, "network": 0.10, "process": 0.15}
+
+THERMAL_THROTTLE = ("hw_thermal_slowdown", "sw_thermal_slowdown")
+HW_THROTTLE = ("hw_slowdown", "hw_power_brake_slowdown")
+
+CRIT, WARN, INFO = Severity.CRITICAL, Severity.WARNING, Severity.INFO
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    score: int
+    alerts: tuple[Alert, ...]
+    status: Status
+    components: dict[str, float]
+
+
+def judge(
+    sample: NodeSample,
+    node: NodeConfig,
+    limits: Thresholds,
+    clock_skew_s: float | None = None,
+) -> Verdict:
+    """Score ``sample`` of ``node`` against ``limits`` and list its alerts."""
+    gpu_alerts, gpu_score = _judge_gpus(sample, node, limits)
+    sys_alerts, sys_score = _judge_system(sample, limits, clock_skew_s)
+    net_alerts, net_score = _judge_network(sample, limits)
+    proc_alerts, proc_score = _judge_processes(sample, limits)
+    components = {
+        "gpu": gpu_score,
+        "system": sys_score,
+        "network": net_score,
+        "process": proc_score,
+    }
+    score = round(sum(WEIGHTS[k] * v for k, v in components.items()))
+    alerts = [*gpu_alerts, *sys_alerts, *net_alerts, *proc_alerts]
+    if score < limits.score_warn and not any(a.severity is not INFO for a in alerts):
+        alerts.append(
+            Alert(WARN, "score_low", f"health score {score} is below {limits.score_warn}", score)
+        )
+    status = worst_status(a.severity.status for a in alerts)
+    return Verdict(max(0, min(100, score)), tuple(alerts), status, components)
+
+
+# --- GPUs ----------------------------------------------------------------------------------
+
+
+def _judge_gpus(
+    sample: NodeSample, node: NodeConfig, limits: Thresholds
+) -> tuple[list[Alert], float]:
+    alerts: list[Alert] = []
+    seen = len(sample.gpus)
+    if node.gpus is not None and seen < node.gpus:
+        why = (
+            sample.errors.get("gpu") or sample.errors.get("nvidia-smi") or sample.errors.get("nvml")
+        )
+        reason = f" ({why})" if why else ""
+        alerts.append(
+            Alert(
+                CRIT, "gpu_count_low", f"{seen} of {node.gpus} expected GPUs visible{reason}", seen
+            )
+        )
+    alerts.extend(_judge_xids(sample, limits))
+    healths = []
+    for gpu in sample.gpus:
+        gpu_alerts, health = _judge_gpu(gpu, limits)
+        alerts.extend(gpu_alerts)
+        healths.append(health)
+    if not healths:
+        score = 0.0 if node.gpus else 100.0
+    else:
+        # The worst GPU matters more than the average: one sick GPU stalls a whole job.
+        score = 0.5 * min(healths) + 0.5 * sum(healths) / len(healths)
+    if node.gpus and seen < node.gpus:
+        score *= seen / node.gpus
+    if any(a.code == "gpu_xid_fatal" for a in alerts):
+        score = min(score, 20.0)
+    return alerts, score
+
+
+def _judge_xids(sample: NodeSample, limits: Thresholds) -> list[Alert]:
+    alerts = []
+    fatal = [x for x in sample.xids if x.xid in limits.xid_critical]
+    other = [x for x in sample.xids if x.xid not in limits.xid_critical]
+    if fatal:
+        codes = ", ".join(sorted({str(x.xid) for x in fatal}, key=int))
+        alerts.append(
+            Alert(
+                CRIT,
+                "gpu_xid_fatal",
+                f"fatal XID {codes}: {fatal[-1].message[:160]}",
+                fatal[-1].xid,
+            )
+        )
+    if other:
+        codes = ", ".join(sorted({str(x.xid) for x in other}, key=int))
+        alerts.append(Alert(WARN, "gpu_xid", f"XID {codes} in the kernel log", other[-1].xid))
+    return alerts
+
+
+def _judge_gpu(gpu: GpuSample, limits: Thresholds) -> tuple[list[Alert], float]:
+    alerts: list[Alert] = []
+    health = 100.0
+    tag = f"GPU {gpu.index}"
+
+    def add(
+        severity: Severity, code: str, message: str, value: float | str | None, cost: float
+    ) -> None:
+        nonlocal health
+        alerts.append(Alert(severity, code, f"{tag}: {message}", value, gpu.index))
+        health -= cost
+
+    if gpu.temp_c is not None:
+        if gpu.temp_c >= limits.gpu_temp_crit_c:
+            add(CRIT, "gpu_temp_critical", f"temperature {gpu.temp_c:.0f} °C", gpu.temp_c, 60)
+        elif gpu.temp_c >= limits.gpu_temp_warn_c:
+            add(WARN, "gpu_temp_warning", f"temperature {gpu.temp_c:.0f} °C", gpu.temp_c, 30)
+        else:
+            # Gentle slope below the warning line so hot-but-fine GPUs rank below cool ones.
+            health -= max(0.0, gpu.temp_c - (limits.gpu_temp_warn_c - 15)) * 0.5
+    if gpu.ecc_uncorrected_volatile:
+        n = gpu.ecc_uncorrected_volatile
+        add(CRIT, "gpu_ecc_uncorrected", f"{n} uncorrected ECC errors", n, 100)
+    if gpu.remapped_rows_failed:
+        add(
+            CRIT,
+            "gpu_remap_failed",
+            "row remapping failed: replace the GPU",
+            gpu.remapped_rows_failed,
+            100,
+        )
+    if gpu.remapped_rows_pending:
+        add(
+            WARN,
+            "gpu_remap_pending",
+            "row remap pending: reset the GPU when idle",
+            gpu.remapped_rows_pending,
+            20,
+        )
+    if gpu.retired_pages_pending:
+        add(
+            WARN,
+            "gpu_retired_pages_pending",
+            "retired pages pending: reset the GPU when idle",
+            "pending",
+            20,
+        )
+    _judge_throttle(gpu, add)
+    _judge_links(gpu, add)
+    for proc in gpu.processes:
+        if proc.alive is False:
+            add(
+                WARN,
+                "gpu_zombie_holder",
+                f"process {proc.pid} holds GPU memory but no longer exists",
+                proc.pid,
+                15,
+            )
+    return alerts, max(0.0, health)
+
+
+def _judge_throttle(gpu: GpuSample, add: _Add) -> None:
+    thermal = [r for r in gpu.throttle_reasons if r in THERMAL_THROTTLE]
+    hardware = [r for r in gpu.throttle_reasons if r in HW_THROTTLE]
+    if thermal:
+        add(
+            WARN,
+            "gpu_throttle_thermal",
+            f"clocks throttled ({', '.join(thermal)})",
+            ",".join(thermal),
+            25,
+        )
+    if hardware:
+        add(
+            WARN,
+            "gpu_throttle_hw",
+            f"clocks throttled ({', '.join(hardware)})",
+            ",".join(hardware),
+            25,
+        )
+
+
+def _judge_links(gpu: GpuSample, add: _Add) -> None:
+    # Link *generation* drops at idle to save power; a narrower *width* is a real fault.
+    if gpu.pcie_width is not None and gpu.pcie_width_max and gpu.pcie_width < gpu.pcie_width_max:
+        add(
+            WARN,
+            "gpu_pcie_degraded",
+            f"PCIe link x{gpu.pcie_width} of x{gpu.pcie_width_max}",
+            gpu.pcie_width,
+            20,
+        )
+    if gpu.nvlink_total and gpu.nvlink_active is not None and gpu.nvlink_active < gpu.nvlink_total:
+        add(
+            WARN,
+            "gpu_nvlink_down",
+            f"{gpu.nvlink_total - gpu.nvlink_active} of {gpu.nvlink_total} NVLinks down",
+            gpu.nvlink_active,
+            30,
+        )
+
+
+# The signature of the local ``add`` closures above.
+_Add = Callable[[Severity, str, str, float | str | None, float], None]
+
+
+# --- system, network, processes ------------------------------------------------------------
+
+
+def _ramp(value: float | None, warn: float, crit: float) -> float:
+    """Penalty 0 below ``warn - 20``, rising to 50 at ``crit`` and 100 at 100 %."""
+    if value is None:
+        return 0.0
+    start = warn - 20
+    if value <= start:
+        return 0.0
+    if value <= crit:
+        return 50.0 * (value - start) / max(crit - start, 1e-9)
+    return 50.0 + 50.0 * (value - crit) / max(100 - crit, 1e-9)
+
+
+def _level(value: float | None, warn: float, crit: float, code: str, label: str) -> Iterable[Alert]:
+    if value is None:
+        return
+    if value >= crit:
+        yield Alert(CRIT, f"{code}_critical", f"{label} {value:.0f} %", round(value, 1))
+    elif value >= warn:
+        yield Alert(WARN, f"{code}_warning", f"{label} {value:.0f} %", round(value, 1))
+
+
+def _judge_system(
+    sample: NodeSample, limits: Thresholds, clock_skew_s: float | None
+) -> tuple[list[Alert], float]:
+    alerts = list(
+        _level(
+            sample.mem_util_pct, limits.mem_warn_pct, limits.mem_crit_pct, "mem", "memory in use"
+        )
+    )
+    penalty = _ramp(sample.mem_util_pct, limits.mem_warn_pct, limits.mem_crit_pct)
+    for disk in sample.disks:
+        if disk.error:
+            alerts.append(
+                Alert(WARN, "disk_check_failed", f"{disk.mount}: {disk.error}", disk.mount)
+            )
+            penalty += 25
+            continue
+        alerts.extend(
+            _level(
+                disk.util_pct,
+                limits.disk_warn_pct,
+                limits.disk_crit_pct,
+                "disk",
+                f"{disk.mount} full",
+            )
+        )
+        penalty = max(penalty, _ramp(disk.util_pct, limits.disk_warn_pct, limits.disk_crit_pct))
+    if sample.swap_util_pct is not None and sample.swap_util_pct >= limits.swap_warn_pct:
+        alerts.append(
+            Alert(
+                WARN,
+                "swap_warning",
+                f"swap {sample.swap_util_pct:.0f} % used",
+                round(sample.swap_util_pct, 1),
+            )
+        )
+        penalty += 15
+    if sample.load1 is not None and sample.cpu_cores:
+        per_core = sample.load1 / sample.cpu_cores
+        if per_core >= limits.load_warn_per_core:
+            alerts.append(
+                Alert(
+                    WARN,
+                    "load_high",
+                    f"load {sample.load1:.1f} on {sample.cpu_cores} cores",
+                    round(sample.load1, 2),
+                )
+            )
+            penalty += 15
+    if clock_skew_s is not None and abs(clock_skew_s) >= limits.clock_skew_warn_s:
+        alerts.append(
+            Alert(
+                WARN,
+                "clock_skew",
+                f"clock off by {clock_skew_s:+.1f} s from the control host",
+                round(clock_skew_s, 2),
+            )
+        )
+        penalty += 10
+    return alerts, max(0.0, 100.0 - penalty)
+
+
+def _judge_network(sample: NodeSample, limits: Thresholds) -> tuple[list[Alert], float]:
+    alerts = []
+    penalty = 0.0
+    for net in sample.net:
+        rate = (net.rx_errors_per_s or 0.0) + (net.tx_errors_per_s or 0.0)
+        if rate >= limits.net_errors_warn_per_s:
+            alerts.append(
+                Alert(WARN, "net_errors", f"{net.iface}: {rate:.1f} errors/s", round(rate, 2))
+            )
+            penalty += 30
+    return alerts, max(0.0, 100.0 - penalty)
+
+
+def _judge_processes(sample: NodeSample, limits: Thresholds) -> tuple[list[Alert], float]:
+    alerts = []
+    penalty = 0.0
+    zombies = sample.zombie_count
+    if zombies is not None and zombies >= limits.zombie_warn:
+        alerts.append(Alert(WARN, "zombies_high", f"{zombies} zombie processes", zombies))
+        penalty += 30
+    elif zombies:
+        penalty += min(20.0, zombies)
+    other = {k: v for k, v in sample.errors.items() if not k.startswith("disk:")}
+    if other:
+        first = next(iter(other.items()))
+        alerts.append(
+            Alert(
+                INFO,
+                "probe_partial",
+                f"{len(other)} sub-check(s) failed, e.g. {first[0]}: {first[1]}",
+                len(other),
+            )
+        )
+    return alerts, max(0.0, 100.0 - penalty)
+
+
+def error_alert(error: NodeError) -> Alert:
+    """The CRITICAL alert for a node that yielded no sample."""
+    if error.kind in (ErrorKind.PROBE_FAILED, ErrorKind.PROBE_INVALID):
+        return Alert(
+            CRIT,
+            error.kind.value,
+            f"reached, but the probe failed: {error.message}",
+            error.kind.value,
+        )
+    return Alert(
+        CRIT,
+        "node_unreachable",
+        f"unreachable ({error.kind.value}): {error.message}",
+        error.kind.value,
+    )
