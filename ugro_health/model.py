@@ -374,9 +374,13 @@ class NodeSample:
             driver_version=_str(gpu_info, "driver_version"),
             cuda_version=_str(gpu_info, "cuda_version"),
             gpu_source=_str(gpu_info, "source"),
-            gpus=tuple(GpuSample.from_probe(g) for g in doc.get("gpus") or () if isinstance(g, dict)),
+            gpus=tuple(
+                GpuSample.from_probe(g) for g in doc.get("gpus") or () if isinstance(g, dict)
+            ),
             xids=tuple(
-                XidEvent(xid=int(x.get("xid", 0)), message=str(x.get("message", "")), gpu=_str(x, "gpu"))
+                XidEvent(
+                    xid=int(x.get("xid", 0)), message=str(x.get("message", "")), gpu=_str(x, "gpu")
+                )
                 for x in doc.get("xids") or ()
                 if isinstance(x, dict)
             ),

@@ -24,7 +24,9 @@ class TransportError(Exception):
 
 
 class Transport(Protocol):
-    def run_probe(self, node: NodeConfig, request: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def run_probe(
+        self, node: NodeConfig, request: dict[str, Any], deadline: float
+    ) -> dict[str, Any]:
         """Run the probe once on ``node``; ``deadline`` is a ``time.monotonic()`` instant."""
         ...
 
@@ -40,9 +42,11 @@ def parse_response_line(line: bytes) -> dict[str, Any] | None:
     if not line.startswith(RESPONSE_PREFIX):
         return None
     try:
-        doc = json.loads(line[len(RESPONSE_PREFIX):])
+        doc = json.loads(line[len(RESPONSE_PREFIX) :])
     except ValueError as exc:
-        raise TransportError(ErrorKind.PROBE_INVALID, f"probe answered invalid JSON: {exc}") from exc
+        raise TransportError(
+            ErrorKind.PROBE_INVALID, f"probe answered invalid JSON: {exc}"
+        ) from exc
     if not isinstance(doc, dict):
         raise TransportError(ErrorKind.PROBE_INVALID, "probe answered JSON that is not an object")
     return doc

@@ -20,7 +20,9 @@ class LocalTransport:
         self._probes: dict[str, probe.Probe] = {}
         self._lock = threading.Lock()
 
-    def run_probe(self, node: NodeConfig, request: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def run_probe(
+        self, node: NodeConfig, request: dict[str, Any], deadline: float
+    ) -> dict[str, Any]:
         with self._lock:
             instance = self._probes.setdefault(node.name, probe.Probe())
         try:
