@@ -1,0 +1,158 @@
+"""Renderers, read back as a person would: a fixed-width, colourless console."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+
+from ugro_health.config import Thresholds
+from ugro_health.model import (
+    JSON_SCHEMA,
+    Alert,
+    ClusterReport,
+    DiskSample,
+    ErrorKind,
+    GpuSample,
+    NodeError,
+    NodeReport,
+    NodeSample,
+    Severity,
+    Status,
+)
+from ugro_health.render.nagios import nagios_line
+from ugro_health.render.table import check_table
+
+GIB = 1 << 30
+
+
+def render(renderable, width: int = 120) -> str:
+    console = Console(width=width, color_system=None, record=True, file=open("/dev/null", "w"))
+    console.print(renderable)
+    return console.export_text()
+
+
+def sample(temp: float = 65.0) -> NodeSample:
+    gpus = tuple(
+        GpuSample(
+            index=i,
+            name="NVIDIA H100 80GB HBM3",
+            util_pct=90.0 + i,
+            temp_c=temp + i,
+            mem_used_bytes=10 * GIB,
+            mem_total_bytes=80 * GIB,
+        )
+        for i in range(2)
+    )
+    return NodeSample(
+        cpu_util_pct=12.4, mem_util_pct=41.6, disks=(DiskSample("/", 100, 55),), gpus=gpus
+    )
+
+
+def report() -> ClusterReport:
+    ok = NodeReport("gpu-master", Status.OK, 97, 1000.0, 0.02, sample=sample())
+    hot = NodeReport(
+        "gpu1",
+        Status.WARNING,
+        74,
+        1000.0,
+        0.03,
+        sample=sample(81.0),
+        alerts=(Alert(Severity.WARNING, "gpu_temp_warning", "GPU 1: temperature 82 °C", 82.0, 1),),
+    )
+    dead = NodeReport(
+        "gpu2",
+        Status.CRITICAL,
+        None,
+        1000.0,
+        5.0,
+        error=NodeError(ErrorKind.REFUSED, "connection refused (127.0.0.1:2222)"),
+        alerts=(
+            Alert(
+                Severity.CRITICAL,
+                "node_unreachable",
+                "unreachable (refused): connection refused",
+                "refused",
+            ),
+        ),
+    )
+    return ClusterReport(generated_at=1764363000.0, nodes=(ok, hot, dead), duration_s=5.01)
+
+
+def test_table_reads_at_a_glance():
+    text = render(check_table(report()))
+    lines = text.splitlines()
+    assert lines[0].split()[:8] == [
+        "NODE",
+        "STATUS",
+        "SCORE",
+        "GPUS",
+        "CPU",
+        "MEM",
+        "DISK",
+        "ALERTS",
+    ]
+    master = next(line for line in lines if line.startswith("gpu-master"))
+    assert "OK" in master and "97" in master and "2× H100 90% 66°C" in master
+    assert "12%" in master and "42%" in master and "55%" in master
+    gpu1 = next(line for line in lines if line.startswith("gpu1"))
+    assert "WARNING" in gpu1 and "GPU 1: temperature 82 °C" in gpu1
+    gpu2 = next(line for line in lines if line.startswith("gpu2"))
+    assert "UNREACHABLE" in gpu2 and "connection refused" in gpu2 and "—" in gpu2
+    assert "CRITICAL  3 nodes: 1 ok, 1 warning, 1 critical (1 unreachable) in 5.01s" in text
+
+
+def test_table_fits_narrow_terminal():
+    text = render(check_table(report()), width=60)
+    assert all(len(line) <= 60 for line in text.splitlines())
+    assert "gpu-master" in text
+
+
+def test_json_contract_fields():
+    doc = json.loads(json.dumps(report().to_json()))
+    assert doc["schema"] == JSON_SCHEMA and doc["status"] == "critical"
+    assert doc["generated_at"].startswith("2025-11-28T")
+    names = [n["name"] for n in doc["nodes"]]
+    assert names == ["gpu-master", "gpu1", "gpu2"]
+    for node in doc["nodes"]:
+        assert {
+            "name",
+            "status",
+            "score",
+            "reachable",
+            "error",
+            "metrics",
+            "gpus",
+            "alerts",
+        } <= set(node)
+    dead = doc["nodes"][2]
+    assert dead["reachable"] is False and dead["score"] is None and dead["metrics"] == {}
+    assert dead["error"] == "refused: connection refused (127.0.0.1:2222)"
+    assert doc["nodes"][1]["alerts"][0] == {
+        "severity": "warning",
+        "code": "gpu_temp_warning",
+        "message": "GPU 1: temperature 82 °C",
+        "value": 82.0,
+        "gpu": 1,
+    }
+    assert doc["nodes"][0]["gpus"][1]["temp_c"] == 66.0
+    assert doc["nodes"][0]["metrics"]["disks"]["/"]["util_pct"] == 55.0
+
+
+def test_empty_cluster_is_unknown():
+    assert ClusterReport(generated_at=0.0, nodes=()).status is Status.UNKNOWN
+
+
+def test_nagios_line_has_status_summary_and_perfdata():
+    line = nagios_line(report(), Thresholds())
+    head, perf = line.split(" | ")
+    assert head.startswith(
+        "UGRO-HEALTH CRITICAL - 3 nodes: 1 ok, 1 warning, 1 critical (1 unreachable)"
+    )
+    assert "gpu2: unreachable (refused)" in head and "gpu1: GPU 1: temperature 82 °C" in head
+    assert "\n" not in line
+    fields = perf.split()
+    assert "'gpu-master_score'=97;70;;0;100" in fields
+    assert "'gpu1_gpu_temp_max'=82;80;85" in fields
+    assert "unreachable=1;;1;0" in fields
+    assert not any(f.startswith("'gpu2_score'") for f in fields)  # no invented score
