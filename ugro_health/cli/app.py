@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from ugro_health import __version__, paths
@@ -74,14 +73,16 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         code = app(args=argv, prog_name="ugro-health", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        fail(f"{exc.format_message()}{hint}")
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("ugro-health: interrupted")
         sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        fail(exc.format_message())
+    except typer.TyperException as exc:  # Click's usage errors, vendored by Typer
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message())
+            sys.exit(0)
+        context = getattr(exc, "ctx", None)
+        hint = f" (see '{context.command_path} --help')" if context is not None else ""
+        fail(f"{exc.format_message()}{hint}")
     except ConfigError as exc:
         fail(exc.one_line())
     except KeyboardInterrupt:
