@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ugro_health.cli.context import from_typer
 from ugro_health.cli.output import console, fail, warn
+
+if TYPE_CHECKING:
+    from ugro_health.engine.jobs import Job
 
 
 def check_command(
@@ -52,8 +57,9 @@ def check_command(
         known = ", ".join(n.name for n in config.nodes[:8])
         fail(f"no node matches {nodes!r} (configured: {known})")
     transports = Transports(config, accept_new=accept_new)
+    jobs = _active_jobs(app.state_dir)
     try:
-        report = collect_cluster(config, selected, transports, timeout=timeout)
+        report = collect_cluster(config, selected, transports, timeout=timeout, jobs=jobs)
     finally:
         transports.close()
     if not no_record:
@@ -72,3 +78,14 @@ def check_command(
 
         console.print(check_table(report))
     raise typer.Exit(report.status.exit_code)
+
+
+def _active_jobs(state_dir: Path) -> list[Job]:
+    """Active jobs from the state store, for rank checks; an unreadable store means none."""
+    from ugro_health.engine.jobs import active_jobs
+    from ugro_health.store.state import StateStore
+
+    loaded = StateStore(state_dir).load()
+    if loaded.warning:
+        warn(loaded.warning)
+    return active_jobs(loaded.state)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ugro_health.config import Config, NodeConfig
+from ugro_health.engine.jobs import Job, patterns_for, rank_alerts
 from ugro_health.engine.scoring import error_alert, judge
 from ugro_health.model import (
     ClusterReport,
@@ -23,6 +24,7 @@ from ugro_health.model import (
     NodeReport,
     NodeSample,
     Status,
+    worst_status,
 )
 from ugro_health.transport.base import Transport, TransportError
 
@@ -75,11 +77,12 @@ def poll_node(
     node: NodeConfig,
     transport: Transport,
     deadline: float,
-    match: Sequence[str] = (),
+    jobs: Sequence[Job] = (),
     clock: Callable[[], float] = time.time,
 ) -> NodeReport:
     """Probe one node and judge it; every failure becomes a report, never an exception."""
     started_wall, started = clock(), time.monotonic()
+    match = patterns_for(node.name, jobs, config.job_match)
     try:
         doc = transport.run_probe(node, probe_request(config, node, match), deadline)
         sample = NodeSample.from_probe(doc)
@@ -93,14 +96,17 @@ def poll_node(
     if sample.time is not None:
         skew = sample.time - (started_wall + duration / 2)
     verdict = judge(sample, node, config.thresholds, skew)
+    job_alerts = rank_alerts(node.name, sample, jobs)
+    alerts = (*verdict.alerts, *job_alerts)
     return NodeReport(
         name=node.name,
-        status=verdict.status,
-        score=verdict.score,
+        status=worst_status(a.severity.status for a in alerts),
+        # Missing ranks count against the process component (weight 0.15 of the score).
+        score=max(0, verdict.score - 10 * len(job_alerts)),
         polled_at=started_wall,
         duration_s=duration,
         sample=sample,
-        alerts=verdict.alerts,
+        alerts=alerts,
         clock_skew_s=skew,
     )
 
@@ -127,7 +133,7 @@ def collect_cluster(
     nodes: Sequence[NodeConfig],
     transports: Transports,
     timeout: float | None = None,
-    match: Sequence[str] = (),
+    jobs: Sequence[Job] = (),
     clock: Callable[[], float] = time.time,
 ) -> ClusterReport:
     """Poll ``nodes`` concurrently; the report lists them in configuration order."""
@@ -140,7 +146,7 @@ def collect_cluster(
     try:
         futures: dict[Future[NodeReport], NodeConfig] = {
             pool.submit(
-                poll_node, config, node, transports.for_node(node), deadline, match, clock
+                poll_node, config, node, transports.for_node(node), deadline, jobs, clock
             ): node
             for node in nodes
         }

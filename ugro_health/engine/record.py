@@ -11,8 +11,31 @@ from pathlib import Path
 
 from ugro_health.config import Config
 from ugro_health.model import ClusterReport
+from ugro_health.store._fs import StoreError
+from ugro_health.store.history import HistoryStore, record_from_report
+from ugro_health.store.state import StateStore
+
+
+def history_store(state_dir: Path, config: Config) -> HistoryStore:
+    return HistoryStore(
+        state_dir,
+        retention_s=config.history_retention_h * 3600.0,
+        max_bytes=int(config.history_max_mb * 1024 * 1024),
+    )
 
 
 def record_report(state_dir: Path, config: Config, report: ClusterReport) -> list[str]:
     """Append ``report`` to history and state; returns the problems met (empty when fine)."""
-    return []
+    problems: list[str] = []
+    records = [record_from_report(node) for node in report.nodes]
+    try:
+        history_store(state_dir, config).append(records)
+    except StoreError as exc:
+        problems.append(str(exc))
+    try:
+        loaded = StateStore(state_dir).record_cycle(records, now=report.generated_at)
+        if loaded.warning:
+            problems.append(loaded.warning)
+    except StoreError as exc:
+        problems.append(str(exc))
+    return problems

@@ -1,0 +1,270 @@
+"""Training-job activity: register, finish, expire, and check a job's rank processes.
+
+Jobs live in the state store's ``jobs`` section, changed only through ``StateStore.update`` (a
+locked read-modify-write), so a launcher, cron and a running ``watch`` can all change them at
+once without losing an update. Job activity drives ``watch``'s adaptive polling; the probe
+reports processes matching each job's pattern, which ``rank_alerts`` compares with the expected
+ranks per node.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ugro_health.config import NODE_NAME_RE
+from ugro_health.model import Alert, NodeSample, Severity
+
+FINISHED_KEEP_S = 24 * 3600.0  # how long finished jobs stay listed
+DEFAULT_GRACE_S = 300.0  # processes gone from every node this long => the job is over
+
+
+class JobError(Exception):
+    """A job request that cannot be done; ``str()`` is one line for the user."""
+
+
+class StateUpdater(Protocol):
+    def update(self, fn: Any) -> Any: ...
+
+    def load(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    name: str
+    nodes: tuple[str, ...]
+    started_at: float
+    ranks: int | None = None  # expected matching processes per node
+    match: str | None = None  # regex for the rank processes; None: the configured defaults
+    ttl_s: float | None = None
+    finished_at: float | None = None
+    finish_reason: str | None = None  # finished | ttl | processes_gone
+    procs_seen_at: float | None = None  # last time a matching process was seen on any node
+
+    @property
+    def active(self) -> bool:
+        return self.finished_at is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "nodes": list(self.nodes),
+            "started_at": self.started_at,
+            "ranks": self.ranks,
+            "match": self.match,
+            "ttl_s": self.ttl_s,
+            "finished_at": self.finished_at,
+            "finish_reason": self.finish_reason,
+            "procs_seen_at": self.procs_seen_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Job:
+        return cls(
+            name=str(data["name"]),
+            nodes=tuple(str(n) for n in data.get("nodes") or ()),
+            started_at=float(data.get("started_at") or 0.0),
+            ranks=data.get("ranks") if isinstance(data.get("ranks"), int) else None,
+            match=data.get("match") if isinstance(data.get("match"), str) else None,
+            ttl_s=_float_or_none(data.get("ttl_s")),
+            finished_at=_float_or_none(data.get("finished_at")),
+            finish_reason=data.get("finish_reason"),
+            procs_seen_at=_float_or_none(data.get("procs_seen_at")),
+        )
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def jobs_of(state: Mapping[str, Any]) -> list[Job]:
+    """Every job in a loaded state document, skipping entries too damaged to read."""
+    out = []
+    for data in (state.get("jobs") or {}).values():
+        try:
+            out.append(Job.from_json(data))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def active_jobs(state: Mapping[str, Any]) -> list[Job]:
+    return [job for job in jobs_of(state) if job.active]
+
+
+def last_activity(state: Mapping[str, Any]) -> float | None:
+    """When a job last started or finished (None: never); drives the polling interval."""
+    times = [t for job in jobs_of(state) for t in (job.started_at, job.finished_at) if t]
+    return max(times) if times else None
+
+
+def start_job(
+    store: StateUpdater,
+    name: str,
+    nodes: Sequence[str],
+    now: float,
+    known_nodes: Iterable[str],
+    ranks: int | None = None,
+    match: str | None = None,
+    ttl_s: float | None = None,
+) -> Job:
+    """Register an active job; raises ``JobError`` for a bad name, node, pattern or a clash."""
+    _validate(name, nodes, known_nodes, ranks, match)
+    job = Job(name=name, nodes=tuple(nodes), started_at=now, ranks=ranks, match=match, ttl_s=ttl_s)
+
+    def apply(state: dict[str, Any]) -> None:
+        jobs = state.setdefault("jobs", {})
+        existing = jobs.get(name)
+        if existing is not None and existing.get("finished_at") is None:
+            raise JobError(f"job {name!r} is already active (finish it first)")
+        jobs[name] = job.to_json()
+        _prune(jobs, now)
+
+    store.update(apply)
+    return job
+
+
+def finish_job(store: StateUpdater, name: str, now: float, reason: str = "finished") -> Job:
+    """Mark an active job finished; raises ``JobError`` when there is no such active job."""
+    finished: list[Job] = []
+
+    def apply(state: dict[str, Any]) -> None:
+        jobs = state.setdefault("jobs", {})
+        data = jobs.get(name)
+        if data is None or data.get("finished_at") is not None:
+            active = ", ".join(sorted(n for n, j in jobs.items() if j.get("finished_at") is None))
+            raise JobError(f"no active job {name!r} (active: {active or 'none'})")
+        data["finished_at"] = now
+        data["finish_reason"] = reason
+        finished.append(Job.from_json(data))
+
+    store.update(apply)
+    return finished[0]
+
+
+def _validate(
+    name: str,
+    nodes: Sequence[str],
+    known_nodes: Iterable[str],
+    ranks: int | None,
+    match: str | None,
+) -> None:
+    if not NODE_NAME_RE.match(name):
+        raise JobError(f"invalid job name {name!r}: use letters, digits, '.', '_' and '-'")
+    if not nodes:
+        raise JobError("a job needs at least one node (--nodes A,B)")
+    known = set(known_nodes)
+    unknown = [n for n in nodes if n not in known]
+    if unknown:
+        raise JobError(
+            f"unknown node(s) {', '.join(unknown)} (configured: {', '.join(sorted(known)[:8])})"
+        )
+    if ranks is not None and ranks < 1:
+        raise JobError("--ranks must be 1 or more")
+    if match is not None:
+        try:
+            re.compile(match)
+        except re.error as exc:
+            raise JobError(f"invalid --match pattern {match!r}: {exc}") from None
+
+
+def _prune(jobs: dict[str, Any], now: float) -> None:
+    for name in [
+        n for n, j in jobs.items() if (j.get("finished_at") or now) < now - FINISHED_KEEP_S
+    ]:
+        del jobs[name]
+
+
+def expire_jobs(
+    store: StateUpdater,
+    now: float,
+    procs_by_node: Mapping[str, Mapping[str, int]],
+    grace_s: float = DEFAULT_GRACE_S,
+) -> list[Job]:
+    """Finish jobs whose TTL passed or whose processes are gone from all nodes for ``grace_s``.
+
+    ``procs_by_node`` maps each node polled this cycle to its matched-process count per pattern;
+    a job none of whose nodes was polled keeps its last sighting.
+    """
+    expired: list[Job] = []
+
+    def apply(state: dict[str, Any]) -> None:
+        for data in (state.get("jobs") or {}).values():
+            if data.get("finished_at") is not None:
+                continue
+            job = Job.from_json(data)
+            if _seen_now(job, procs_by_node):
+                data["procs_seen_at"] = now
+                continue
+            reason = _expiry_reason(job, now, grace_s)
+            if reason:
+                data["finished_at"] = now
+                data["finish_reason"] = reason
+                expired.append(Job.from_json(data))
+
+    store.update(apply)
+    return expired
+
+
+def _seen_now(job: Job, procs_by_node: Mapping[str, Mapping[str, int]]) -> bool:
+    return any(_count_for(job, procs_by_node.get(node) or {}) > 0 for node in job.nodes)
+
+
+def _expiry_reason(job: Job, now: float, grace_s: float) -> str | None:
+    if job.ttl_s is not None and now >= job.started_at + job.ttl_s:
+        return "ttl"
+    last = job.procs_seen_at if job.procs_seen_at is not None else job.started_at
+    if now - last >= grace_s:
+        return "processes_gone"
+    return None
+
+
+def _count_for(job: Job, counts: Mapping[str, int]) -> int:
+    if job.match is not None:
+        return counts.get(job.match, 0)
+    return counts.get("*", 0)
+
+
+def matched_counts(sample: NodeSample, jobs: Sequence[Job]) -> dict[str, int]:
+    """Matched processes per job pattern (``"*"``: any default pattern) in ``sample``."""
+    counts: dict[str, int] = {}
+    own = {job.match for job in jobs if job.match is not None}
+    for proc in sample.matched_processes:
+        pattern = proc.get("pattern")
+        key = pattern if pattern in own else "*"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def patterns_for(node: str, jobs: Sequence[Job], defaults: Sequence[str]) -> list[str]:
+    """The process patterns the probe should match on ``node`` (empty: no job there)."""
+    patterns: list[str] = []
+    for job in jobs:
+        if node in job.nodes:
+            wanted = [job.match] if job.match is not None else list(defaults)
+            patterns.extend(p for p in wanted if p not in patterns)
+    return patterns
+
+
+def rank_alerts(node: str, sample: NodeSample, jobs: Sequence[Job]) -> list[Alert]:
+    """WARNING for each job on ``node`` with fewer matching processes than its ranks."""
+    alerts = []
+    counts = matched_counts(sample, jobs)
+    for job in jobs:
+        if node not in job.nodes or job.ranks is None:
+            continue
+        seen = _count_for(job, counts)
+        if seen < job.ranks:
+            alerts.append(
+                Alert(
+                    Severity.WARNING,
+                    "job_ranks_low",
+                    f"job {job.name}: {seen} of {job.ranks} rank processes running",
+                    seen,
+                )
+            )
+    return alerts
