@@ -1,0 +1,203 @@
+"""Cluster state: ``<state dir>/state.json``, what ``status`` reads without touching history.
+
+Standard library only (and ``_fs``). One JSON document::
+
+    {"v": 1, "updated_at": <epoch>,
+     "nodes": {name: {"status", "score", "reachable", "error", "error_kind", "alerts",
+                      "polled_at", "last_seen", "metrics", "gpus", "summary", "breaker", ...}},
+     "jobs": {name: {...}}}
+
+Every change is a read-modify-write under ``flock`` on ``state.lock`` and lands with an atomic
+replace (temporary file 0600 in the same directory, fsync, ``os.replace``, fsync of the
+directory): concurrent ``check`` from cron, ``watch`` and ``jobs start`` lose nothing, and a crash
+leaves either the old or the new file. Readers take no lock. A corrupt or foreign ``state.json``
+is set aside as ``state.json.corrupt-<time>`` and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ugro_health.store._fs import (
+    LOCK_TIMEOUT_S,
+    StoreError,
+    ensure_private_dir,
+    exclusive_lock,
+    open_private,
+    write_all,
+)
+
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+LOCK_FILE = "state.lock"
+# Per-GPU fields kept in state.json: enough for `status`, a fraction of the full sample.
+GPU_FIELDS = ("index", "name", "util_pct", "mem_pct", "temp_c", "power_w")
+_NODE_FIELDS = ("status", "score", "reachable", "error", "error_kind", "alerts", "metrics")
+
+
+def empty_state() -> dict[str, Any]:
+    return {"v": STATE_VERSION, "updated_at": None, "nodes": {}, "jobs": {}}
+
+
+class Loaded(NamedTuple):
+    state: dict[str, Any]
+    warning: str | None  # one line, e.g. the corrupt file was set aside
+
+
+class StateStore:
+    def __init__(
+        self,
+        directory: Path,
+        clock: Callable[[], float] = time.time,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
+    ) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / STATE_FILE
+        self.clock = clock
+        self.lock_timeout_s = lock_timeout_s
+
+    def load(self) -> Loaded:
+        """The current state; missing -> empty, corrupt -> empty plus a warning (never raises)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return Loaded(empty_state(), None)
+        except OSError as exc:
+            return Loaded(empty_state(), f"state not read: {exc.strerror} ({self.path})")
+        state, problem = _parse(raw)
+        if problem is None:
+            return Loaded(state, None)
+        try:  # set it aside under the lock, unless a writer has replaced it meanwhile
+            with exclusive_lock(self.directory / LOCK_FILE, self.lock_timeout_s):
+                return self._quarantine_locked(problem)
+        except OSError:
+            return Loaded(empty_state(), f"state ignored: {problem} ({self.path})")
+
+    def update(self, fn: Callable[[dict[str, Any]], None]) -> Loaded:
+        """Lock, load, apply ``fn`` (mutating the state in place), write atomically.
+
+        Raises ``StoreError`` (one line) if the state cannot be written; the old file stays.
+        """
+        try:
+            ensure_private_dir(self.directory)
+            with exclusive_lock(self.directory / LOCK_FILE, self.lock_timeout_s):
+                state, warning = self._load_locked()
+                fn(state)
+                state["v"] = STATE_VERSION
+                state["updated_at"] = self.clock()
+                self._write_locked(state)
+        except OSError as exc:
+            raise StoreError.from_os("state not saved", exc, self.path) from None
+        return Loaded(state, warning)
+
+    def record_cycle(
+        self, records: Iterable[Mapping[str, Any]], now: float | None = None
+    ) -> Loaded:
+        """Merge one poll's records (history records or ``NodeReport.to_json()`` documents).
+
+        Only the sample's fields are replaced: ``breaker``, ``jobs`` and any other key written
+        by other modules stay as they are. ``last_seen`` moves only when the node answered.
+        """
+        records = list(records)
+
+        def merge(state: dict[str, Any]) -> None:
+            nodes = state.setdefault("nodes", {})
+            for record in records:
+                name = str(record.get("node") or record.get("name"))
+                entry = nodes.setdefault(name, {})
+                merge_node(entry, record, now)
+
+        return self.update(merge)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _load_locked(self) -> Loaded:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return Loaded(empty_state(), None)
+        state, problem = _parse(raw)
+        if problem is None:
+            return Loaded(state, None)
+        return self._quarantine_locked(problem)
+
+    def _quarantine_locked(self, problem: str) -> Loaded:
+        """Set a bad state.json aside (we hold the lock) and start from an empty state."""
+        try:
+            state, again = _parse(self.path.read_bytes())
+        except FileNotFoundError:
+            return Loaded(empty_state(), None)
+        if again is None:  # a writer replaced it while we waited for the lock
+            return Loaded(state, None)
+        aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(self.clock())}")
+        os.replace(self.path, aside)
+        return Loaded(empty_state(), f"state reset: state.json was {again}; kept as {aside}")
+
+    def _write_locked(self, state: Mapping[str, Any]) -> None:
+        data = json.dumps(state, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+        fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            try:
+                write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
+        _fsync_dir(self.directory)
+
+
+def merge_node(entry: dict[str, Any], record: Mapping[str, Any], now: float | None = None) -> None:
+    """Update one node's state ``entry`` in place from a record of the latest poll."""
+    polled_at = record.get("t", record.get("polled_at", now))
+    for key in _NODE_FIELDS:
+        entry[key] = record.get(key)
+    entry["polled_at"] = polled_at
+    gpus = [g for g in record.get("gpus") or () if isinstance(g, Mapping)]
+    entry["gpus"] = [{k: g.get(k) for k in GPU_FIELDS} for g in gpus]
+    if record.get("summary") is not None:
+        entry["summary"] = record["summary"]
+    if record.get("reachable"):
+        entry["last_seen"] = polled_at
+    else:
+        entry.setdefault("last_seen", None)
+
+
+def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
+    try:
+        state = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return empty_state(), f"not valid JSON ({exc.__class__.__name__})"
+    if not isinstance(state, dict):
+        return empty_state(), "not a JSON object"
+    if state.get("v") != STATE_VERSION:
+        return empty_state(), f"unknown version {state.get('v')!r}"
+    if not isinstance(state.get("nodes", {}), dict) or not isinstance(state.get("jobs", {}), dict):
+        return empty_state(), "malformed nodes or jobs"
+    state.setdefault("nodes", {})
+    state.setdefault("jobs", {})
+    return state, None
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory; the replace itself is done
+    finally:
+        os.close(fd)
