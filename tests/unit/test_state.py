@@ -1,0 +1,175 @@
+"""StateStore on a real directory: atomic updates, merges, corrupt files, modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ugro_health.store import StateStore, StoreError
+from ugro_health.store.history import record_from_json
+
+T0 = 1_750_000_000.0
+
+
+def node_doc(name: str, t: float, reachable: bool = True, score: int | None = 95) -> dict:
+    return record_from_json(
+        {
+            "name": name,
+            "status": "ok" if reachable else "critical",
+            "score": score if reachable else None,
+            "reachable": reachable,
+            "error": None if reachable else "timeout: no answer in 5s",
+            "error_kind": None if reachable else "timeout",
+            "polled_at": t,
+            "duration_s": 0.2,
+            "metrics": {"cpu_util_pct": 5.0} if reachable else {},
+            "gpus": [
+                {
+                    "index": 0,
+                    "name": "H100",
+                    "uuid": "GPU-x",
+                    "temp_c": 50.0,
+                    "util_pct": 1.0,
+                    "mem_pct": 2.0,
+                    "power_w": 80.0,
+                    "pcie_gen": 5,
+                    "processes": [],
+                }
+            ]
+            if reachable
+            else [],
+            "alerts": []
+            if reachable
+            else [{"severity": "critical", "code": "unreachable", "message": "no answer"}],
+        }
+    )
+
+
+def test_missing_state_is_empty_and_creates_nothing(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "none")
+    state, warning = store.load()
+    assert state == {"v": 1, "updated_at": None, "nodes": {}, "jobs": {}} and warning is None
+    assert not (tmp_path / "none").exists()
+
+
+def test_update_round_trip_is_private_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        store = StateStore(tmp_path / "a" / "state", clock=lambda: T0)
+        store.update(lambda s: s["jobs"].update({"train": {"nodes": ["n1"]}}))
+    finally:
+        os.umask(old)
+    state, warning = store.load()
+    assert warning is None and state["jobs"] == {"train": {"nodes": ["n1"]}}
+    assert state["updated_at"] == T0
+    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
+    assert sorted(p.name for p in store.directory.iterdir()) == ["state.json", "state.lock"]
+    for path in store.directory.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_record_cycle_merges_nodes_and_keeps_breaker_and_jobs(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+
+    def seed(state: dict) -> None:
+        state["jobs"]["llm"] = {"nodes": ["a"]}
+        state["nodes"]["a"] = {"breaker": {"state": "open", "failures": 3}}
+
+    store.update(seed)
+    store.record_cycle([node_doc("a", T0), node_doc("b", T0)])
+    store.record_cycle([node_doc("a", T0 + 5, reachable=False), node_doc("b", T0 + 5)])
+    state, _ = store.load()
+    a, b = state["nodes"]["a"], state["nodes"]["b"]
+    assert state["jobs"] == {"llm": {"nodes": ["a"]}}
+    assert a["breaker"] == {"state": "open", "failures": 3}
+    assert (a["status"], a["reachable"], a["polled_at"], a["last_seen"]) == (
+        "critical",
+        False,
+        T0 + 5,
+        T0,
+    )
+    assert a["error"] == "timeout: no answer in 5s" and a["alerts"][0]["code"] == "unreachable"
+    assert a["gpus"] == [] and a["score"] is None
+    assert (b["status"], b["score"], b["last_seen"], b["metrics"]) == (
+        "ok",
+        95,
+        T0 + 5,
+        {"cpu_util_pct": 5.0},
+    )
+    assert b["gpus"] == [
+        {
+            "index": 0,
+            "name": "H100",
+            "util_pct": 1.0,
+            "mem_pct": 2.0,
+            "temp_c": 50.0,
+            "power_w": 80.0,
+        }
+    ]
+    assert b["summary"]["gpu_temp"] == 50.0
+
+
+def test_never_reached_node_has_no_last_seen(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.record_cycle([node_doc("c", T0, reachable=False)])
+    assert store.load().state["nodes"]["c"]["last_seen"] is None
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"v": 1, "nodes": {"a": ', "not valid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"v": 7, "nodes": {}}', "unknown version 7"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b'{"v": 1, "nodes": []}', "malformed"),
+    ],
+)
+def test_corrupt_state_is_set_aside_with_a_warning(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    (tmp_path / "state.json").write_bytes(content)
+    store = StateStore(tmp_path, clock=lambda: T0)
+    state, warning = store.load()
+    assert state["nodes"] == {} and warning is not None and "\n" not in warning
+    assert problem in warning and "state.json.corrupt-1750000000" in warning
+    assert (tmp_path / "state.json.corrupt-1750000000").read_bytes() == content
+    assert not (tmp_path / "state.json").exists()
+    store.record_cycle([node_doc("a", T0)])
+    assert store.load() == (store.load().state, None)
+    assert "a" in store.load().state["nodes"]
+
+
+def test_update_on_a_corrupt_file_starts_afresh_and_reports_it(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text("garbage")
+    loaded = StateStore(tmp_path, clock=lambda: T0).update(lambda s: s["jobs"].update(x={}))
+    assert loaded.warning is not None and loaded.warning.startswith("state reset: ")
+    assert json.loads((tmp_path / "state.json").read_text())["jobs"] == {"x": {}}
+
+
+def test_a_failing_change_writes_nothing(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.update(lambda s: s["jobs"].update(keep={}))
+    before = (tmp_path / "state.json").read_bytes()
+
+    def boom(state: dict) -> None:
+        state["jobs"].clear()
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):
+        store.update(boom)
+    assert (tmp_path / "state.json").read_bytes() == before
+
+
+def test_unwritable_state_dir_is_a_one_line_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    expected = r"^state not saved: Not a directory \(.*/file/state\.lock\)$"
+    with pytest.raises(StoreError, match=expected):
+        StateStore(blocker).update(lambda s: None)
+    state, warning = StateStore(blocker).load()
+    assert state["nodes"] == {} and warning is not None and warning.startswith("state not read")
