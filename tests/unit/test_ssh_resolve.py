@@ -1,0 +1,123 @@
+"""resolve(): a node's SSH destination after ~/.ssh/config, and ProxyJump parsing."""
+
+from __future__ import annotations
+
+import getpass
+
+import paramiko
+import pytest
+
+from ugro_health.config import NodeConfig, SshSettings
+from ugro_health.model import ErrorKind
+from ugro_health.transport.base import TransportError
+from ugro_health.transport.ssh import DEFAULT_IDENTITIES, parse_jump, resolve
+
+SETTINGS = SshSettings(ssh_config=None)
+
+SSH_CONFIG = paramiko.SSHConfig.from_text(
+    """
+Host gpu1
+    HostName 10.0.0.11
+    Port 2201
+    User ollie
+    IdentityFile /keys/gpu1
+    ProxyJump bastion.example.com
+    HostKeyAlias gpu1-key
+Host direct
+    ProxyJump none
+    IdentitiesOnly yes
+    UserKnownHostsFile /kh/one /kh/two
+Host *
+    IdentityFile /keys/all
+"""
+)
+
+
+def test_ssh_config_supplies_what_the_node_leaves_out() -> None:
+    host = resolve(NodeConfig(name="gpu1"), SETTINGS, SSH_CONFIG)
+    assert host.alias == "gpu1"
+    assert host.hostname == "10.0.0.11"
+    assert host.port == 2201
+    assert host.user == "ollie"
+    assert host.identity_files == ("/keys/gpu1", "/keys/all")
+    assert host.proxy_jump == "bastion.example.com"
+    assert host.host_key_alias == "gpu1-key"
+    assert host.known_hosts_name == "gpu1-key"
+
+
+def test_explicit_node_values_win_over_ssh_config() -> None:
+    node = NodeConfig(
+        name="gpu1",
+        port=22,
+        user="root",
+        identity_file="~/.ssh/cluster",
+        proxy_jump="jump@10.0.0.1:2222",
+    )
+    host = resolve(node, SETTINGS, SSH_CONFIG)
+    assert (host.hostname, host.port, host.user) == ("10.0.0.11", 22, "root")
+    assert host.identity_files == ("~/.ssh/cluster", "/keys/gpu1", "/keys/all")
+    assert host.proxy_jump == "jump@10.0.0.1:2222"
+
+
+def test_an_explicit_host_is_not_remapped_but_is_looked_up() -> None:
+    host = resolve(NodeConfig(name="n1", host="gpu1"), SETTINGS, SSH_CONFIG)
+    assert host.hostname == "gpu1"
+    assert host.user == "ollie"  # the rest of gpu1's block still applies
+
+
+def test_defaults_without_ssh_config() -> None:
+    host = resolve(NodeConfig(name="gpu7"), SETTINGS, None)
+    assert (host.hostname, host.port, host.user) == ("gpu7", 22, getpass.getuser())
+    assert host.identity_files == DEFAULT_IDENTITIES
+    assert host.proxy_jump is None
+    assert host.known_hosts_name == "gpu7"
+    assert host.known_hosts_files == ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
+
+
+def test_proxy_jump_none_identities_only_and_known_hosts_files() -> None:
+    settings = SshSettings(ssh_config=None, known_hosts="/etc/ugro/known_hosts")
+    host = resolve(NodeConfig(name="direct", port=2222), settings, SSH_CONFIG)
+    assert host.proxy_jump is None
+    assert host.identities_only is True
+    assert host.identity_files == ("/keys/all",)
+    assert host.known_hosts_name == "[direct]:2222"
+    assert host.known_hosts_files == (
+        "/kh/one",
+        "/kh/two",
+        "/etc/ssh/ssh_known_hosts",
+        "/etc/ugro/known_hosts",
+    )
+
+
+def test_known_hosts_name_for_ipv6_on_another_port() -> None:
+    host = resolve(NodeConfig(name="v6", host="[fe80::1]", port=2222), SETTINGS, None)
+    assert host.known_hosts_name == "[fe80::1]:2222"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("bastion", (None, "bastion", None)),
+        ("me@bastion", ("me", "bastion", None)),
+        ("me@bastion:2222", ("me", "bastion", 2222)),
+        ("ssh://me@bastion:2222", ("me", "bastion", 2222)),
+        ("[::1]:2222", (None, "::1", 2222)),
+        ("me@[fe80::2]", ("me", "fe80::2", None)),
+    ],
+)
+def test_parse_jump(spec: str, expected: tuple[str | None, str, int | None]) -> None:
+    assert parse_jump(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["a,b", "me@host:port", "me@"])
+def test_parse_jump_rejects(spec: str) -> None:
+    with pytest.raises(TransportError) as info:
+        parse_jump(spec)
+    assert info.value.kind is ErrorKind.SSH_ERROR
+
+
+def test_bad_port_in_ssh_config_is_an_ssh_error() -> None:
+    config = paramiko.SSHConfig.from_text("Host bad\n    Port twenty-two\n")
+    with pytest.raises(TransportError) as info:
+        resolve(NodeConfig(name="bad"), SETTINGS, config)
+    assert info.value.kind is ErrorKind.SSH_ERROR
