@@ -83,6 +83,21 @@ class Thresholds:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchSettings:
+    active_interval_s: float = 5.0  # a training job is active
+    recent_interval_s: float = 10.0  # within 30 min of the last job activity
+    warm_interval_s: float = 20.0  # within 2 h
+    idle_interval_s: float = 40.0
+    max_interval_s: float = 60.0  # the adaptive interval never exceeds this
+    problem_interval_s: float = 5.0  # WARNING/CRITICAL nodes are re-polled this often
+    failure_threshold: int = 3  # consecutive failures that open a node's breaker
+    reset_base_s: float = 30.0  # first wait before a half-open trial; doubles per reopening
+    reset_max_s: float = 300.0  # the wait never exceeds this
+    job_grace_s: float = 300.0  # a job whose processes are gone this long is finished
+    stale_after_s: float = 600.0  # `status` marks older data STALE
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str
     host: str | None = None  # None: the name is the SSH host (and ~/.ssh/config may map it)
@@ -114,6 +129,7 @@ class Config:
     nodes: tuple[NodeConfig, ...]
     ssh: SshSettings = field(default_factory=SshSettings)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    watch: WatchSettings = field(default_factory=WatchSettings)
     job_match: tuple[str, ...] = DEFAULT_JOB_MATCH
     source: str | None = None  # path of the file, None for the built-in default
     history_retention_h: float = 24.0
@@ -160,7 +176,7 @@ _NODE_KEYS: dict[str, tuple[type, ...]] = {
     "tags": (list,),
     "proxy_jump": (str,),
 }
-_TOP_KEYS = ("defaults", "ssh", "thresholds", "nodes", "jobs", "history")
+_TOP_KEYS = ("defaults", "ssh", "thresholds", "watch", "nodes", "jobs", "history")
 _JOB_KEYS = {"match": (list,)}
 _HISTORY_KEYS = {"retention_hours": (int, float), "max_size_mb": (int, float)}
 
@@ -184,6 +200,7 @@ def _dataclass_types(cls: type) -> dict[str, tuple[type, ...]]:
 
 _SSH_KEYS = _dataclass_types(SshSettings)
 _THRESHOLD_KEYS = _dataclass_types(Thresholds)
+_WATCH_KEYS = _dataclass_types(WatchSettings)
 
 
 _SCALARS = yaml.SafeLoader("")  # only its scalar constructors are used
@@ -397,6 +414,12 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     thresholds = _settings(doc, data, "thresholds", Thresholds, _THRESHOLD_KEYS)
     if not all(isinstance(x, int) for x in thresholds.xid_critical):
         raise doc.error(("thresholds", "xid_critical"), "must be a list of integers")
+    watch = _settings(doc, data, "watch", WatchSettings, _WATCH_KEYS)
+    for key in ("active_interval_s", "max_interval_s", "problem_interval_s", "reset_base_s"):
+        if getattr(watch, key) <= 0:
+            raise doc.error(("watch", key), "must be more than zero")
+    if watch.failure_threshold < 1:
+        raise doc.error(("watch", "failure_threshold"), "must be at least 1")
     raw_nodes = data.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise doc.error(("nodes",), "must be a non-empty list of nodes")
@@ -425,6 +448,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         nodes=tuple(nodes),
         ssh=ssh,
         thresholds=thresholds,
+        watch=watch,
         job_match=match,
         source=path,
         history_retention_h=float(history.get("retention_hours", 24.0)),

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ugro_health import __version__, paths
-from ugro_health.cli import check, history, jobs, status
+from ugro_health.cli import check, history, jobs, status, watch
 from ugro_health.cli.context import AppContext
 from ugro_health.cli.output import err_console, fail
 from ugro_health.config import ConfigError
@@ -66,6 +66,7 @@ def root(
 
 
 app.command("check")(check.check_command)
+app.command("watch")(watch.watch_command)
 app.command("status")(status.status_command)
 app.command("history")(history.history_command)
 app.add_typer(jobs.app, name="jobs")

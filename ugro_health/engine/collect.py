@@ -38,6 +38,7 @@ class Transports:
 
     config: Config
     accept_new: bool = False
+    persistent: bool = False  # watch: keep SSH sessions and remote probes alive across cycles
     _local: Transport | None = None
     _ssh: Transport | None = None
     _factories: dict[str, Callable[[], Transport]] = field(default_factory=dict)
@@ -52,8 +53,19 @@ class Transports:
         if self._ssh is None:
             from ugro_health.transport.ssh import SshTransport
 
-            self._ssh = SshTransport(self.config.ssh, accept_new=self.accept_new)
+            if self.persistent:
+                self._ssh = SshTransport(
+                    self.config.ssh, accept_new=self.accept_new, persistent=True
+                )
+            else:
+                self._ssh = SshTransport(self.config.ssh, accept_new=self.accept_new)
         return self._ssh
+
+    def forget(self, node: str) -> None:
+        """Drop ``node``'s persistent session (its breaker opened)."""
+        forget = getattr(self._ssh, "forget", None)
+        if forget is not None:
+            forget(node)
 
     def close(self) -> None:
         for transport in (self._local, self._ssh):
@@ -94,7 +106,9 @@ def poll_node(
     duration = time.monotonic() - started
     skew = None
     if sample.time is not None:
-        skew = sample.time - (started_wall + duration / 2)
+        # The probe stamps its answer just before sending it, so compare with our clock when
+        # it arrived (off by the one-way latency: milliseconds, far below the alert threshold).
+        skew = sample.time - (started_wall + duration)
     verdict = judge(sample, node, config.thresholds, skew)
     job_alerts = rank_alerts(node.name, sample, jobs)
     alerts = (*verdict.alerts, *job_alerts)

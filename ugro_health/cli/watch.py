@@ -1,0 +1,182 @@
+"""``ugro-health watch``: the live dashboard on a terminal, one log line per cycle otherwise."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import typer
+
+from ugro_health.cli.context import from_typer
+from ugro_health.cli.output import console, fail
+
+if TYPE_CHECKING:
+    from ugro_health.engine.monitor import CycleResult, Monitor
+    from ugro_health.render.dashboard import WatchView
+
+
+def watch_command(
+    ctx: typer.Context,
+    nodes: str | None = typer.Option(
+        None,
+        "--nodes",
+        "-n",
+        metavar="GLOB",
+        help="Only nodes matching these comma-separated globs.",
+    ),
+    interval: float | None = typer.Option(
+        None,
+        "--interval",
+        "-i",
+        min=1.0,
+        metavar="SECONDS",
+        help="Poll at this fixed interval instead of adapting to job activity.",
+    ),
+    headless: bool = typer.Option(
+        False, "--headless", help="Log one line per cycle and per alert (the default on a non-TTY)."
+    ),
+) -> None:
+    """Monitor continuously; SIGINT or SIGTERM stops cleanly (exit 0).
+
+    Example: [bold]ugro-health watch --nodes 'gpu*'[/bold]  or, under systemd,
+    [bold]ugro-health watch --headless[/bold]
+    """
+    from ugro_health.engine.breaker import BreakerPolicy
+    from ugro_health.engine.collect import Transports
+    from ugro_health.engine.monitor import Monitor
+    from ugro_health.engine.scheduler import PollPolicy
+    from ugro_health.store.state import StateStore
+
+    app = from_typer(ctx)
+    config = app.load_config()
+    selected = config.select(nodes)
+    if not selected:
+        fail(
+            f"no node matches {nodes!r} (configured: {', '.join(n.name for n in config.nodes[:8])})"
+        )
+    w = config.watch
+    poll = PollPolicy(
+        active_interval_s=w.active_interval_s,
+        recent_interval_s=w.recent_interval_s,
+        warm_interval_s=w.warm_interval_s,
+        idle_interval_s=w.idle_interval_s,
+        max_interval_s=w.max_interval_s,
+        problem_interval_s=w.problem_interval_s,
+        fixed_interval_s=interval,
+    )
+    breakers = BreakerPolicy(
+        failure_threshold=w.failure_threshold,
+        reset_base_s=w.reset_base_s,
+        reset_max_s=w.reset_max_s,
+    )
+    transports = Transports(config, persistent=True)
+    monitor = Monitor(config, selected, StateStore(app.state_dir), transports, poll, breakers)
+    _install_signal_handlers(monitor)
+    try:
+        if headless or not console.is_terminal:
+            _run_headless(monitor)
+        else:
+            _run_dashboard(monitor)
+    finally:
+        transports.close()
+    raise typer.Exit(0)
+
+
+def _install_signal_handlers(monitor: Monitor) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        monitor.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _stamp(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _log(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def cycle_line(monitor: Monitor, result: CycleResult) -> str:
+    """``2026-11-28T21:30:00Z cycle 12: polled 3 in 0.21s; 2 ok, 1 critical; ...``."""
+    from ugro_health.render.common import counts_line
+
+    reports = list(monitor.view.reports.values())
+    skipped = f", {len(result.skipped)} isolated" if result.skipped else ""
+    jobs = ", ".join(monitor.view.active_jobs) or "none"
+    return (
+        f"{_stamp(result.at)} cycle {monitor.view.cycles}: polled {len(result.polled)}"
+        f"{skipped} in {result.duration_s:.2f}s; {counts_line(reports)}; jobs: {jobs}; "
+        f"next in {monitor.scheduler.seconds_until_next(result.at):.0f}s"
+    )
+
+
+def _run_headless(monitor: Monitor) -> None:
+    def on_cycle(result: CycleResult) -> None:
+        _log(cycle_line(monitor, result))
+        for event in result.events:
+            word = "ALERT" if event.kind == "raised" else "CLEARED"
+            severity = event.alert.severity.value.upper()
+            _log(
+                f"{_stamp(event.at)} {word} {severity} {event.node} {event.alert.code}: "
+                f"{event.alert.message}"
+            )
+        for problem in result.store_problems:
+            _log(f"{_stamp(result.at)} STORE {problem}")
+
+    _log(
+        f"{_stamp(time.time())} watching {len(monitor.nodes)} node(s); "
+        f"state in {monitor.store.directory}"
+    )
+    monitor.run(on_cycle=on_cycle, tick_s=1.0)
+    _log(f"{_stamp(time.time())} stopped after {monitor.view.cycles} cycle(s)")
+
+
+def _run_dashboard(monitor: Monitor) -> None:
+    from rich.console import RenderableType
+    from rich.live import Live
+
+    from ugro_health.render.dashboard import dashboard
+
+    def view() -> RenderableType:
+        return dashboard(watch_view(monitor), console.width)
+
+    with Live(console=console, auto_refresh=False, screen=False, transient=False) as live:
+        live.update(view(), refresh=True)
+
+        def refresh(*_: object) -> None:
+            live.update(view(), refresh=True)
+
+        monitor.run(on_cycle=refresh, on_tick=refresh, tick_s=1.0)
+
+
+def watch_view(monitor: Monitor) -> WatchView:
+    """Snapshot the monitor for the dashboard renderer."""
+    from ugro_health.engine.breaker import BreakerState
+    from ugro_health.render.dashboard import NodeRow, TimedAlert, WatchView
+
+    now = time.time()
+    rows = []
+    for name in monitor.nodes:
+        report = monitor.view.reports.get(name)
+        breaker = monitor.breakers.get(name)
+        state = breaker.state.value if breaker else BreakerState.CLOSED.value
+        retry = breaker.seconds_until_retry(now) if breaker and state == "open" else None
+        age = None if report is None else now - report.polled_at
+        rows.append((name, NodeRow(report, state, retry, age)))
+    alerts = [TimedAlert(e.at, e.node, e.alert) for e in monitor.view.events]
+    return WatchView(
+        now=now,
+        rows=rows,
+        interval_s=monitor.scheduler.interval,
+        next_poll_in_s=monitor.scheduler.seconds_until_next(now),
+        last_cycle_s=monitor.scheduler.last_cycle_s,
+        active_jobs=monitor.view.active_jobs,
+        alerts=alerts,
+    )

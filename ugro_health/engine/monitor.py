@@ -1,0 +1,293 @@
+"""The ``watch`` loop: schedule, poll through the breakers, judge, record, and tell the front.
+
+Imports ``engine``, ``store``, ``transport`` (through ``collect.Transports``) and ``model``;
+never ``cli`` or ``render``. The front (dashboard or log lines) gets a ``CycleResult`` after
+every round and a ``tick`` while waiting, through callbacks; it never drives the loop.
+
+Each round: reload job activity from the state store (a ``jobs start`` from another shell is
+seen within one cycle), ask the scheduler which nodes are due, let the breakers skip isolated
+nodes, poll the rest, feed successes and failures back to the breakers (their transitions become
+alerts: CRITICAL when isolated, INFO when recovered), expire finished jobs, record history and
+state (breakers included, so they survive a restart), then wait for the next wake-up or a stop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ugro_health.config import Config, NodeConfig
+from ugro_health.engine import jobs as joblib
+from ugro_health.engine.breaker import BreakerBoard, BreakerPolicy, BreakerState
+from ugro_health.engine.clock import Clock, SystemClock
+from ugro_health.engine.collect import Transports, collect_cluster, failed_report
+from ugro_health.engine.record import record_report
+from ugro_health.engine.scheduler import PollPolicy, Scheduler
+from ugro_health.model import (
+    Alert,
+    ClusterReport,
+    ErrorKind,
+    NodeError,
+    NodeReport,
+    Severity,
+    Status,
+    worst_status,
+)
+from ugro_health.store.state import StateStore
+
+ALERTS_KEPT = 200  # the dashboard's alert panel; bounded so a long run stays flat
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    at: float
+    node: str
+    alert: Alert
+    kind: str  # "raised", "cleared"
+
+
+@dataclass(slots=True)
+class CycleResult:
+    at: float
+    duration_s: float
+    polled: tuple[str, ...]
+    skipped: dict[str, float]  # node -> seconds until its breaker allows a trial
+    events: list[AlertEvent]
+    store_problems: list[str]
+
+
+@dataclass
+class MonitorState:
+    """What the front displays: the latest report per node and the recent alert events."""
+
+    reports: dict[str, NodeReport] = field(default_factory=dict)
+    events: deque[AlertEvent] = field(default_factory=lambda: deque(maxlen=ALERTS_KEPT))
+    active_jobs: list[str] = field(default_factory=list)
+    cycles: int = 0
+
+
+class Monitor:
+    def __init__(
+        self,
+        config: Config,
+        nodes: Sequence[NodeConfig],
+        store: StateStore,
+        transports: Transports,
+        poll_policy: PollPolicy | None = None,
+        breaker_policy: BreakerPolicy | None = None,
+        clock: Clock | None = None,
+        record: Callable[[ClusterReport], list[str]] | None = None,
+    ) -> None:
+        self.config = config
+        self.nodes = {n.name: n for n in nodes}
+        self.store = store
+        self.transports = transports
+        self.clock = clock or SystemClock()
+        self.scheduler = Scheduler(poll_policy or PollPolicy(), self.clock)
+        self.breakers = self._restore_breakers(breaker_policy or BreakerPolicy())
+        self.view = MonitorState()
+        self.record = record or (lambda report: record_report(store.directory, config, report))
+        self.stop_event = threading.Event()
+        self.wake_event = threading.Event()
+        self._jobs: list[joblib.Job] = []
+        self._last_activity: float | None = None
+        self._state_stamp: int | None = None
+
+    def _restore_breakers(self, policy: BreakerPolicy) -> BreakerBoard:
+        state = self.store.load().state
+        saved = {
+            name: entry.get("breaker")
+            for name, entry in (state.get("nodes") or {}).items()
+            if name in self.nodes and isinstance(entry, dict) and entry.get("breaker")
+        }
+        return BreakerBoard.from_json(saved, policy, self.clock)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        on_cycle: Callable[[CycleResult], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
+        tick_s: float = 1.0,
+        max_cycles: int | None = None,
+    ) -> None:
+        """Poll until ``stop()`` (or ``max_cycles`` rounds); the current round always finishes."""
+        rounds = 0
+        while not self.stop_event.is_set():
+            result = self.run_once()
+            if result is not None:
+                rounds += 1
+                if on_cycle is not None:
+                    on_cycle(result)
+                if max_cycles is not None and rounds >= max_cycles:
+                    break
+            self._wait(on_tick, tick_s)
+
+    def _wait(self, on_tick: Callable[[], None] | None, tick_s: float) -> None:
+        while not self.stop_event.is_set():
+            remaining = self.scheduler.seconds_until_next(self.clock.time())
+            if remaining <= 0:
+                return
+            if self.clock.wait(self.wake_event, min(remaining, tick_s)):
+                self.wake_event.clear()
+                return
+            self._refresh_jobs(self.clock.time())  # a job started elsewhere shortens the wait
+            if on_tick is not None:
+                on_tick()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake_event.set()
+
+    def run_once(self) -> CycleResult | None:
+        """One round if any node is due; None when nothing was due yet."""
+        now = self.clock.time()
+        self._refresh_jobs(now)
+        statuses = {name: self._status_of(name) for name in self.nodes}
+        due = self.scheduler.due_nodes(now, statuses)
+        if not due:
+            return None
+        allowed, skipped = self.breakers.allow_nodes(due, now)
+        started = self.clock.time()
+        report = collect_cluster(
+            self.config,
+            [self.nodes[name] for name in allowed],
+            self.transports,
+            jobs=self._jobs,
+            clock=self.clock.time,
+        )
+        events = self._absorb(report, skipped, started)
+        events.extend(self._expire_jobs(report, started))
+        problems = self.record(self._with_skipped(report, skipped)) if due else []
+        problems.extend(self._save_breakers())
+        finished = self.clock.time()
+        statuses = {name: self._status_of(name) for name in self.nodes}
+        self.scheduler.cycle_done(started, finished, statuses)
+        self.view.cycles += 1
+        return CycleResult(finished, finished - started, tuple(allowed), skipped, events, problems)
+
+    # -- pieces of a round ------------------------------------------------------------------
+
+    def _status_of(self, name: str) -> Status:
+        report = self.view.reports.get(name)
+        return Status.UNKNOWN if report is None else report.status
+
+    def _absorb(
+        self, report: ClusterReport, skipped: dict[str, float], now: float
+    ) -> list[AlertEvent]:
+        events: list[AlertEvent] = []
+        for node in report.nodes:
+            if node.error is None:
+                transition = self.breakers.record_success(node.name, now)
+            else:
+                transition = self.breakers.record_failure(node.name, now, str(node.error))
+                if self.breakers[node.name].state is BreakerState.OPEN:
+                    forget = getattr(self.transports, "forget", None)
+                    if forget is not None:
+                        forget(node.name)
+            if transition is not None:
+                node = _with_alert(node, transition.to_alert())
+            events.extend(self._diff(node, now))
+            self.view.reports[node.name] = node
+        for name, retry_in in skipped.items():
+            self.view.reports[name] = self._isolated_report(name, retry_in, now)
+        return events
+
+    def _isolated_report(self, name: str, retry_in: float, now: float) -> NodeReport:
+        breaker = self.breakers[name]
+        why = breaker.last_error or "repeated failures"
+        error = NodeError(ErrorKind.SKIPPED, f"isolated, next try in {retry_in:.0f}s ({why})")
+        previous = self.view.reports.get(name)
+        report = failed_report(name, error, now, self.clock.monotonic())
+        if previous is not None:
+            report = replace(report, polled_at=previous.polled_at)
+        return report
+
+    def _diff(self, node: NodeReport, now: float) -> list[AlertEvent]:
+        """Alerts new since this node's last report, and those that cleared."""
+        previous = self.view.reports.get(node.name)
+        before = {a.code: a for a in previous.alerts} if previous else {}
+        after = {a.code: a for a in node.alerts}
+        events = [
+            AlertEvent(now, node.name, a, "raised") for c, a in after.items() if c not in before
+        ]
+        events += [
+            AlertEvent(now, node.name, a, "cleared")
+            for c, a in before.items()
+            if c not in after and a.severity is not Severity.INFO
+        ]
+        self.view.events.extend(e for e in events if e.kind == "raised")
+        return events
+
+    def _refresh_jobs(self, now: float) -> None:
+        """Reload job activity when state.json changed (a stat per tick, a parse per change)."""
+        try:
+            stamp = self.store.path.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp == self._state_stamp:
+            self.scheduler.set_activity(len(self._jobs), self._last_activity, now)
+            return
+        self._state_stamp = stamp
+        state = self.store.load().state
+        self._last_activity = joblib.last_activity(state)
+        jobs = joblib.active_jobs(state)
+        names = sorted(j.name for j in jobs)
+        self._jobs = jobs
+        self.view.active_jobs = names
+        self.scheduler.set_activity(len(jobs), self._last_activity, now)
+
+    def _expire_jobs(self, report: ClusterReport, now: float) -> list[AlertEvent]:
+        if not self._jobs:
+            return []
+        counts = {
+            node.name: joblib.matched_counts(node.sample, self._jobs)
+            for node in report.nodes
+            if node.sample is not None
+        }
+        try:
+            expired = joblib.expire_jobs(self.store, now, counts)
+        except OSError:
+            return []
+        events = []
+        for job in expired:
+            alert = Alert(
+                Severity.INFO,
+                "job_finished",
+                f"job {job.name} marked finished ({job.finish_reason})",
+                job.name,
+            )
+            events.append(AlertEvent(now, job.nodes[0], alert, "raised"))
+            self.view.events.append(events[-1])
+        return events
+
+    def _with_skipped(self, report: ClusterReport, skipped: dict[str, float]) -> ClusterReport:
+        extra = tuple(self.view.reports[name] for name in skipped)
+        return replace(report, nodes=report.nodes + extra)
+
+    def _save_breakers(self) -> list[str]:
+        board = self.breakers.to_json()
+
+        def apply(state: dict[str, Any]) -> None:
+            nodes = state.setdefault("nodes", {})
+            for name, entry in board.items():
+                nodes.setdefault(name, {})["breaker"] = entry
+
+        try:
+            self.store.update(apply)
+        except Exception as exc:  # StoreError: one line; keep monitoring
+            return [str(exc)]
+        return []
+
+    # -- for the front ----------------------------------------------------------------------
+
+    def cluster_status(self) -> Status:
+        return worst_status((r.status for r in self.view.reports.values()), Status.UNKNOWN)
+
+
+def _with_alert(node: NodeReport, alert: Alert) -> NodeReport:
+    alerts = (*node.alerts, alert)
+    return replace(node, alerts=alerts, status=worst_status(a.severity.status for a in alerts))
