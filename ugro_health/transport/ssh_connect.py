@@ -1,0 +1,368 @@
+"""Opening an authenticated SSH connection to a node, every phase under its own deadline.
+
+Part of the SSH transport (imports paramiko); imported by the ``transport.ssh*`` modules only.
+Imports ``config``, ``model``, ``transport.base`` and the ``ssh_resolve`` / ``ssh_hostkeys``
+helpers. ``Attempt`` is one bounded call (its phase, that phase's deadline and the connections
+to close if it overruns); ``Watchdog`` closes the connections of attempts whose phase overran, so
+no paramiko call can hang a worker; ``Connector`` runs TCP, banner and key exchange, host-key
+verification and authentication (through one ProxyJump hop when configured); ``classify`` turns
+any exception into a one-line ``TransportError`` that never carries a secret.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+import time
+from dataclasses import replace
+from typing import Any, Protocol
+
+import paramiko
+
+from ugro_health.config import NodeConfig, SshSettings
+from ugro_health.model import ErrorKind
+from ugro_health.transport.base import TransportError
+from ugro_health.transport.ssh_hostkeys import Identities, KnownHosts, open_agent
+from ugro_health.transport.ssh_resolve import (
+    DEFAULT_IDENTITIES,
+    ResolvedHost,
+    load_ssh_config,
+    parse_jump,
+    resolve,
+)
+
+log = logging.getLogger(__name__)
+# paramiko's own log lines. Its errors repeat what we raise as a classified TransportError (and
+# come with tracebacks from its thread), so they are off unless this logger is set to a level.
+PARAMIKO_LOG = "ugro_health.transport.ssh.paramiko"
+if logging.getLogger(PARAMIKO_LOG).level == logging.NOTSET:
+    logging.getLogger(PARAMIKO_LOG).setLevel(logging.CRITICAL + 1)
+
+POLL_S = 0.05  # how often a waiting loop looks at the clock
+_WATCHDOG_GRACE_S = 0.25  # the watchdog is a backstop: our own loops time out first
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+class Attempt:
+    """One bounded call: the phase it is in, that phase's deadline, what to close on overrun."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.phase = "connection"
+        self.budget = 0.0
+        self.phase_end = deadline
+        self.expired = False
+        self._owned: list[_Closeable] = []
+        self._lock = threading.Lock()
+
+    def begin(self, phase: str, limit: float) -> float:
+        now = time.monotonic()
+        self.phase = phase
+        self.budget = min(limit, self.deadline - now)
+        self.phase_end = now + self.budget
+        if self.budget <= 0:
+            raise TransportError(ErrorKind.TIMEOUT, f"deadline passed before {phase}")
+        return self.budget
+
+    def remaining(self) -> float:
+        return self.phase_end - time.monotonic()
+
+    def overdue(self) -> bool:
+        return self.expired or time.monotonic() >= self.phase_end
+
+    def timeout_error(self) -> TransportError:
+        return TransportError(
+            ErrorKind.TIMEOUT, f"timed out after {self.budget:.1f}s waiting for {self.phase}"
+        )
+
+    def own(self, thing: _Closeable) -> None:
+        """Close ``thing`` with this attempt (at once if it has already expired)."""
+        with self._lock:
+            self._owned.append(thing)
+            if self.expired:
+                thing.close()
+
+    def release(self) -> list[_Closeable]:
+        """Hand everything owned to the caller (a session keeps it past this attempt)."""
+        with self._lock:
+            owned, self._owned = self._owned, []
+        return owned
+
+    def close(self, *, expired: bool = False) -> None:
+        with self._lock:
+            self.expired = self.expired or expired
+            owned, self._owned = self._owned, []
+        for thing in reversed(owned):  # the target first, then its jump host
+            thing.close()
+
+
+class Watchdog:
+    """One thread that closes the connections of attempts whose phase overran its deadline."""
+
+    def __init__(self) -> None:
+        self._attempts: set[Attempt] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def watch(self, attempt: Attempt) -> None:
+        with self._cond:
+            self._attempts.add(attempt)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="ugro-ssh-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def unwatch(self, attempt: Attempt) -> None:
+        with self._cond:
+            self._attempts.discard(attempt)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                self._cond.wait(POLL_S * 2 if self._attempts else None)
+                now = time.monotonic()
+                overdue = [a for a in self._attempts if now >= a.phase_end + _WATCHDOG_GRACE_S]
+                self._attempts.difference_update(overdue)
+            for attempt in overdue:
+                log.debug("watchdog: closing a connection stuck in %s", attempt.phase)
+                attempt.close(expired=True)
+
+
+class Connector:
+    """Resolves nodes and opens authenticated connections; safe to share between threads.
+
+    ssh_config, known_hosts files and private keys are each parsed once per connector.
+    """
+
+    def __init__(
+        self,
+        settings: SshSettings,
+        *,
+        accept_new: bool,
+        ssh_config_path: str | None,
+        known_hosts_files: tuple[str, ...] | None,
+    ) -> None:
+        self.settings = settings
+        self.accept_new = accept_new
+        self._ssh_config_path = ssh_config_path or None
+        self._ssh_config: paramiko.SSHConfig | None = None
+        self._ssh_config_loaded = False
+        self._known_hosts_override = known_hosts_files
+        self._known = KnownHosts()
+        self._identities = Identities(DEFAULT_IDENTITIES)
+        self._lock = threading.Lock()
+
+    def ssh_config(self) -> paramiko.SSHConfig | None:
+        """The parsed ssh_config file (once per connector), None when disabled or absent."""
+        with self._lock:
+            if not self._ssh_config_loaded:
+                self._ssh_config = load_ssh_config(self._ssh_config_path)
+                self._ssh_config_loaded = True
+            return self._ssh_config
+
+    def resolve(self, node: NodeConfig) -> ResolvedHost:
+        return resolve(node, self.settings, self.ssh_config())
+
+    def open(self, attempt: Attempt, target: ResolvedHost) -> paramiko.Transport:
+        """An authenticated transport to ``target``; ``attempt`` owns it (and its jump host)."""
+        if not target.proxy_jump:
+            return self._connect(attempt, target, self._tcp(attempt, target, ""), "")
+        jump = self._resolve_jump(target)
+        via = f" (jump host {jump.alias})"
+        jump_transport = self._connect(attempt, jump, self._tcp(attempt, jump, via), via)
+        attempt.begin(
+            f"forwarding to {target.hostname}:{target.port}{via}", self.settings.connect_timeout
+        )
+        try:
+            channel = jump_transport.open_channel(
+                "direct-tcpip",
+                (target.hostname, target.port),
+                ("127.0.0.1", 0),
+                timeout=attempt.remaining(),
+            )
+        except paramiko.ChannelException as exc:
+            raise forward_error(exc, target, jump) from exc
+        return self._connect(attempt, target, channel, "")
+
+    def _resolve_jump(self, target: ResolvedHost) -> ResolvedHost:
+        assert target.proxy_jump
+        user, host, port = parse_jump(target.proxy_jump)
+        jump = self.resolve(NodeConfig(name=host, port=port, user=user))
+        if jump.proxy_jump:
+            raise TransportError(
+                ErrorKind.SSH_ERROR, f"nested ProxyJump via {jump.alias} is not supported"
+            )
+        if jump.identity_files == DEFAULT_IDENTITIES:  # none configured: try the node's keys
+            jump = replace(
+                jump,
+                identity_files=tuple(dict.fromkeys(target.identity_files + DEFAULT_IDENTITIES)),
+            )
+        return jump
+
+    def _tcp(self, attempt: Attempt, host: ResolvedHost, via: str) -> socket.socket:
+        name = host.hostname.strip("[]")
+        attempt.begin(f"TCP connect to {name}:{host.port}{via}", self.settings.connect_timeout)
+        last: OSError | None = None
+        for family, kind, proto, _, addr in socket.getaddrinfo(
+            name, host.port, type=socket.SOCK_STREAM
+        ):
+            if attempt.remaining() <= 0:
+                break
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(attempt.remaining())
+                sock.connect(addr)
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            return sock
+        if last is None or isinstance(last, TimeoutError):
+            raise attempt.timeout_error()
+        raise last
+
+    def _connect(
+        self, attempt: Attempt, host: ResolvedHost, sock: Any, via: str
+    ) -> paramiko.Transport:
+        transport = paramiko.Transport(sock)
+        attempt.own(transport)
+        transport.set_log_channel(PARAMIKO_LOG)
+        # Our own loop enforces the phase deadline; paramiko's timeouts are only a backstop.
+        transport.banner_timeout = transport.handshake_timeout = self.settings.connect_timeout + 5
+        files = self._known_hosts_files(host)
+        options = transport.get_security_options()
+        options.key_types = self._known.preferred_key_types(
+            host.known_hosts_name, files, tuple(options.key_types)
+        )
+        self._handshake(attempt, transport, via)
+        enrol = self._enrol_path(host) if self.accept_new else None
+        self._known.verify(
+            host.known_hosts_name,
+            transport.get_remote_server_key(),
+            files,
+            enrol_path=enrol,
+            what=host.target + via,
+        )
+        self._authenticate(attempt, transport, host, via)
+        transport.set_keepalive(max(1, round(self.settings.keepalive_s)))
+        return transport
+
+    def _handshake(self, attempt: Attempt, transport: paramiko.Transport, via: str) -> None:
+        attempt.begin(f"SSH banner{via}", self.settings.connect_timeout)
+        done = threading.Event()
+        transport.start_client(event=done)
+        while not done.wait(max(0.0, min(attempt.remaining(), POLL_S))):
+            if attempt.remaining() <= 0:
+                if transport.remote_version:
+                    attempt.phase = f"SSH key exchange{via}"
+                raise attempt.timeout_error()
+        if not transport.is_active():
+            exc = transport.get_exception()
+            if not transport.remote_version:
+                raise TransportError(
+                    ErrorKind.SSH_ERROR, f"connection closed before the SSH banner{via}: {exc}"
+                )
+            raise exc or paramiko.SSHException(f"SSH negotiation failed{via}")
+
+    def _known_hosts_files(self, host: ResolvedHost) -> tuple[str, ...]:
+        if self._known_hosts_override is None:
+            return host.known_hosts_files
+        extra = (self.settings.known_hosts,) if self.settings.known_hosts else ()
+        return self._known_hosts_override + extra
+
+    def _enrol_path(self, host: ResolvedHost) -> str:
+        if self.settings.known_hosts:
+            return self.settings.known_hosts
+        return (self._known_hosts_override or host.known_hosts_files)[0]
+
+    def _authenticate(
+        self, attempt: Attempt, transport: paramiko.Transport, host: ResolvedHost, via: str
+    ) -> None:
+        attempt.begin(f"authentication{via}", self.settings.connect_timeout)
+        tried: list[str] = []
+        keys = self._identities.keys_for(host.identity_files, tried)
+        agent = None if host.identities_only else open_agent()
+        try:
+            if agent is not None:
+                keys += [(f"agent:{k.get_name()}", k) for k in agent.get_keys()]
+            for label, key in keys:
+                if not transport.is_active() or attempt.remaining() <= 0:
+                    break
+                tried.append(label)
+                transport.auth_timeout = attempt.remaining()
+                try:
+                    transport.auth_publickey(host.user, key)
+                except paramiko.BadAuthenticationType as exc:
+                    raise TransportError(
+                        ErrorKind.AUTH_FAILED,
+                        f"{host.target}{via} does not accept public keys "
+                        f"(allows: {', '.join(exc.allowed_types)})",
+                    ) from exc
+                except paramiko.AuthenticationException:
+                    continue
+                if transport.is_authenticated():
+                    return
+        finally:
+            if agent is not None:
+                agent.close()
+        if attempt.overdue():
+            raise attempt.timeout_error()
+        raise TransportError(
+            ErrorKind.AUTH_FAILED,
+            f"authentication failed for {host.user}@{host.hostname}{via} "
+            f"(tried: {', '.join(tried) or 'no keys found'})",
+        )
+
+
+def forward_error(
+    exc: paramiko.ChannelException, target: ResolvedHost, jump: ResolvedHost
+) -> TransportError:
+    # paramiko keeps only the reason code, not sshd's text ("Connection refused", "No route
+    # to host"): a failed connect from the jump host is reported as unreachable.
+    where = f"{target.hostname}:{target.port}"
+    if exc.code == paramiko.common.OPEN_FAILED_CONNECT_FAILED:
+        return TransportError(
+            ErrorKind.UNREACHABLE, f"jump host {jump.alias} could not connect to {where}"
+        )
+    return TransportError(
+        ErrorKind.SSH_ERROR, f"jump host {jump.alias} refused forwarding to {where}: {exc.text}"
+    )
+
+
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+
+
+def classify(exc: BaseException, attempt: Attempt) -> TransportError:
+    """One exception from any phase -> a classified, one-line error."""
+    if isinstance(exc, TimeoutError) or attempt.overdue():
+        return attempt.timeout_error()
+    during = f" during {attempt.phase}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, ConnectionRefusedError):
+        return TransportError(ErrorKind.REFUSED, f"connection refused{during}")
+    if isinstance(exc, socket.gaierror):
+        return TransportError(ErrorKind.DNS, f"cannot resolve host{during}: {text}")
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+        return TransportError(ErrorKind.UNREACHABLE, f"{text}{during}")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return TransportError(ErrorKind.AUTH_FAILED, f"{text}{during}")
+    if isinstance(exc, EOFError | ConnectionResetError):
+        return TransportError(ErrorKind.SSH_ERROR, f"connection closed by the server{during}")
+    return TransportError(ErrorKind.SSH_ERROR, f"{text}{during}")

@@ -1,0 +1,134 @@
+"""Where and as whom to connect for a node: its own keys, then ``~/.ssh/config``, then defaults.
+
+Part of the SSH transport (imports paramiko for its ``SSHConfig`` parser); imported by the
+``transport.ssh*`` modules only. Imports ``config``, ``model``, ``transport.base`` and
+``transport.ssh_hostkeys``. Pure lookups: nothing here opens a connection.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import paramiko
+
+from ugro_health.config import NodeConfig, SshSettings
+from ugro_health.model import ErrorKind
+from ugro_health.transport.base import TransportError
+from ugro_health.transport.ssh_hostkeys import known_hosts_name
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts",)
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts",)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedHost:
+    """Where and as whom to connect for one node, after ``~/.ssh/config``."""
+
+    alias: str  # what was looked up in ssh_config: the node's host, else its name
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+    proxy_jump: str | None = None
+    host_key_alias: str | None = None
+    identities_only: bool = False
+    known_hosts_files: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    @property
+    def known_hosts_name(self) -> str:
+        return known_hosts_name(self.hostname, self.port, self.host_key_alias)
+
+
+def resolve(
+    node: NodeConfig, settings: SshSettings, ssh_config: paramiko.SSHConfig | None
+) -> ResolvedHost:
+    """Resolve ``node`` against ``ssh_config``: the node's own keys win, then ssh_config, then
+    defaults (port 22, the local user, ``~/.ssh/id_*``). An explicit ``host`` is used as is;
+    without one, ssh_config's ``HostName`` maps the node's name."""
+    alias = node.ssh_host
+    opts = _lookup(ssh_config, alias)
+    identities = tuple(
+        dict.fromkeys(
+            ([node.identity_file] if node.identity_file else [])
+            + list(opts.get("identityfile", []))
+        )
+    )
+    jump = node.proxy_jump or opts.get("proxyjump")
+    user_kh = tuple(opts.get("userknownhostsfile", "").split()) or DEFAULT_USER_KNOWN_HOSTS
+    global_kh = tuple(opts.get("globalknownhostsfile", "").split()) or DEFAULT_GLOBAL_KNOWN_HOSTS
+    extra_kh = (settings.known_hosts,) if settings.known_hosts else ()
+    return ResolvedHost(
+        alias=alias,
+        hostname=node.host or opts.get("hostname") or alias,
+        port=node.port or _port(opts.get("port"), alias),
+        user=node.user or opts.get("user") or getpass.getuser(),
+        identity_files=identities or DEFAULT_IDENTITIES,
+        proxy_jump=None if not jump or jump.lower() == "none" else jump,
+        host_key_alias=opts.get("hostkeyalias"),
+        identities_only=opts.get("identitiesonly", "no").lower() == "yes",
+        known_hosts_files=user_kh + global_kh + extra_kh,
+    )
+
+
+def _lookup(ssh_config: paramiko.SSHConfig | None, alias: str) -> dict[str, Any]:
+    if ssh_config is None:
+        return {}
+    try:
+        return dict(ssh_config.lookup(alias))
+    except Exception as exc:  # e.g. `Match exec` without invoke, a bad %-token
+        raise TransportError(ErrorKind.SSH_ERROR, f"ssh config for {alias}: {exc}") from exc
+
+
+def _port(value: str | None, alias: str) -> int:
+    if not value:
+        return 22
+    try:
+        return int(value)
+    except ValueError:
+        raise TransportError(
+            ErrorKind.SSH_ERROR, f"ssh config for {alias}: bad Port {value!r}"
+        ) from None
+
+
+def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
+    """``[user@]host[:port]`` (one hop) -> (user, host, port)."""
+    if "," in spec:
+        raise TransportError(
+            ErrorKind.SSH_ERROR, f"ProxyJump with more than one hop is not supported: {spec}"
+        )
+    spec = spec.removeprefix("ssh://")
+    user, _, hostport = spec.rpartition("@")
+    host, port = hostport, None
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif hostport.count(":") == 1:
+        host, port = hostport.split(":")
+    if not host or (port is not None and not port.isdigit()):
+        raise TransportError(ErrorKind.SSH_ERROR, f"cannot parse ProxyJump {spec!r}")
+    return user or None, host, int(port) if port else None
+
+
+def load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
+    """The parsed ssh_config file, None when ``path`` is empty, absent or unparseable."""
+    if not path:
+        return None
+    full = os.path.expanduser(path)
+    if not os.path.isfile(full):
+        return None
+    try:
+        return paramiko.SSHConfig.from_path(full)
+    except (OSError, ValueError, paramiko.SSHException) as exc:
+        log.warning("ignoring ssh config %s: %s", path, exc)
+        return None
