@@ -108,7 +108,8 @@ def poll_node(
     if sample.time is not None:
         # The probe stamps its answer just before sending it, so compare with our clock when
         # it arrived (off by the one-way latency: milliseconds, far below the alert threshold).
-        skew = sample.time - (started_wall + duration)
+        # Always the real clock: skew is a physical measurement, not the loop's (testable) time.
+        skew = sample.time - time.time()
     verdict = judge(sample, node, config.thresholds, skew)
     job_alerts = rank_alerts(node.name, sample, jobs)
     alerts = (*verdict.alerts, *job_alerts)

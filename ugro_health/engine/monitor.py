@@ -128,7 +128,13 @@ class Monitor:
 
     def _wait(self, on_tick: Callable[[], None] | None, tick_s: float) -> None:
         while not self.stop_event.is_set():
-            remaining = self.scheduler.seconds_until_next(self.clock.time())
+            now = self.clock.time()
+            remaining = self.scheduler.seconds_until_next(now)
+            # Wake when an isolated node's breaker allows its trial, not every re-poll tick.
+            retries = [
+                r for r in (b.seconds_until_retry(now) for b in self.breakers.values()) if r > 0
+            ]
+            remaining = min([remaining, *retries])
             if remaining <= 0:
                 return
             if self.clock.wait(self.wake_event, min(remaining, tick_s)):
@@ -146,12 +152,16 @@ class Monitor:
         """One round if any node is due; None when nothing was due yet."""
         now = self.clock.time()
         self._refresh_jobs(now)
-        statuses = {name: self._status_of(name) for name in self.nodes}
-        due = self.scheduler.due_nodes(now, statuses)
+        due = self.scheduler.due_nodes(now, self._statuses(now))
         if not due:
             return None
         allowed, skipped = self.breakers.allow_nodes(due, now)
         started = self.clock.time()
+        if not allowed:  # every due node is isolated: nothing to poll or record
+            for name, retry_in in skipped.items():
+                self.view.reports[name] = self._isolated_report(name, retry_in, now)
+            self.scheduler.cycle_done(started, started, self._statuses(started))
+            return None
         report = collect_cluster(
             self.config,
             [self.nodes[name] for name in allowed],
@@ -161,19 +171,30 @@ class Monitor:
         )
         events = self._absorb(report, skipped, started)
         events.extend(self._expire_jobs(report, started))
-        problems = self.record(self._with_skipped(report, skipped)) if due else []
+        problems = self.record(self._with_skipped(report, skipped))
         problems.extend(self._save_breakers())
         finished = self.clock.time()
-        statuses = {name: self._status_of(name) for name in self.nodes}
-        self.scheduler.cycle_done(started, finished, statuses)
+        self.scheduler.cycle_done(started, finished, self._statuses(finished))
         self.view.cycles += 1
         return CycleResult(finished, finished - started, tuple(allowed), skipped, events, problems)
 
     # -- pieces of a round ------------------------------------------------------------------
 
-    def _status_of(self, name: str) -> Status:
-        report = self.view.reports.get(name)
-        return Status.UNKNOWN if report is None else report.status
+    def _statuses(self, now: float) -> dict[str, Status]:
+        """Each node's status as the scheduler should see it.
+
+        An isolated node waiting for its breaker is not a problem to re-poll (UNKNOWN) until
+        its trial is due; then it is CRITICAL again and re-polled at the problem interval.
+        """
+        out = {}
+        for name in self.nodes:
+            report = self.view.reports.get(name)
+            breaker = self.breakers.get(name)
+            if report is None or (breaker is not None and breaker.seconds_until_retry(now) > 0):
+                out[name] = Status.UNKNOWN
+            else:
+                out[name] = report.status
+        return out
 
     def _absorb(
         self, report: ClusterReport, skipped: dict[str, float], now: float

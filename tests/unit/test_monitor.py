@@ -1,0 +1,134 @@
+"""The watch loop with a fake clock: cadence, breakers over a real refused port, jobs, store."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from ugro_health.config import Config, NodeConfig, SshSettings
+from ugro_health.engine.breaker import BreakerPolicy, BreakerState
+from ugro_health.engine.clock import FakeClock
+from ugro_health.engine.collect import Transports
+from ugro_health.engine.jobs import start_job
+from ugro_health.engine.monitor import Monitor
+from ugro_health.engine.scheduler import PollPolicy
+from ugro_health.model import Severity, Status
+from ugro_health.store.history import HistoryStore
+from ugro_health.store.state import StateStore
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Config:
+    local = NodeConfig(name="here", host="localhost", transport="local")
+    dead = NodeConfig(name="dead", host="127.0.0.1", port=closed_port(), transport="ssh")
+    ssh = SshSettings(
+        connect_timeout=1.0,
+        command_timeout=2.0,
+        ssh_config=None,
+        known_hosts=str(tmp_path / "known_hosts"),
+    )
+    return Config(nodes=(local, dead), ssh=ssh)
+
+
+def make_monitor(config: Config, state_dir: Path, clock: FakeClock, **policy) -> Monitor:
+    return Monitor(
+        config,
+        config.nodes,
+        StateStore(state_dir, clock=clock.time),
+        Transports(config),
+        PollPolicy(**policy),
+        BreakerPolicy(failure_threshold=3, reset_base_s=30.0),
+        clock,
+    )
+
+
+def test_dead_node_is_isolated_then_tried_half_open_while_others_keep_cadence(
+    cluster: Config, tmp_path: Path
+):
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(cluster, tmp_path, clock, fixed_interval_s=10.0)
+    results = []
+    monitor.run(on_cycle=results.append, max_cycles=12)
+    # Full cycles poll "here" exactly every 10 s while "dead" fails around it.
+    full = [r.at - r.duration_s for r in results if "here" in r.polled]
+    assert [round(b - a, 3) for a, b in zip(full, full[1:], strict=False)] == [10.0] * (
+        len(full) - 1
+    )
+    # "dead" fails 3 times in a row (re-polled sooner as a CRITICAL node), then is isolated.
+    dead = [r for r in results if "dead" in r.polled]
+    isolated = [e for r in results for e in r.events if e.alert.code == "node_isolated"]
+    assert len(isolated) == 1 and isolated[0].node == "dead"
+    assert isolated[0].alert.severity is Severity.CRITICAL
+    assert "after 3 consecutive failures" in isolated[0].alert.message
+    assert isolated[0].at == dead[2].at - dead[2].duration_s
+    # While open it is skipped and shown unreachable, with the time to its next try.
+    skipped = [r.skipped["dead"] for r in results if "dead" in r.skipped]
+    assert skipped[:2] == [20.0, 10.0]  # counting down to the trial at +30 s
+    report = monitor.view.reports["dead"]
+    assert report.status is Status.CRITICAL and not report.reachable
+    # Exactly one half-open trial once the 30 s reset delay has passed; it fails: reopened.
+    trial = dead[3]
+    assert trial.at - trial.duration_s == pytest.approx(isolated[0].at + 30.0, abs=0.01)
+    assert [e.alert.code for e in trial.events] == ["node_reopened"]
+    # The next trial waits twice as long (60 s), and the one after that 2 minutes.
+    second = dead[4]
+    assert second.at - second.duration_s == pytest.approx(
+        trial.at - trial.duration_s + 60, abs=0.01
+    )
+    assert "retry in 2m" in second.events[0].alert.message
+
+
+def test_breakers_survive_a_restart(cluster: Config, tmp_path: Path):
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(cluster, tmp_path, clock, fixed_interval_s=5.0)
+    monitor.run(max_cycles=3)
+    assert monitor.breakers["dead"].state is BreakerState.OPEN
+    again = make_monitor(cluster, tmp_path, clock, fixed_interval_s=5.0)
+    assert again.breakers["dead"].state is BreakerState.OPEN
+    assert again.breakers["dead"].next_try_at == monitor.breakers["dead"].next_try_at
+
+
+def test_cycles_are_recorded_and_status_can_read_them(cluster: Config, tmp_path: Path):
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(cluster, tmp_path, clock, fixed_interval_s=5.0)
+    monitor.run(max_cycles=4)
+    state = StateStore(tmp_path).load().state
+    assert state["nodes"]["here"]["status"] in ("ok", "warning")
+    assert state["nodes"]["dead"]["reachable"] is False
+    assert state["nodes"]["dead"]["breaker"]["state"] == "open"
+    records = list(HistoryStore(tmp_path, clock=clock.time).iter_records())
+    assert sum(1 for r in records if r["node"] == "here") == 4
+    # the dead node is recorded every cycle too, polled or isolated: availability stays honest
+    assert sum(1 for r in records if r["node"] == "dead") == 4
+
+
+def test_job_started_elsewhere_shortens_the_interval_within_one_cycle(
+    tmp_path: Path,
+):
+    config = Config(nodes=(NodeConfig(name="here", host="localhost", transport="local"),))
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(config, tmp_path, clock)
+    results = []
+
+    def launch() -> None:  # what `ugro-health jobs start` does from another shell
+        start_job(StateStore(tmp_path), "llama", ["here"], clock.time(), ["here"])
+
+    clock.call_at(clock.time() + 12.0, launch)
+    monitor.run(on_cycle=results.append, max_cycles=4)
+    starts = [r.at - r.duration_s for r in results]
+    # Idle, the next cycle was 40 s away; the job appears at +12 s and the wait is cut there
+    # (more than the active interval had passed), then cycles come every 5 s.
+    assert starts[1] - starts[0] == pytest.approx(12.0, abs=0.01)
+    assert starts[2] - starts[1] == pytest.approx(5.0, abs=0.01)
+    assert starts[3] - starts[2] == pytest.approx(5.0, abs=0.01)
+    assert monitor.scheduler.interval == 5.0
+    assert monitor.view.active_jobs == ["llama"]
