@@ -133,7 +133,7 @@ class Config:
     job_match: tuple[str, ...] = DEFAULT_JOB_MATCH
     source: str | None = None  # path of the file, None for the built-in default
     history_retention_h: float = 24.0
-    history_max_mb: float = 512.0
+    history_max_mb: float = 4096.0
 
     def node(self, name: str) -> NodeConfig:
         for node in self.nodes:
@@ -452,7 +452,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
         job_match=match,
         source=path,
         history_retention_h=float(history.get("retention_hours", 24.0)),
-        history_max_mb=float(history.get("max_size_mb", 512.0)),
+        history_max_mb=float(history.get("max_size_mb", 4096.0)),
     )
 
 

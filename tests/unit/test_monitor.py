@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from pathlib import Path
@@ -60,9 +61,7 @@ def test_dead_node_is_isolated_then_tried_half_open_while_others_keep_cadence(
     monitor.run(on_cycle=results.append, max_cycles=12)
     # Full cycles poll "here" exactly every 10 s while "dead" fails around it.
     full = [r.at - r.duration_s for r in results if "here" in r.polled]
-    assert [round(b - a, 3) for a, b in zip(full, full[1:], strict=False)] == [10.0] * (
-        len(full) - 1
-    )
+    assert [round(b - a, 3) for a, b in itertools.pairwise(full)] == [10.0] * (len(full) - 1)
     # "dead" fails 3 times in a row (re-polled sooner as a CRITICAL node), then is isolated.
     dead = [r for r in results if "dead" in r.polled]
     isolated = [e for r in results for e in r.events if e.alert.code == "node_isolated"]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ugro_health.cli.context import from_typer
 from ugro_health.cli.output import console, fail, warn
+
+if TYPE_CHECKING:
+    from ugro_health.store.history import HistoryStore
 
 
 def history_command(
@@ -45,27 +50,15 @@ def history_command(
     store = HistoryStore(app.state_dir)
     stats = ReadStats()
     nodes = {node} if node else None
-    if as_json:
-        samples = list(store.iter_records(since=start, until=end, nodes=nodes, stats=stats))
-        summaries = summarize(samples, metric, start=start, end=end)
-    else:
-        points = store.iter_points(since=start, until=end, nodes=nodes, stats=stats)
-        summaries = summarize(points, metric, start=start, end=end)
+    points = store.iter_points(since=start, until=end, nodes=nodes, stats=stats)
+    summaries = summarize(points, metric, start=start, end=end)
     if stats.message():
         warn(str(stats.message()))
     if node and node not in summaries:
         _unknown_node(app, node, since)
     ordered = [summaries[name].to_json() for name in sorted(summaries)]
     if as_json:
-        doc = {
-            "schema": "ugro-health/v1",
-            "since": start,
-            "until": end,
-            "metric": metric,
-            "summaries": ordered,
-            "samples": samples,
-        }
-        print(json.dumps(doc))
+        _print_json(store, start, end, nodes, metric, ordered)
         return
     if not ordered:
         console.print(f"no history in the last {since} in {app.state_dir}", markup=False)
@@ -73,7 +66,7 @@ def history_command(
     from ugro_health.render.status import history_table
 
     label = METRICS[metric].label
-    console.print(history_table(ordered, f"{label}, last {since}"))
+    console.print(history_table(ordered, f"{label}, last {since}", console.width))
 
 
 def _unknown_node(app: object, node: str, since: str) -> None:
@@ -86,3 +79,30 @@ def _unknown_node(app: object, node: str, since: str) -> None:
             fail(f"unknown node {node!r} (configured: {', '.join(names[:8])})")
     console.print(f"no history for {node} in the last {since}", markup=False)
     raise typer.Exit(0)
+
+
+def _print_json(
+    store: HistoryStore,
+    start: float,
+    end: float,
+    nodes: set[str] | None,
+    metric: str,
+    summaries: list[dict[str, Any]],
+) -> None:
+    """One JSON document, the samples streamed so memory stays flat whatever the window."""
+    from ugro_health.store.history import ReadStats
+
+    head = {
+        "schema": "ugro-health/v1",
+        "since": start,
+        "until": end,
+        "metric": metric,
+        "summaries": summaries,
+    }
+    out = sys.stdout
+    out.write(json.dumps(head)[:-1] + ', "samples": [')
+    for i, record in enumerate(
+        store.iter_records(since=start, until=end, nodes=nodes, stats=ReadStats())
+    ):
+        out.write(("," if i else "") + "\n" + json.dumps(record))
+    out.write("\n]}\n")

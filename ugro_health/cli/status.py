@@ -61,7 +61,10 @@ def status_command(
         from ugro_health.render.status import status_table
 
         stale = sum(1 for n in nodes if n["stale"])
-        footer = f"{status.name}  {len(nodes)} nodes, {stale} stale (older than {stale_after:.0f}s)"
+        noun = "node" if len(nodes) == 1 else "nodes"
+        footer = (
+            f"{status.name}  {len(nodes)} {noun}, {stale} stale (older than {stale_after:.0f}s)"
+        )
         console.print(status_table(nodes, footer))
     raise typer.Exit(status.exit_code)
 

@@ -24,7 +24,7 @@ from ugro_health.engine import jobs as joblib
 from ugro_health.engine.breaker import BreakerBoard, BreakerPolicy, BreakerState
 from ugro_health.engine.clock import Clock, SystemClock
 from ugro_health.engine.collect import Transports, collect_cluster, failed_report
-from ugro_health.engine.record import record_report
+from ugro_health.engine.record import Recorder
 from ugro_health.engine.scheduler import PollPolicy, Scheduler
 from ugro_health.model import (
     Alert,
@@ -89,7 +89,7 @@ class Monitor:
         self.scheduler = Scheduler(poll_policy or PollPolicy(), self.clock)
         self.breakers = self._restore_breakers(breaker_policy or BreakerPolicy())
         self.view = MonitorState()
-        self.record = record or (lambda report: record_report(store.directory, config, report))
+        self.record = record or Recorder(store.directory, config).record
         self.stop_event = threading.Event()
         self.wake_event = threading.Event()
         self._jobs: list[joblib.Job] = []

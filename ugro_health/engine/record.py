@@ -24,18 +24,30 @@ def history_store(state_dir: Path, config: Config) -> HistoryStore:
     )
 
 
+class Recorder:
+    """Records poll results; ``watch`` keeps one so retention checks stay cheap."""
+
+    def __init__(self, state_dir: Path, config: Config) -> None:
+        self.history = history_store(state_dir, config)
+        self.state = StateStore(state_dir)
+
+    def record(self, report: ClusterReport) -> list[str]:
+        """Append ``report`` to history and state; returns the problems met (empty when fine)."""
+        problems: list[str] = []
+        records = [record_from_report(node) for node in report.nodes]
+        try:
+            self.history.append(records)
+        except StoreError as exc:
+            problems.append(str(exc))
+        try:
+            loaded = self.state.record_cycle(records, now=report.generated_at)
+            if loaded.warning:
+                problems.append(loaded.warning)
+        except StoreError as exc:
+            problems.append(str(exc))
+        return problems
+
+
 def record_report(state_dir: Path, config: Config, report: ClusterReport) -> list[str]:
-    """Append ``report`` to history and state; returns the problems met (empty when fine)."""
-    problems: list[str] = []
-    records = [record_from_report(node) for node in report.nodes]
-    try:
-        history_store(state_dir, config).append(records)
-    except StoreError as exc:
-        problems.append(str(exc))
-    try:
-        loaded = StateStore(state_dir).record_cycle(records, now=report.generated_at)
-        if loaded.warning:
-            problems.append(loaded.warning)
-    except StoreError as exc:
-        problems.append(str(exc))
-    return problems
+    """Record one report (``check``): history line per node, then the cluster state."""
+    return Recorder(state_dir, config).record(report)

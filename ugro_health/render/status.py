@@ -58,8 +58,11 @@ def _status_row(node: Mapping[str, Any]) -> list[RenderableType]:
     ]
 
 
-def history_table(summaries: Sequence[Mapping[str, Any]], title: str) -> RenderableType:
+def history_table(
+    summaries: Sequence[Mapping[str, Any]], title: str, width: int = 120
+) -> RenderableType:
     """``summaries``: ``NodeSummary.to_json()`` documents for one metric."""
+    spark = max(8, min(40, width - 75))
     table = Table(box=None, pad_edge=False, header_style="bold", title=title, title_justify="left")
     for name in ("NODE", "MIN", "MEAN", "MAX", "LAST", "TREND", "", "UP", "ALERTS"):
         table.add_column(
@@ -68,14 +71,14 @@ def history_table(summaries: Sequence[Mapping[str, Any]], title: str) -> Rendera
             no_wrap=name != "ALERTS",
         )
     for s in summaries:
-        table.add_row(*_history_row(s))
+        table.add_row(*_history_row(s, spark))
     return table
 
 
 _ARROW = {"up": "↗", "down": "↘", "flat": "→", "unknown": "?"}
 
 
-def _history_row(s: Mapping[str, Any]) -> list[str | Text]:
+def _history_row(s: Mapping[str, Any], spark: int) -> list[str | Text]:
     unit = s.get("unit") or ""
 
     def fmt(value: Any) -> str:
@@ -96,7 +99,7 @@ def _history_row(s: Mapping[str, Any]) -> list[str | Text]:
         fmt(s.get("max")),
         fmt(s.get("last")),
         trend_text,
-        Text(sparkline(s.get("series") or [], 40), style="cyan"),
+        Text(sparkline(s.get("series") or [], spark), style="cyan"),
         DASH if availability is None else f"{100 * availability:.1f}%",
         alerts or DASH,
     ]
