@@ -1,0 +1,36 @@
+"""Run the real entry point in a subprocess with an isolated environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def cli_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UGRO_HEALTH_")}
+    env.update(
+        {
+            "XDG_CONFIG_HOME": str(home / "xdg"),
+            "XDG_STATE_HOME": str(home / "state"),
+            "COLUMNS": "120",
+            "NO_COLOR": "1",
+        }
+    )
+    env.pop("STATE_DIRECTORY", None)
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ugro_health", *args],
+        cwd=cwd,
+        env=cli_env(cwd, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

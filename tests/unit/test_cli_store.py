@@ -1,0 +1,161 @@
+"""``status``, ``history`` and ``jobs`` through the real entry point, over a real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+
+LOCAL = "nodes:\n  - name: here\n    host: localhost\n  - name: spare\n    transport: local\n"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Path:
+    (tmp_path / "cluster.yaml").write_text(LOCAL)
+    return tmp_path
+
+
+def test_status_before_any_check_is_unknown(cluster: Path):
+    result = run_cli("status", cwd=cluster)
+    assert result.returncode == 3
+    assert "NEVER POLLED" in result.stdout
+    doc = json.loads(run_cli("status", "--json", cwd=cluster).stdout)
+    assert doc["status"] == "unknown" and [n["name"] for n in doc["nodes"]] == ["here", "spare"]
+    assert all(n["stale"] and n["age_s"] is None for n in doc["nodes"])
+
+
+def test_check_records_and_status_reads_it_back(cluster: Path):
+    checked = run_cli("check", "--json", cwd=cluster)
+    check_doc = json.loads(checked.stdout)
+    result = run_cli("status", "--json", cwd=cluster)
+    doc = json.loads(result.stdout)
+    assert result.returncode == checked.returncode
+    assert doc["status"] == check_doc["status"]
+    for node, checked_node in zip(doc["nodes"], check_doc["nodes"], strict=True):
+        assert node["name"] == checked_node["name"]
+        assert node["score"] == checked_node["score"]
+        assert node["stale"] is False and 0 <= node["age_s"] < 60
+    table = run_cli("status", cwd=cluster).stdout
+    assert table.splitlines()[0].split()[:3] == ["NODE", "STATUS", "SCORE"]
+    # permissions: 0700 directory, 0600 files
+    state_dir = cluster / "state" / "ugro-health"
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state_dir / "state.json").stat().st_mode) == 0o600
+
+
+def test_no_record_leaves_no_trace(cluster: Path):
+    run_cli("check", "--no-record", cwd=cluster)
+    assert not (cluster / "state" / "ugro-health" / "state.json").exists()
+
+
+def test_stale_state_counts_as_unknown(cluster: Path):
+    run_cli("check", cwd=cluster)
+    state = cluster / "state" / "ugro-health" / "state.json"
+    doc = json.loads(state.read_text())
+    for entry in doc["nodes"].values():
+        entry["polled_at"] -= 3600
+    state.write_text(json.dumps(doc))
+    result = run_cli("status", cwd=cluster)
+    assert "STALE" in result.stdout
+    if "CRITICAL" not in result.stdout:
+        assert result.returncode == 3
+
+
+def test_history_summarises_recorded_checks(cluster: Path):
+    for _ in range(3):
+        run_cli("check", cwd=cluster)
+    result = run_cli("history", "--since", "1h", "--metric", "cpu", cwd=cluster)
+    assert result.returncode == 0, result.stderr
+    assert "CPU utilisation, last 1h" in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("here", "spare"))]
+    assert len(rows) == 2 and all("100.0%" in row for row in rows)  # availability
+    doc = json.loads(run_cli("history", "here", "--json", cwd=cluster).stdout)
+    assert len(doc["samples"]) == 3 and {s["node"] for s in doc["samples"]} == {"here"}
+    (summary,) = doc["summaries"]
+    assert summary["samples"] == 3 and summary["availability"] == 1.0
+
+
+def test_history_reports_corrupt_lines_and_carries_on(cluster: Path):
+    run_cli("check", cwd=cluster)
+    (segment,) = (cluster / "state" / "ugro-health" / "history").glob("*.jsonl")
+    with segment.open("a") as handle:
+        handle.write("this is not json\n")
+    run_cli("check", cwd=cluster)
+    result = run_cli("history", "--json", cwd=cluster)
+    assert result.returncode == 0
+    assert "skipped 1 unreadable history line" in result.stderr
+    assert len(json.loads(result.stdout)["samples"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["history", "--since", "soon"], "--since: invalid duration 'soon'"),
+        (["history", "--metric", "vibes"], "--metric: unknown metric 'vibes'"),
+        (["history", "nosuchnode"], "unknown node 'nosuchnode'"),
+        (["jobs", "start", "x", "--nodes", "here,ghost"], "unknown node(s) ghost"),
+        (["jobs", "finish", "never"], "no active job 'never'"),
+        (["jobs", "start", "bad name", "--nodes", "here"], "invalid job name"),
+        (["jobs", "start", "x", "--nodes", "here", "--ttl", "forever"], "--ttl: invalid duration"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_3(cluster: Path, args, message):
+    result = run_cli(*args, cwd=cluster)
+    assert result.returncode == 3
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_jobs_lifecycle(cluster: Path):
+    started = run_cli(
+        "jobs", "start", "llama", "--nodes", "here", "--ranks", "2", "--ttl", "2h", cwd=cluster
+    )
+    assert started.returncode == 0 and "job llama started on here" in started.stdout
+    again = run_cli("jobs", "start", "llama", "--nodes", "here", cwd=cluster)
+    assert again.returncode == 3 and "already active" in again.stderr
+    listed = json.loads(run_cli("jobs", "list", "--json", cwd=cluster).stdout)
+    (job,) = listed["jobs"]
+    assert job["name"] == "llama" and job["active"] and job["ranks"] == 2 and job["ttl_s"] == 7200
+    # an active job with ranks: check looks for its processes and finds none here
+    report = json.loads(run_cli("check", "--json", "--no-record", cwd=cluster).stdout)
+    here = next(n for n in report["nodes"] if n["name"] == "here")
+    assert any(a["code"] == "job_ranks_low" for a in here["alerts"])
+    finished = run_cli("jobs", "finish", "llama", cwd=cluster)
+    assert finished.returncode == 0 and "job llama finished" in finished.stdout
+    table = run_cli("jobs", "list", cwd=cluster).stdout
+    assert "llama" in table and "done (finished)" in table
+
+
+def test_jobs_start_is_safe_from_many_processes(cluster: Path):
+    import subprocess
+    import sys
+
+    from cli_helpers import cli_env
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ugro_health", "jobs", "start", f"job{i}", "--nodes", "here"],
+            cwd=cluster,
+            env=cli_env(cluster),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(8)
+    ]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    listed = json.loads(run_cli("jobs", "list", "--json", cwd=cluster).stdout)
+    assert sorted(j["name"] for j in listed["jobs"]) == [f"job{i}" for i in range(8)]
+
+
+def test_store_on_read_only_dir_still_reports_health(cluster: Path):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions; tests/system covers a read-only mount")
+    state_dir = cluster / "state" / "ugro-health"
+    state_dir.mkdir(parents=True)
+    state_dir.chmod(0o500)
+    result = run_cli("check", "--json", cwd=cluster)
+    assert json.loads(result.stdout)["nodes"]
+    assert "history not recorded" in result.stderr
