@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run_cli  # tests/unit, on pytest's pythonpath
 
 pytestmark = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from rich.console import Console
@@ -27,7 +28,7 @@ GIB = 1 << 30
 
 
 def render(renderable, width: int = 120) -> str:
-    console = Console(width=width, color_system=None, record=True, file=open("/dev/null", "w"))
+    console = Console(width=width, color_system=None, record=True, file=io.StringIO())
     console.print(renderable)
     return console.export_text()
 
