@@ -1,0 +1,82 @@
+"""``watch`` as a process: headless log lines, SIGTERM/SIGINT stop it cleanly, status sees it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import cli_env, run_cli
+
+
+def start_watch(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ugro_health", "watch", "--interval", "1", *args],
+        cwd=cwd,
+        env=cli_env(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_lines_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not seen in {lines}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_headless_logs_cycles_and_stops_cleanly(tmp_path: Path, signum: int):
+    (tmp_path / "cluster.yaml").write_text("nodes:\n  - name: here\n    host: localhost\n")
+    proc = start_watch(tmp_path)  # stdout is a pipe: headless without being asked
+    try:
+        lines = read_lines_until(proc, "cycle 2:")
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert lines[0].endswith(f"watching 1 node(s); state in {tmp_path}/state/ugro-health")
+    cycle = next(line for line in lines if " cycle 1: " in line)
+    assert "polled 1 in" in cycle and "1 node: 1 " in cycle and "next in 1s" in cycle
+    assert out.strip().splitlines()[-1].split(" ", 1)[1].startswith("stopped after ")
+    assert "Traceback" not in err
+    status = json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)
+    assert status["nodes"][0]["stale"] is False
+
+
+def test_alert_lines_are_logged_once(tmp_path: Path):
+    # A node whose SSH port is closed: one ALERT line when it fails, not one per cycle.
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "cluster.yaml").write_text(
+        f"ssh: {{connect_timeout: 1, ssh_config: '', known_hosts: {tmp_path}/kh}}\n"
+        f"nodes:\n  - name: dead\n    host: 127.0.0.1\n    port: {port}\n"
+    )
+    proc = start_watch(tmp_path)
+    try:
+        lines = read_lines_until(proc, "cycle 3:")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    alerts = [line for line in lines if " ALERT " in line]
+    assert len([a for a in alerts if "node_unreachable" in a]) == 1
+    assert "ALERT CRITICAL dead node_unreachable: unreachable (refused)" in alerts[0]
+    assert proc.returncode == 0
