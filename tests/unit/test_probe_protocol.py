@@ -1,0 +1,173 @@
+"""The remote protocol: the exact BOOTSTRAP command fed the probe source and request lines.
+
+Runs under every Python the nodes may have (pyenv's 3.6 to 3.13). Those interpreters have no
+psutil and no pynvml, so these runs also exercise the /proc and nvidia-smi fallbacks. A missing
+interpreter skips its case, except under CI=true, where it fails.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ugro_health import probe
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "probe"
+PYENV = Path("/root/.pyenv/versions")
+PYTHONS = ["3.6.15", "3.8.18", "3.11.7", "3.13.0"]
+
+
+def interpreter(version: str) -> str:
+    path = PYENV / version / "bin" / "python"
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Python {version} is required under CI but missing at {path}")
+        pytest.skip(f"Python {version} not installed at {path}")
+    return str(path)
+
+
+def stream(*requests: Any) -> bytes:
+    """What the transport writes: source length, source, then one request per line."""
+    source = probe.source_bytes()
+    lines = b"".join(
+        (r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in requests
+    )
+    return b"%d\n" % len(source) + source + lines
+
+
+def run_remote(
+    python: str, data: bytes, env: dict[str, str] | None = None, timeout: float = 60
+) -> "subprocess.CompletedProcess[bytes]":
+    return subprocess.run(
+        [python, "-c", probe.BOOTSTRAP],
+        input=data,
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def replies(stdout: bytes) -> list[dict[str, Any]]:
+    lines = stdout.decode().splitlines()
+    assert all(line.startswith(probe.PREFIX) for line in lines), lines
+    return [json.loads(line[len(probe.PREFIX) :]) for line in lines]
+
+
+def test_bootstrap_is_the_documented_command() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "probe-protocol.md").read_text()
+    assert f"<python> -c '{probe.BOOTSTRAP}'" in doc
+
+
+@pytest.mark.parametrize("version", PYTHONS)
+def test_two_requests_over_one_channel(version: str) -> None:
+    python = interpreter(version)
+    result = run_remote(
+        python,
+        stream(
+            {"op": "sample", "mounts": ["/"], "window_s": 0.2, "match": ["nothing-matches-this"]},
+            {"op": "sample", "mounts": ["/"], "window_s": 0.2},
+        ),
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    first, second = replies(result.stdout)
+    for doc in (first, second):
+        assert doc["ok"] is True, doc
+        assert doc["python"] == version
+        assert doc["cpu"]["cores"] == os.cpu_count()
+        assert doc["memory"]["total_bytes"] > 0  # /proc/meminfo: no psutil in this interpreter
+        assert doc["disks"][0]["total_bytes"] > 0
+        assert doc["processes"]["count"] > 1
+        assert doc["gpus"] == [] or "nvidia-smi" in doc["gpu_info"].values()
+    assert first["matched_processes"] == []
+    assert second["time"] > first["time"]
+
+
+def test_garbage_lines_are_answered_and_the_probe_goes_on() -> None:
+    python = interpreter("3.6.15")
+    result = run_remote(
+        python,
+        stream(b"this is not json", {"op": "frobnicate"}, b"[1, 2]", {"window_s": 0}),
+    )
+    assert result.returncode == 0
+    garbage, unknown_op, not_an_object, good = replies(result.stdout)
+    assert garbage["ok"] is False and garbage["error"].startswith("bad request")
+    assert unknown_op == {
+        "probe_version": 1,
+        "ok": False,
+        "error": "bad request: unknown op 'frobnicate'",
+    }
+    assert not_an_object["ok"] is False
+    assert good["ok"] is True
+
+
+def test_oversized_response_is_replaced_not_truncated() -> None:
+    python = interpreter("3.8.18")
+    result = run_remote(python, stream({"window_s": 0, "max_output_bytes": 300}))
+    (doc,) = replies(result.stdout)
+    assert doc["ok"] is False
+    assert "exceeds max_output_bytes 300" in doc["error"]
+    assert len(result.stdout) <= 300
+
+
+def test_exit_op_stops_before_later_requests() -> None:
+    python = interpreter("3.11.7")
+    started = time.monotonic()
+    result = run_remote(python, stream({"window_s": 0}, {"op": "exit"}, {"window_s": 0}))
+    assert result.returncode == 0
+    assert len(replies(result.stdout)) == 1
+    assert time.monotonic() - started < 10
+
+
+def test_exits_on_eof_without_any_request() -> None:
+    result = run_remote(interpreter("3.6.15"), stream())
+    assert (result.returncode, result.stdout) == (0, b"")
+
+
+def test_nvidia_smi_fallback_on_python_36(tmp_path: Path) -> None:
+    python = interpreter("3.6.15")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "nvidia-smi"
+    script = FIXTURES / "fake_nvidia_smi.py"
+    fake.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = run_remote(python, stream({"window_s": 0}), env=env)
+    (doc,) = replies(result.stdout)
+    assert doc["gpu_info"]["source"] == "nvidia-smi"
+    assert doc["gpus"][0]["mem_total_bytes"] == 81559 * 1024 * 1024
+    assert len(doc["gpus"][0]["processes"]) == 3
+
+
+SITECUSTOMIZE = """
+import atexit, os, sys, time
+_statvfs = os.statvfs
+def _hanging_statvfs(path):
+    if path == "/ugro-hung-mount":
+        time.sleep(3600)  # a dead NFS server
+    return _statvfs(path)
+os.statvfs = _hanging_statvfs
+atexit.register(lambda: sys.stderr.write("ATEXIT-RAN\\n"))
+"""
+
+
+@pytest.mark.parametrize(("mount", "hung"), [("/ugro-hung-mount", True), ("/", False)])
+def test_a_stuck_check_does_not_keep_the_process_alive(
+    tmp_path: Path, mount: str, hung: bool
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    started = time.monotonic()
+    request = {"mounts": [mount], "subcheck_timeout_s": 0.3, "window_s": 0}
+    result = run_remote(interpreter("3.8.18"), stream(request), env=env, timeout=30)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 0
+    (doc,) = replies(result.stdout)
+    assert ("disk:" + mount in doc["errors"]) is hung
+    # with a thread still stuck the probe leaves through os._exit (atexit hooks do not run)
+    assert (b"ATEXIT-RAN" in result.stderr) is not hung
