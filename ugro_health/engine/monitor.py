@@ -95,6 +95,8 @@ class Monitor:
         self._jobs: list[joblib.Job] = []
         self._last_activity: float | None = None
         self._state_stamp: int | None = None
+        self._jobs_known = False  # the first look at the jobs is not news
+        self._pending: list[AlertEvent] = []  # job news seen while waiting
 
     def _restore_breakers(self, policy: BreakerPolicy) -> BreakerBoard:
         state = self.store.load().state
@@ -169,7 +171,8 @@ class Monitor:
             jobs=self._jobs,
             clock=self.clock.time,
         )
-        events = self._absorb(report, skipped, started)
+        events, self._pending = self._pending, []
+        events.extend(self._absorb(report, skipped, started))
         events.extend(self._expire_jobs(report, started))
         problems = self.record(self._with_skipped(report, skipped))
         problems.extend(self._save_breakers())
@@ -257,9 +260,28 @@ class Monitor:
         self._last_activity = joblib.last_activity(state)
         jobs = joblib.active_jobs(state)
         names = sorted(j.name for j in jobs)
+        if self._jobs_known:
+            self._job_news(jobs, set(self.view.active_jobs), now)
+        self._jobs_known = True
         self._jobs = jobs
         self.view.active_jobs = names
         self.scheduler.set_activity(len(jobs), self._last_activity, now)
+
+    def _job_news(self, jobs: list[joblib.Job], before: set[str], now: float) -> None:
+        """INFO events for jobs started or finished since the last look (by anyone)."""
+        current = {j.name: j for j in jobs}
+        news = []
+        for name in sorted(set(current) - before):
+            job = current[name]
+            alert = Alert(
+                Severity.INFO, "job_started", f"job {name} started on {', '.join(job.nodes)}", name
+            )
+            news.append(AlertEvent(now, job.nodes[0], alert, "raised"))
+        for name in sorted(before - set(current)):
+            alert = Alert(Severity.INFO, "job_finished", f"job {name} finished", name)
+            news.append(AlertEvent(now, "-", alert, "raised"))
+        self._pending.extend(news)
+        self.view.events.extend(news)
 
     def _expire_jobs(self, report: ClusterReport, now: float) -> list[AlertEvent]:
         if not self._jobs:
@@ -274,6 +296,9 @@ class Monitor:
         except OSError:
             return []
         events = []
+        gone = {job.name for job in expired}
+        self._jobs = [j for j in self._jobs if j.name not in gone]
+        self.view.active_jobs = [n for n in self.view.active_jobs if n not in gone]
         for job in expired:
             alert = Alert(
                 Severity.INFO,
