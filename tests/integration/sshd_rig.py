@@ -3,7 +3,9 @@
 Used by the integration tests (fixture ``sshd_rig`` in ``conftest.py``) and reusable by CLI
 end-to-end tests and benchmarks: ``SshdRig.create()`` then ``rig.start_node(name)``, and
 ``rig.node_config(name)`` / ``rig.settings()`` / ``rig.transport()`` for the pieces the code
-under test needs. Nothing here reads or writes the developer's ``~/.ssh``.
+under test needs; ``stop_node`` / ``restart_node`` take a node down and back on the same port, and
+``sessions`` / ``probe_processes`` show its SSH connections and probe interpreters from outside.
+Nothing here reads or writes the developer's ``~/.ssh``.
 
 As root, sshd logs in a dedicated user ``ugrotest`` (created once with ``/bin/sh`` as its shell,
 so root's shell start-up never runs); otherwise sshd runs as, and logs in, the current user.
@@ -144,20 +146,71 @@ class SshdRig:
         config = self.root / f"sshd_{name}.conf"
         config.write_text(self._sshd_config(port, host_key))
         log = self.root / f"sshd_{name}.log"
-        with log.open("wb") as log_fh:
-            process = subprocess.Popen(
-                [self.sshd, "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_fh,
-                stderr=log_fh,
-            )
-        node = RigNode(name, port, host_key, process, log)
+        node = RigNode(name, port, host_key, self._spawn(config, log), log)
         self.nodes[name] = node
         _wait_for_banner(node)
         if record:
             with self.known_hosts.open("a") as fh:
                 fh.write(f"[127.0.0.1]:{port} {_public_key(recorded_key or host_key)}\n")
         return node
+
+    def _spawn(self, config: Path, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as log_fh:
+            return subprocess.Popen(
+                [self.sshd, "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fh,
+                stderr=log_fh,
+            )
+
+    def stop_node(self, name: str) -> None:
+        """Take node ``name`` down as a crash would: its sshd, every session and process under
+        it (so established connections die too), killed at once. ``restart_node`` brings it back.
+        """
+        import psutil
+
+        node = self.nodes[name]
+        try:
+            tree = [psutil.Process(node.process.pid)]
+            tree += tree[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        for process in tree:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        node.process.wait(timeout=5)
+        psutil.wait_procs(tree, timeout=5)
+
+    def restart_node(self, name: str) -> RigNode:
+        """Start node ``name`` again on its old port, with its old config and host key."""
+        node = self.nodes[name]
+        if node.process.poll() is None:
+            self.stop_node(name)
+        node.process = self._spawn(self.root / f"sshd_{name}.conf", node.log)
+        _wait_for_banner(node)
+        return node
+
+    def sessions(self, name: str) -> list[Any]:
+        """The per-connection sshd processes of node ``name`` (one per open SSH connection)."""
+        import psutil
+
+        return psutil.Process(self.nodes[name].process.pid).children()
+
+    def probe_processes(self, name: str) -> list[Any]:
+        """The probe interpreters running under node ``name``'s sshd, as psutil processes."""
+        import psutil
+
+        found = []
+        for child in psutil.Process(self.nodes[name].process.pid).children(recursive=True):
+            try:
+                cmdline = child.cmdline()
+                if "python" in os.path.basename(cmdline[0]) and "ugro_probe" in " ".join(cmdline):
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                pass
+        return found
 
     def _sshd_config(self, port: int, host_key: Path) -> str:
         return "\n".join(

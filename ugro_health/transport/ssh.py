@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import json
-import shlex
 from typing import Any
 
 import paramiko
@@ -35,6 +34,7 @@ from ugro_health.transport.ssh_resolve import (
     parse_jump,
     resolve,
 )
+from ugro_health.transport.ssh_session import Sessions, probe_command, probe_failed
 
 __all__ = [
     "DEFAULT_IDENTITIES",
@@ -56,7 +56,13 @@ class _FromSettings(enum.Enum):
 
 
 class SshTransport:
-    """Runs the probe on nodes over SSH; safe to call from many threads at once."""
+    """Runs the probe on nodes over SSH; safe to call from many threads at once.
+
+    One-shot by default: each ``run_probe`` connects, runs a fresh probe process and
+    disconnects. With ``persistent=True`` (``watch``) each node keeps its connection and one live
+    probe process across calls (``ssh_session``); ``forget(name)`` drops one node's session and
+    ``close()`` all of them.
+    """
 
     def __init__(
         self,
@@ -65,6 +71,7 @@ class SshTransport:
         accept_new: bool = False,
         ssh_config_path: str | _FromSettings | None = _FromSettings.TOKEN,
         known_hosts_files: list[str] | None = None,
+        persistent: bool = False,
     ) -> None:
         self.settings = settings
         self.accept_new = accept_new or settings.accept_new_host_keys
@@ -78,12 +85,19 @@ class SshTransport:
             known_hosts_files=(tuple(known_hosts_files) if known_hosts_files is not None else None),
         )
         self._watchdog = Watchdog()
+        self._sessions = Sessions(settings, self._connector, self._watchdog) if persistent else None
+
+    @property
+    def persistent(self) -> bool:
+        return self._sessions is not None
 
     def run_probe(
         self, node: NodeConfig, request: dict[str, Any], deadline: float
     ) -> dict[str, Any]:
         if not PYTHON_RE.match(node.python):
             raise TransportError(ErrorKind.PROBE_FAILED, f"invalid python path {node.python!r}")
+        if self._sessions is not None:
+            return self._sessions.run(node, request, deadline)
         target = self._connector.resolve(node)
         attempt = Attempt(deadline)
         self._watchdog.watch(attempt)
@@ -100,7 +114,16 @@ class SshTransport:
             self._watchdog.unwatch(attempt)
             attempt.close()
 
+    def forget(self, node_name: str) -> None:
+        """Drop ``node_name``'s persistent session (e.g. its breaker opened); a no-op when
+        one-shot. Its next ``run_probe`` connects and starts the probe anew."""
+        if self._sessions is not None:
+            self._sessions.forget(node_name)
+
     def close(self) -> None:
+        """Close every persistent session (asking each probe to exit first) and the watchdog."""
+        if self._sessions is not None:
+            self._sessions.close()
         self._watchdog.stop()
 
     def ssh_config(self) -> paramiko.SSHConfig | None:
@@ -136,11 +159,6 @@ class SshTransport:
         return check_document(doc)
 
 
-def probe_command(python: str) -> str:
-    """The fixed remote command line: the validated interpreter, quoted, and the bootstrap."""
-    return shlex.quote(python) + " -c " + shlex.quote(probe.BOOTSTRAP)
-
-
 def _read_output(attempt: Attempt, channel: paramiko.Channel) -> tuple[bytes, bytes, int]:
     """Drain stdout and stderr until EOF and exit status, within the phase deadline."""
     out, err = bytearray(), bytearray()
@@ -169,18 +187,3 @@ def _read_output(attempt: Attempt, channel: paramiko.Channel) -> tuple[bytes, by
             raise TransportError(
                 ErrorKind.PROBE_INVALID, f"probe output exceeded {MAX_OUTPUT_BYTES} bytes"
             )
-
-
-def probe_failed(python: str, status: int, err: bytes) -> TransportError:
-    """The error for a probe process that ended without answering."""
-    lines = [ln.strip() for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
-    last = lines[-1][:200] if lines else "no error output"
-    if status == 127:
-        message = f"python interpreter {python!r} was not found on the node ({last})"
-    elif status == 126:
-        message = f"python interpreter {python!r} is not executable on the node ({last})"
-    elif status == -1:
-        message = f"probe ended without an exit status ({last})"
-    else:
-        message = f"probe exited with status {status}: {last}"
-    return TransportError(ErrorKind.PROBE_FAILED, message)

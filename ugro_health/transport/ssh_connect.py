@@ -112,13 +112,15 @@ class Watchdog:
 
     def watch(self, attempt: Attempt) -> None:
         with self._cond:
+            idle = not self._attempts
             self._attempts.add(attempt)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="ugro-ssh-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if idle:  # otherwise the loop is already polling: no need to wake it
+                self._cond.notify()
 
     def unwatch(self, attempt: Attempt) -> None:
         with self._cond:

@@ -1,6 +1,6 @@
 """Keys for the SSH transport: known_hosts (verify, enrol) and the user's identities.
 
-Part of the SSH transport (imports paramiko; only ``transport/ssh.py`` imports this module).
+Part of the SSH transport (imports paramiko; only the ``transport.ssh*`` modules import this one).
 The policy is OpenSSH's ``StrictHostKeyChecking yes``, or ``accept-new`` when enrolment is asked
 for: a changed or revoked key is refused always, an unknown one unless enrolment is on.
 Files are parsed once per ``KnownHosts`` and cached; enrolment appends under a lock and updates

@@ -1,0 +1,304 @@
+"""Persistent SSH sessions for ``watch``: one connection and one live probe process per node.
+
+Part of the SSH transport (imports paramiko); imported by ``transport.ssh`` only. Imports
+``config``, ``model``, ``probe`` (for its source), ``transport.base`` and ``ssh_connect``.
+
+Per node a ``Session`` keeps an authenticated paramiko transport (with keepalives) and one exec
+channel running the probe's request loop (docs/probe-protocol.md): the source is sent once, then
+each tick writes one JSON request line and reads exactly one ``UGRO1`` answer line, skipping noise.
+A dead channel or connection is found at the start of a tick (or when a reused channel hits EOF
+before answering, which is retried once on a fresh one) and replaced. Any failure is reported as a
+classified ``TransportError``; a timeout closes the channel (its state is unknown) and keeps the
+connection, any other failure drops the whole session, so the next tick starts clean.
+
+Sessions are locked one per node, so different nodes tick in parallel on the caller's threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import threading
+from typing import Any
+
+import paramiko
+
+from ugro_health import probe
+from ugro_health.config import NodeConfig, SshSettings
+from ugro_health.model import ErrorKind
+from ugro_health.transport.base import TransportError, check_document, parse_response_line
+from ugro_health.transport.ssh_connect import Attempt, Connector, Watchdog, classify
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 4 * 1024 * 1024  # one answer line, noise included
+_CHUNK = 65536
+_STDERR_KEEP = 8192
+_EXIT_REQUEST = b'{"op": "exit"}\n'
+_GOODBYE_TIMEOUT_S = 0.2
+
+
+class _Stale(Exception):
+    """The probe's channel ended before answering (the probe process died)."""
+
+
+class Session:
+    """One node's connection and the probe process on its channel; guarded by ``lock``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.transports: list[paramiko.Transport] = []  # the target first, then its jump host
+        self.channel: paramiko.Channel | None = None
+        self.buffer = bytearray()  # stdout read past the last answer line
+        self.stderr = bytearray()  # the probe's last words, for error messages
+        self.warm = False  # the probe on this channel has answered: it holds CPU counters
+        self.closed = False  # forgotten or transport closed: tear down whatever is built
+        self.node: NodeConfig | None = None  # the configuration the session was built for
+
+    @property
+    def transport(self) -> paramiko.Transport | None:
+        return self.transports[0] if self.transports else None
+
+    def close_channel(self) -> None:
+        channel, self.channel = self.channel, None
+        self.buffer.clear()
+        self.warm = False
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        """Close the channel and the connection (the watchdog may call this from its thread)."""
+        self.close_channel()
+        transports, self.transports = self.transports, []
+        for transport in transports:
+            transport.close()
+
+    def goodbye(self) -> None:
+        """Ask the probe to exit (best effort, never blocks long), then close everything."""
+        channel = self.channel
+        if channel is not None and not channel.closed:
+            try:
+                channel.settimeout(_GOODBYE_TIMEOUT_S)
+                channel.sendall(_EXIT_REQUEST)
+                channel.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+        self.close()
+
+
+class _ChannelOnly:
+    """What an overrunning exchange closes: the channel, never the node's connection."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def close(self) -> None:
+        channel = self._session.channel
+        if channel is not None:
+            channel.close()
+
+
+class Sessions:
+    """The persistent sessions of one ``SshTransport``, by node name."""
+
+    def __init__(self, settings: SshSettings, connector: Connector, watchdog: Watchdog) -> None:
+        self.settings = settings
+        self._connector = connector
+        self._watchdog = watchdog
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def run(self, node: NodeConfig, request: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """One tick on ``node``: the probe's answer to ``request``, or a TransportError."""
+        with self._lock:
+            session = self._sessions.get(node.name)
+            if session is None:
+                session = self._sessions[node.name] = Session(node.name)
+        with session.lock:
+            attempt = Attempt(deadline)
+            self._watchdog.watch(attempt)
+            try:
+                doc = self._tick(session, attempt, node, request)
+                # A probe that reports its own failure is alive and in step: keep the session.
+                return check_document(doc)
+            except TransportError as exc:
+                error = exc
+                if attempt.expired and exc.kind is not ErrorKind.TIMEOUT:
+                    error = attempt.timeout_error()
+            except Exception as exc:
+                error = classify(exc, attempt)
+            finally:
+                self._watchdog.unwatch(attempt)
+                attempt.close()
+                if session.closed:  # forgotten meanwhile: leave nothing open behind
+                    session.close()
+            if error.kind is ErrorKind.PROBE_FAILED and session.warm:
+                pass  # the probe answered ok:false (check_document); the session is in step
+            elif error.kind is ErrorKind.TIMEOUT and attempt.phase == "probe output":
+                session.close_channel()  # the probe may still be busy; the connection is fine
+            else:
+                session.close()
+            raise error
+
+    def forget(self, name: str) -> None:
+        """Drop ``name``'s session: close its probe and connection (next tick starts anew)."""
+        with self._lock:
+            session = self._sessions.pop(name, None)
+        if session is None:
+            return
+        session.closed = True
+        if session.lock.acquire(blocking=False):
+            try:
+                session.goodbye()
+            finally:
+                session.lock.release()
+        else:  # a tick is running: closing its connection ends that tick promptly
+            for transport in list(session.transports):
+                transport.close()
+
+    def close(self) -> None:
+        with self._lock:
+            names = list(self._sessions)
+        for name in names:
+            self.forget(name)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    # -- one tick -------------------------------------------------------------------------
+
+    def _tick(
+        self, session: Session, attempt: Attempt, node: NodeConfig, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        while True:
+            started = self._ensure(session, attempt, node)
+            # A warm probe measures CPU and network between ticks: no sampling window needed.
+            line = json.dumps({**request, "window_s": 0} if session.warm else request)
+            try:
+                doc = self._exchange(session, attempt, line.encode() + b"\n")
+            except _Stale:
+                if started:  # a probe that dies on its first request: report why
+                    raise self._died(session, node.python) from None
+                session.close_channel()  # it died between ticks: start a fresh one, once
+                continue
+            session.warm = True
+            return doc
+
+    def _ensure(self, session: Session, attempt: Attempt, node: NodeConfig) -> bool:
+        """Reconnect and restart the probe as needed; True when a probe was started now."""
+        if session.node != node:  # first tick, or the node's configuration was reloaded
+            session.close()
+            session.node = node
+        channel = session.channel
+        if channel is not None and (
+            channel.closed or channel.eof_received or channel.exit_status_ready()
+        ):
+            session.close_channel()
+        transport = session.transport
+        if transport is not None and not transport.is_active():
+            session.close()
+        if session.channel is not None:
+            return False
+        if session.transport is None:
+            target = self._connector.resolve(node)
+            self._connector.open(attempt, target)
+            owned = reversed(attempt.release())  # the target first, then its jump host
+            session.transports = [t for t in owned if isinstance(t, paramiko.Transport)]
+        attempt.own(session)  # until the probe runs, an overrun closes the whole session
+        attempt.begin("probe start", self.settings.command_timeout)
+        assert session.transport is not None
+        channel = session.transport.open_session(timeout=attempt.remaining())
+        session.channel = channel
+        session.stderr.clear()
+        channel.exec_command(probe_command(node.python))
+        src = probe.source_bytes()
+        channel.settimeout(max(attempt.remaining(), 0.001))
+        try:
+            channel.sendall(b"%d\n" % len(src) + src)
+        except OSError:
+            pass  # the command ended without reading its input: the exchange finds out why
+        attempt.release()
+        return True
+
+    def _exchange(self, session: Session, attempt: Attempt, request: bytes) -> dict[str, Any]:
+        """Send one request line and read lines until the answer; ``_Stale`` on EOF."""
+        channel = session.channel
+        assert channel is not None
+        attempt.begin("probe output", self.settings.command_timeout)
+        attempt.own(_ChannelOnly(session))
+        self._drain_stderr(session)
+        try:
+            channel.settimeout(max(attempt.remaining(), 0.001))
+            channel.sendall(request)
+        except TimeoutError:
+            raise attempt.timeout_error() from None
+        except OSError:
+            raise _Stale() from None
+        buffer = session.buffer
+        while True:
+            end = buffer.find(b"\n")
+            while end >= 0:
+                line = bytes(buffer[: end + 1])
+                del buffer[: end + 1]
+                doc = parse_response_line(line)
+                if doc is not None:
+                    attempt.release()
+                    return doc
+                end = buffer.find(b"\n")
+            if len(buffer) > MAX_LINE_BYTES:
+                raise TransportError(
+                    ErrorKind.PROBE_INVALID, f"probe answer exceeded {MAX_LINE_BYTES} bytes"
+                )
+            left = attempt.remaining()
+            if left <= 0:
+                raise attempt.timeout_error()
+            channel.settimeout(left)
+            try:
+                data = channel.recv(_CHUNK)
+            except TimeoutError:
+                continue
+            if not data:
+                raise _Stale()
+            buffer += data
+
+    def _drain_stderr(self, session: Session) -> None:
+        channel = session.channel
+        while channel is not None and channel.recv_stderr_ready():
+            session.stderr += channel.recv_stderr(_CHUNK)
+            del session.stderr[:-_STDERR_KEEP]
+
+    def _died(self, session: Session, python: str) -> TransportError:
+        """Why a probe that was just started ended without answering."""
+        channel = session.channel
+        status = -1
+        if channel is not None:
+            channel.status_event.wait(0.5)
+            self._drain_stderr(session)
+            if channel.exit_status_ready():
+                status = channel.recv_exit_status()
+        transport = session.transport
+        if status == -1 and (transport is None or not transport.is_active()):
+            return TransportError(ErrorKind.SSH_ERROR, "connection lost while the probe ran")
+        return probe_failed(python, status, bytes(session.stderr))
+
+
+def probe_command(python: str) -> str:
+    """The fixed remote command line: the validated interpreter, quoted, and the bootstrap."""
+    return shlex.quote(python) + " -c " + shlex.quote(probe.BOOTSTRAP)
+
+
+def probe_failed(python: str, status: int, err: bytes) -> TransportError:
+    """The error for a probe process that ended without answering."""
+    lines = [ln.strip() for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
+    last = lines[-1][:200] if lines else "no error output"
+    if status == 127:
+        message = f"python interpreter {python!r} was not found on the node ({last})"
+    elif status == 126:
+        message = f"python interpreter {python!r} is not executable on the node ({last})"
+    elif status == -1:
+        message = f"probe ended without an exit status ({last})"
+    else:
+        message = f"probe exited with status {status}: {last}"
+    return TransportError(ErrorKind.PROBE_FAILED, message)
