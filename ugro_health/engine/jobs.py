@@ -197,9 +197,10 @@ def expire_jobs(
             if data.get("finished_at") is not None:
                 continue
             job = Job.from_json(data)
-            if _seen_now(job, procs_by_node):
+            seen = _seen_now(job, procs_by_node)
+            if seen:
                 data["procs_seen_at"] = now
-                continue
+                job = Job.from_json(data)
             reason = _expiry_reason(job, now, grace_s)
             if reason:
                 data["finished_at"] = now
