@@ -34,3 +34,12 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+# Thresholds no test machine reaches, for tests that need the local node to stay OK whatever
+# else the machine is doing (a loaded CI box would otherwise turn it WARNING on load).
+CALM_THRESHOLDS = (
+    "thresholds: {load_warn_per_core: 1000, mem_warn_pct: 99.9, mem_crit_pct: 100,"
+    " disk_warn_pct: 99.9, disk_crit_pct: 100, swap_warn_pct: 100, zombie_warn: 100000,"
+    " clock_skew_warn_s: 100000, net_errors_warn_per_s: 1000000}\n"
+)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import cli_env, run_cli
+from cli_helpers import CALM_THRESHOLDS, cli_env, run_cli
 
 
 def start_watch(cwd: Path, *args: str) -> subprocess.Popen[str]:
@@ -79,4 +79,33 @@ def test_alert_lines_are_logged_once(tmp_path: Path):
     alerts = [line for line in lines if " ALERT " in line]
     assert len([a for a in alerts if "node_unreachable" in a]) == 1
     assert "ALERT CRITICAL dead node_unreachable: unreachable (refused)" in alerts[0]
+    assert proc.returncode == 0
+
+
+def test_running_watch_picks_up_a_job_started_from_another_shell(tmp_path: Path):
+    (tmp_path / "cluster.yaml").write_text(
+        CALM_THRESHOLDS + "nodes:\n  - name: here\n    host: localhost\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ugro_health", "watch", "--headless"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = read_lines_until(proc, "cycle 1:")
+        assert "jobs: none; next in 40s" in first[-1]  # idle
+        started = time.monotonic()
+        assert run_cli("jobs", "start", "llama", "--nodes", "here", cwd=tmp_path).returncode == 0
+        lines = read_lines_until(proc, "cycle 2:", timeout=20)
+        assert time.monotonic() - started < 10  # not the 40 s idle wait
+        assert "jobs: llama; next in 5s" in lines[-1]
+        news = read_lines_until(proc, "job_started", timeout=5)[-1]
+        assert "ALERT INFO here job_started: job llama started on here" in news
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
     assert proc.returncode == 0
