@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ugro_health.config import Config, NodeConfig, SshSettings
+from ugro_health.config import Config, NodeConfig, SshSettings, Thresholds
 from ugro_health.engine.breaker import BreakerPolicy, BreakerState
 from ugro_health.engine.clock import FakeClock
 from ugro_health.engine.collect import Transports
@@ -19,6 +19,19 @@ from ugro_health.engine.scheduler import PollPolicy
 from ugro_health.model import Severity, Status
 from ugro_health.store.history import HistoryStore
 from ugro_health.store.state import StateStore
+
+
+# Limits no test machine reaches: the local node must stay OK however loaded the box is.
+CALM = Thresholds(
+    load_warn_per_core=1000,
+    mem_warn_pct=99.9,
+    mem_crit_pct=100,
+    disk_warn_pct=99.9,
+    disk_crit_pct=100,
+    swap_warn_pct=100,
+    zombie_warn=100000,
+    clock_skew_warn_s=100000,
+)
 
 
 def closed_port() -> int:
@@ -37,7 +50,7 @@ def cluster(tmp_path: Path) -> Config:
         ssh_config=None,
         known_hosts=str(tmp_path / "known_hosts"),
     )
-    return Config(nodes=(local, dead), ssh=ssh)
+    return Config(nodes=(local, dead), ssh=ssh, thresholds=CALM)
 
 
 def make_monitor(config: Config, state_dir: Path, clock: FakeClock, **policy) -> Monitor:
@@ -113,7 +126,9 @@ def test_cycles_are_recorded_and_status_can_read_them(cluster: Config, tmp_path:
 def test_job_started_elsewhere_shortens_the_interval_within_one_cycle(
     tmp_path: Path,
 ):
-    config = Config(nodes=(NodeConfig(name="here", host="localhost", transport="local"),))
+    config = Config(
+        nodes=(NodeConfig(name="here", host="localhost", transport="local"),), thresholds=CALM
+    )
     clock = FakeClock(start=time.time())
     monitor = make_monitor(config, tmp_path, clock)
     results = []
