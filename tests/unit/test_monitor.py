@@ -20,7 +20,6 @@ from ugro_health.model import Severity, Status
 from ugro_health.store.history import HistoryStore
 from ugro_health.store.state import StateStore
 
-
 # Limits no test machine reaches: the local node must stay OK however loaded the box is.
 CALM = Thresholds(
     load_warn_per_core=1000,
