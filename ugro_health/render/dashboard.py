@@ -59,18 +59,19 @@ def _header(view: WatchView) -> Text:
         counts[row.report.status] += 1
         unreachable += 0 if row.report.reachable else 1
     text = Text("ugro-health  ", style="bold")
-    text.append(f"{counts[Status.OK]} ok", style=STATUS_STYLE[Status.OK])
-    text.append("  ")
-    text.append(f"{counts[Status.WARNING]} warning", style=STATUS_STYLE[Status.WARNING])
-    text.append("  ")
-    text.append(f"{counts[Status.CRITICAL]} critical", style=STATUS_STYLE[Status.CRITICAL])
-    text.append(f"  ({unreachable} unreachable)  ")
+    for status, word in (
+        (Status.OK, "ok"),
+        (Status.WARNING, "warning"),
+        (Status.CRITICAL, "critical"),
+    ):
+        text.append(f"{counts[status]} {word}", style=STATUS_STYLE[status])
+        text.append(" · ")
+    text.append(f"{unreachable} unreachable  ")
     jobs = ", ".join(view.active_jobs) if view.active_jobs else "none"
     text.append(f"jobs: {jobs}  ")
     cycle = DASH if view.last_cycle_s is None else f"{view.last_cycle_s:.2f}s"
     text.append(
-        f"every {view.interval_s:.0f}s, next in {max(0.0, view.next_poll_in_s):.0f}s, "
-        f"last cycle {cycle}"
+        f"every {view.interval_s:.0f}s, next {max(0.0, view.next_poll_in_s):.0f}s, cycle {cycle}"
     )
     return text
 
