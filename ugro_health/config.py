@@ -1,22 +1,31 @@
 """cluster.yaml -> frozen dataclasses, with errors that name the file, the line and the key.
 
-Imports only ``model``-free standard library, PyYAML and ClusterShell's NodeSet (for
-``gpu[01-16]`` ranges). ``~/.ssh/config`` is *not* read here: the SSH transport resolves each
-node against it at connect time, so that ``config show`` and the transport agree (see
-``transport.ssh.resolve``).
+Imports only the standard library, ``config_yaml`` (YAML with line numbers, and ``ConfigError``,
+re-exported here) and ClusterShell's NodeSet (for ``gpu[01-16]`` ranges). ``parse_config`` stops
+at the first problem; ``validate_config`` collects them all for ``config validate``.
+
+``~/.ssh/config`` is *not* read here: the SSH transport resolves each node against it at connect
+time, so that ``config show`` and the transport agree (see ``transport.ssh_resolve.resolve``).
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ugro_health.config_yaml import (
+    ConfigError,
+    Where,
+    YamlDoc,
+    check_keys,
+    describe,
+    parse_yaml,
+    section,
+)
 
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9_.:%-]+$|^\[[0-9A-Fa-f:.%]+\]$")
@@ -32,26 +41,6 @@ DEFAULT_JOB_MATCH = (
     r"accelerate launch",
     r"python[0-9.]* .*train[^ ]*\.py",
 )
-
-
-class ConfigError(Exception):
-    """A problem in a configuration file; ``str()`` is one line naming file, line and key."""
-
-    def __init__(
-        self, message: str, path: str | None = None, line: int | None = None, key: str | None = None
-    ) -> None:
-        self.message = message
-        self.path = path
-        self.line = line
-        self.key = key
-        super().__init__(self.one_line())
-
-    def one_line(self) -> str:
-        where = self.path or "<config>"
-        if self.line is not None:
-            where += f":{self.line}"
-        key = f" {self.key}:" if self.key else ""
-        return f"{where}:{key} {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +165,7 @@ _NODE_KEYS: dict[str, tuple[type, ...]] = {
     "tags": (list,),
     "proxy_jump": (str,),
 }
+_DEFAULTS_KEYS = {k: v for k, v in _NODE_KEYS.items() if k != "name"}
 _TOP_KEYS = ("defaults", "ssh", "thresholds", "watch", "nodes", "jobs", "history")
 _JOB_KEYS = {"match": (list,)}
 _HISTORY_KEYS = {"retention_hours": (int, float), "max_size_mb": (int, float)}
@@ -203,131 +193,76 @@ _THRESHOLD_KEYS = _dataclass_types(Thresholds)
 _WATCH_KEYS = _dataclass_types(WatchSettings)
 
 
-_SCALARS = yaml.SafeLoader("")  # only its scalar constructors are used
+def _str_list_problem(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return None
+    return f"must be a list of strings, not {describe(value)}"
 
 
-class _Doc:
-    """A YAML document as plain values plus the line of every key path, for error messages."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.lines: dict[tuple[str | int, ...], int] = {}
-
-    def error(self, where: tuple[str | int, ...], message: str) -> ConfigError:
-        line = None
-        probe = where
-        while probe and line is None:
-            line = self.lines.get(probe)
-            probe = probe[:-1]
-        key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in where).replace(".[", "[")
-        return ConfigError(message, self.path, line, key or None)
-
-    def convert(self, node: yaml.Node, where: tuple[str | int, ...]) -> Any:
-        self.lines.setdefault(where, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                if not isinstance(key_node, yaml.ScalarNode):
-                    raise self.error(where, "keys must be plain names")
-                self.lines[(*where, key)] = key_node.start_mark.line + 1
-                if key in out:
-                    raise self.error((*where, key), "duplicate key")
-                out[key] = self.convert(value_node, (*where, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*where, i)) for i, item in enumerate(node.value)]
-        return _SCALARS.construct_object(node)
+def _mounts_problem(value: Any) -> str | None:
+    problem = _str_list_problem(value)
+    if problem is None:
+        for mount in value:
+            if not mount.startswith("/"):
+                return f"mount {mount!r} must be an absolute path"
+    return problem
 
 
-def _parse_yaml(text: str, path: str) -> tuple[dict[str, Any], _Doc]:
-    doc = _Doc(path)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {exc.problem or exc}", path, line) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", path) from None
-    if root is None:
-        raise ConfigError("the file is empty; it needs at least a `nodes:` list", path, 1)
-    data = doc.convert(root, ())
-    if not isinstance(data, dict):
-        raise ConfigError("the top level must be a mapping with a `nodes:` list", path, 1)
-    return data, doc
+# Per node key: the problem with a (well-typed) value, or None. Checked in this order.
+_NODE_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "host": lambda v: None if HOST_RE.match(v) else f"invalid host {v!r}",
+    "port": lambda v: None if 1 <= v <= 65535 else f"port {v} is out of range 1-65535",
+    "python": lambda v: None if PYTHON_RE.match(v) else f"invalid interpreter path {v!r}",
+    "transport": lambda v: (
+        None if v in ("auto", "ssh", "local") else "must be one of auto, ssh, local"
+    ),
+    "gpus": lambda v: None if v >= 0 else "must be 0 or more",
+    "mounts": _mounts_problem,
+    "tags": _str_list_problem,
+}
 
 
-def _check_keys(
-    doc: _Doc,
-    data: Mapping[str, Any],
-    allowed: Mapping[str, tuple[type, ...]] | tuple[str, ...],
-    where: tuple[str | int, ...],
-) -> None:
-    for key, value in data.items():
-        if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f" (did you mean `{close[0]}`?)" if close else ""
-            raise doc.error((*where, key), f"unknown key{hint}")
-        if isinstance(allowed, Mapping):
-            _check_type(doc, value, allowed[key], (*where, key))
+def _nodes(doc: YamlDoc, data: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[NodeConfig]:
+    raw_nodes = data.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        doc.problem(("nodes",), "must be a non-empty list of nodes")
+        return []
+    nodes: list[NodeConfig] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_nodes):
+        for node in _node_from(doc, raw, defaults, index):
+            if node.name in seen:
+                doc.problem(
+                    ("nodes", index, "name"),
+                    f"duplicate node {node.name!r} (first at nodes[{seen[node.name]}])",
+                )
+                continue
+            seen[node.name] = index
+            nodes.append(node)
+    return nodes
 
 
-def _check_type(
-    doc: _Doc, value: Any, types: tuple[type, ...], where: tuple[str | int, ...]
-) -> None:
-    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-    if not ok:
-        names = {
-            "str": "a string",
-            "int": "an integer",
-            "float": "a number",
-            "list": "a list",
-            "bool": "true or false",
-            "NoneType": "null",
-        }
-        wanted = " or ".join(names[t.__name__] for t in types if not (t is int and float in types))
-        raise doc.error(where, f"must be {wanted}, not {_describe(value)}")
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "empty"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def _section(doc: _Doc, data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = data.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise doc.error((name,), f"must be a mapping, not {_describe(value)}")
-    return value
-
-
-def _node_from(doc: _Doc, raw: Any, defaults: Mapping[str, Any], index: int) -> list[NodeConfig]:
-    where: tuple[str | int, ...] = ("nodes", index)
+def _node_from(doc: YamlDoc, raw: Any, defaults: Mapping[str, Any], index: int) -> list[NodeConfig]:
+    where: Where = ("nodes", index)
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
-        raise doc.error(where, f"a node must be a mapping with a `name`, not {_describe(raw)}")
-    _check_keys(doc, raw, _NODE_KEYS, where)
-    if "name" not in raw:
-        raise doc.error(where, "a node needs a `name`")
-    merged = {**defaults, **raw}
-    names = _expand(doc, str(raw["name"]), (*where, "name"))
-    if len(names) > 1 and "host" in raw:
-        raise doc.error((*where, "host"), "a node range cannot share one `host`; omit it")
-    return [_build_node(doc, merged, name, where) for name in names]
+        doc.problem(where, f"a node must be a mapping with a `name`, not {describe(raw)}")
+        return []
+    valid = check_keys(doc, raw, _NODE_KEYS, where)
+    if "name" not in valid:
+        if "name" not in raw:  # a name of the wrong type is already reported
+            doc.problem(where, "a node needs a `name`")
+        return []
+    names = _expand(doc, str(valid["name"]), (*where, "name"))
+    if len(names) > 1 and "host" in valid:
+        doc.problem((*where, "host"), "a node range cannot share one `host`; omit it")
+        del valid["host"]
+    merged = {**defaults, **valid}
+    return [_build_node(doc, merged, set(valid), name, where) for name in names]
 
 
-def _expand(doc: _Doc, pattern: str, where: tuple[str | int, ...]) -> list[str]:
+def _expand(doc: YamlDoc, pattern: str, where: Where) -> list[str]:
     names = [pattern]
     if "[" in pattern:
         from ClusterShell.NodeSet import NodeSet, NodeSetException
@@ -335,134 +270,164 @@ def _expand(doc: _Doc, pattern: str, where: tuple[str | int, ...]) -> list[str]:
         try:
             names = list(NodeSet(pattern))
         except NodeSetException as exc:
-            raise doc.error(where, f"invalid node range {pattern!r}: {exc}") from None
-    for name in names:
-        if not NODE_NAME_RE.match(name):
-            raise doc.error(
-                where, f"invalid node name {name!r}: use letters, digits, '.', '_' and '-'"
-            )
-    return names
+            doc.problem(where, f"invalid node range {pattern!r}: {exc}")
+            return []
+    bad = [name for name in names if not NODE_NAME_RE.match(name)]
+    if bad:
+        doc.problem(where, f"invalid node name {bad[0]!r}: use letters, digits, '.', '_' and '-'")
+    return [name for name in names if name not in bad]
 
 
 def _build_node(
-    doc: _Doc, merged: Mapping[str, Any], name: str, where: tuple[str | int, ...]
+    doc: YamlDoc, merged: Mapping[str, Any], own: set[str], name: str, where: Where
 ) -> NodeConfig:
-    def key_where(key: str) -> tuple[str | int, ...]:
-        return (*where, key) if (*where, key) in doc.lines else ("defaults", key)
-
-    host = merged.get("host")
-    if host is not None and not HOST_RE.match(host):
-        raise doc.error(key_where("host"), f"invalid host {host!r}")
-    port = merged.get("port")
-    if port is not None and not 1 <= port <= 65535:
-        raise doc.error(key_where("port"), f"port {port} is out of range 1-65535")
-    python = merged.get("python", "python3")
-    if not PYTHON_RE.match(python):
-        raise doc.error(key_where("python"), f"invalid interpreter path {python!r}")
-    transport = merged.get("transport", "auto")
-    if transport not in ("auto", "ssh", "local"):
-        raise doc.error(key_where("transport"), "must be one of auto, ssh, local")
-    gpus = merged.get("gpus")
-    if gpus is not None and gpus < 0:
-        raise doc.error(key_where("gpus"), "must be 0 or more")
-    mounts = _str_list(doc, merged.get("mounts", ["/"]), key_where("mounts"))
-    for mount in mounts:
-        if not mount.startswith("/"):
-            raise doc.error(key_where("mounts"), f"mount {mount!r} must be an absolute path")
+    """One node from its merged keys; a bad value is reported where it was written (the node's
+    own key, else ``defaults``)."""
+    values = dict(merged)
+    for key, check in _NODE_CHECKS.items():
+        problem = check(values[key]) if key in values else None
+        if problem is not None:
+            doc.problem((*where, key) if key in own else ("defaults", key), problem)
+            del values[key]  # collecting: carry on with the default
     return NodeConfig(
         name=name,
-        host=host,
-        port=port,
-        user=merged.get("user"),
-        identity_file=merged.get("identity_file"),
-        python=python,
-        transport=transport,
-        gpus=gpus,
-        mounts=tuple(mounts),
-        tags=tuple(_str_list(doc, merged.get("tags", []), key_where("tags"))),
-        proxy_jump=merged.get("proxy_jump"),
+        host=values.get("host"),
+        port=values.get("port"),
+        user=values.get("user"),
+        identity_file=values.get("identity_file"),
+        python=values.get("python", "python3"),
+        transport=values.get("transport", "auto"),
+        gpus=values.get("gpus"),
+        mounts=tuple(values.get("mounts", ["/"])),
+        tags=tuple(values.get("tags", [])),
+        proxy_jump=values.get("proxy_jump"),
     )
 
 
-def _str_list(doc: _Doc, value: Any, where: tuple[str | int, ...]) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise doc.error(where, f"must be a list of strings, not {_describe(value)}")
-    return list(value)
-
-
 def _settings(
-    doc: _Doc, data: Mapping[str, Any], name: str, cls: type, keys: Mapping[str, tuple[type, ...]]
+    doc: YamlDoc,
+    data: Mapping[str, Any],
+    name: str,
+    cls: type,
+    keys: Mapping[str, tuple[type, ...]],
 ) -> Any:
-    section = _section(doc, data, name)
-    _check_keys(doc, section, keys, (name,))
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
-    for key, value in values.items():
+    values: dict[str, Any] = {}
+    for key, value in check_keys(doc, section(doc, data, name), keys, (name,)).items():
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise doc.error((name, key), "must not be negative")
+            doc.problem((name, key), "must not be negative")
+            continue
+        values[key] = tuple(value) if isinstance(value, list) else value
     return replace(cls(), **values)
 
 
-def parse_config(text: str, path: str = "<config>") -> Config:
-    """Parse and validate a cluster file's text; raises ``ConfigError`` on the first problem."""
-    data, doc = _parse_yaml(text, path)
-    _check_keys(doc, data, _TOP_KEYS, ())
-    defaults = _section(doc, data, "defaults")
-    _check_keys(doc, defaults, {k: v for k, v in _NODE_KEYS.items() if k != "name"}, ("defaults",))
-    ssh = _settings(doc, data, "ssh", SshSettings, _SSH_KEYS)
-    if ssh.max_workers < 1:
-        raise doc.error(("ssh", "max_workers"), "must be at least 1")
-    thresholds = _settings(doc, data, "thresholds", Thresholds, _THRESHOLD_KEYS)
-    if not all(isinstance(x, int) for x in thresholds.xid_critical):
-        raise doc.error(("thresholds", "xid_critical"), "must be a list of integers")
-    watch = _settings(doc, data, "watch", WatchSettings, _WATCH_KEYS)
-    for key in ("active_interval_s", "max_interval_s", "problem_interval_s", "reset_base_s"):
-        if getattr(watch, key) <= 0:
-            raise doc.error(("watch", key), "must be more than zero")
-    if watch.failure_threshold < 1:
-        raise doc.error(("watch", "failure_threshold"), "must be at least 1")
-    raw_nodes = data.get("nodes")
-    if not isinstance(raw_nodes, list) or not raw_nodes:
-        raise doc.error(("nodes",), "must be a non-empty list of nodes")
-    nodes: list[NodeConfig] = []
-    seen: dict[str, int] = {}
-    for index, raw in enumerate(raw_nodes):
-        for node in _node_from(doc, raw, defaults, index):
-            if node.name in seen:
-                raise doc.error(
-                    ("nodes", index, "name"),
-                    f"duplicate node {node.name!r} (first at nodes[{seen[node.name]}])",
-                )
-            seen[node.name] = index
-            nodes.append(node)
-    jobs = _section(doc, data, "jobs")
-    _check_keys(doc, jobs, _JOB_KEYS, ("jobs",))
-    match = tuple(_str_list(doc, jobs.get("match", list(DEFAULT_JOB_MATCH)), ("jobs", "match")))
-    for pattern in match:
+def _bounded(
+    doc: YamlDoc,
+    settings: Any,
+    name: str,
+    keys: tuple[str, ...],
+    ok: Callable[[Any], bool],
+    message: str,
+) -> Any:
+    """``settings`` with each of ``keys`` whose value is not ``ok`` reported and reset."""
+    for key in keys:
+        if not ok(getattr(settings, key)):
+            doc.problem((name, key), message)
+            settings = replace(settings, **{key: getattr(type(settings)(), key)})
+    return settings
+
+
+def _job_match(doc: YamlDoc, data: Mapping[str, Any]) -> tuple[str, ...]:
+    jobs = check_keys(doc, section(doc, data, "jobs"), _JOB_KEYS, ("jobs",))
+    raw = jobs.get("match", list(DEFAULT_JOB_MATCH))
+    problem = _str_list_problem(raw)
+    if problem is not None:
+        doc.problem(("jobs", "match"), problem)
+        return DEFAULT_JOB_MATCH
+    match: list[str] = []
+    for pattern in raw:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise doc.error(("jobs", "match"), f"invalid pattern {pattern!r}: {exc}") from None
-    history = _section(doc, data, "history")
-    _check_keys(doc, history, _HISTORY_KEYS, ("history",))
+            doc.problem(("jobs", "match"), f"invalid pattern {pattern!r}: {exc}")
+            continue
+        match.append(pattern)
+    return tuple(match)
+
+
+def _build_config(doc: YamlDoc, text: str) -> Config:
+    data = check_keys(doc, parse_yaml(text, doc), _TOP_KEYS, ())
+    defaults = check_keys(doc, section(doc, data, "defaults"), _DEFAULTS_KEYS, ("defaults",))
+    ssh = _settings(doc, data, "ssh", SshSettings, _SSH_KEYS)
+    ssh = _bounded(doc, ssh, "ssh", ("max_workers",), lambda v: v >= 1, "must be at least 1")
+    thresholds = _settings(doc, data, "thresholds", Thresholds, _THRESHOLD_KEYS)
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in thresholds.xid_critical):
+        doc.problem(("thresholds", "xid_critical"), "must be a list of integers")
+        thresholds = replace(thresholds, xid_critical=DEFAULT_XID_CRITICAL)
+    watch = _settings(doc, data, "watch", WatchSettings, _WATCH_KEYS)
+    positive = ("active_interval_s", "max_interval_s", "problem_interval_s", "reset_base_s")
+    watch = _bounded(doc, watch, "watch", positive, lambda v: v > 0, "must be more than zero")
+    watch = _bounded(
+        doc, watch, "watch", ("failure_threshold",), lambda v: v >= 1, "must be at least 1"
+    )
+    nodes = _nodes(doc, data, defaults)
+    match = _job_match(doc, data)
+    history = check_keys(doc, section(doc, data, "history"), _HISTORY_KEYS, ("history",))
     return Config(
         nodes=tuple(nodes),
         ssh=ssh,
         thresholds=thresholds,
         watch=watch,
         job_match=match,
-        source=path,
+        source=doc.path,
         history_retention_h=float(history.get("retention_hours", 24.0)),
         history_max_mb=float(history.get("max_size_mb", 4096.0)),
     )
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and parse a cluster file; every failure is a one-line ``ConfigError``."""
+def parse_config(text: str, path: str = "<config>") -> Config:
+    """Parse and validate a cluster file's text; raises ``ConfigError`` for the problem that
+    comes first in the file (``validate_config`` lists them all)."""
+    doc = YamlDoc(path, collect=True)
+    config = _build_config(doc, text)
+    if doc.problems:
+        raise _in_line_order(doc.problems)[0]
+    return config
+
+
+def validate_config(text: str, path: str = "<config>") -> list[ConfigError]:
+    """Every problem in a cluster file's text, in line order; empty when it is valid.
+
+    Invalid YAML (or an empty file, or a top level that is not a mapping) is one problem: nothing
+    else can be checked then."""
+    doc = YamlDoc(path, collect=True)
+    try:
+        _build_config(doc, text)
+    except ConfigError as fatal:
+        return [*doc.problems, fatal]
+    return _in_line_order(doc.problems)
+
+
+def _in_line_order(problems: list[ConfigError]) -> list[ConfigError]:
+    return sorted(problems, key=lambda e: e.line if e.line is not None else 0)
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """A cluster file's text; every failure is a one-line ``ConfigError``."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("no such file", str(p)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", str(p)) from None
-    return parse_config(text, str(p))
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and parse a cluster file; every failure is a one-line ``ConfigError``."""
+    return parse_config(read_config_text(path), str(Path(path)))
+
+
+def expand_node_pattern(pattern: str) -> list[str]:
+    """The node names a ``name:`` value stands for (``gpu[01-03]`` is three); raises a one-line
+    ``ConfigError`` for an invalid name or range."""
+    return _expand(YamlDoc("<name>"), pattern, ())

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from ugro_health.config import ConfigError, default_config, load_config, parse_config
+from ugro_health.config import (
+    ConfigError,
+    default_config,
+    expand_node_pattern,
+    load_config,
+    parse_config,
+    validate_config,
+)
 
 
 def parse(text: str):
@@ -177,3 +184,115 @@ def test_example_file_parses():
     example = Path(__file__).resolve().parents[2] / "cluster.example.yaml"
     config = load_config(example)
     assert len(config.nodes) >= 3
+
+
+# --- validate_config: every problem, not just the first -------------------------------------
+
+MANY_PROBLEMS = """\
+defaults:
+  port: 99999
+  usr: x
+ssh:
+  conect_timeout: 3
+  max_workers: 0
+watch:
+  active_interval_s: 0
+nodes:
+  - name: a
+    prot: 22
+  - name: b
+    port: twenty
+  - name: a
+  - name: 'x;y'
+  - 5
+  - host: q
+jobs:
+  match: ['(']
+bogus: 1
+"""
+
+
+def test_validate_reports_every_problem_in_line_order():
+    problems = [p.one_line() for p in validate_config(MANY_PROBLEMS, "c.yaml")]
+    assert problems == [
+        "c.yaml:2: defaults.port: port 99999 is out of range 1-65535",
+        "c.yaml:3: defaults.usr: unknown key (did you mean `user`?)",
+        "c.yaml:5: ssh.conect_timeout: unknown key (did you mean `connect_timeout`?)",
+        "c.yaml:6: ssh.max_workers: must be at least 1",
+        "c.yaml:8: watch.active_interval_s: must be more than zero",
+        "c.yaml:11: nodes[0].prot: unknown key (did you mean `port`?)",
+        "c.yaml:13: nodes[1].port: must be an integer, not 'twenty'",
+        "c.yaml:14: nodes[2].name: duplicate node 'a' (first at nodes[0])",
+        "c.yaml:15: nodes[3].name: invalid node name 'x;y': use letters, digits, '.', '_' and '-'",
+        "c.yaml:16: nodes[4]: a node must be a mapping with a `name`, not 5",
+        "c.yaml:17: nodes[5]: a node needs a `name`",
+        "c.yaml:19: jobs.match: invalid pattern '(': missing ), unterminated subpattern at position 0",
+        "c.yaml:20: bogus: unknown key",
+    ]
+
+
+def test_parse_raises_only_the_problem_that_comes_first_in_the_file():
+    text = "ssh:\n  max_workers: 0\nnodes:\n  - name: a\n    prot: 2\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.yaml")
+    assert str(info.value) == "c.yaml:2: ssh.max_workers: must be at least 1"
+    with pytest.raises(ConfigError) as info:
+        parse_config(MANY_PROBLEMS, "c.yaml")
+    assert str(info.value) == validate_config(MANY_PROBLEMS, "c.yaml")[0].one_line()
+
+
+def test_validate_a_valid_file_and_the_example_have_no_problems():
+    assert validate_config("nodes: [a, b]\n", "c.yaml") == []
+    example = Path(__file__).resolve().parents[2] / "cluster.example.yaml"
+    assert validate_config(example.read_text(), str(example)) == []
+
+
+@pytest.mark.parametrize(
+    "text", ["nodes: [\n  - name: a\n    prot: 2\n", "", "- a\n", "nodes: {a: [\n"]
+)
+def test_validate_stops_at_a_document_it_cannot_read(text):
+    problems = validate_config(text, "c.yaml")
+    assert len(problems) == 1 and problems[0].path == "c.yaml"
+
+
+def test_validate_reports_a_bad_default_once_and_only_where_written():
+    text = "defaults:\n  port: 99999\nnodes:\n  - a\n  - b\n  - name: c\n    port: 1\n"
+    assert [p.one_line() for p in validate_config(text, "c.yaml")] == [
+        "c.yaml:2: defaults.port: port 99999 is out of range 1-65535"
+    ]
+
+
+def test_validate_keeps_going_inside_a_node_and_across_a_range():
+    text = (
+        "nodes:\n"
+        "  - name: gpu[01-03]\n"
+        "    host: h\n"
+        "    transport: telnet\n"
+        "    mounts: [data]\n"
+        "    gpus: -1\n"
+    )
+    keys = [(p.line, p.key) for p in validate_config(text, "c.yaml")]
+    assert keys == [
+        (3, "nodes[0].host"),
+        (4, "nodes[0].transport"),
+        (5, "nodes[0].mounts"),
+        (6, "nodes[0].gpus"),
+    ]
+
+
+def test_duplicate_yaml_keys_and_non_scalar_keys_are_collected():
+    text = "nodes:\n  - name: a\n    port: 22\n    port: 23\n    [x]: 1\n    pyton: p\n"
+    problems = [p.one_line() for p in validate_config(text, "c.yaml")]
+    assert problems == [
+        "c.yaml:4: nodes[0].port: duplicate key",
+        "c.yaml:5: nodes[0]: keys must be plain names",
+        "c.yaml:6: nodes[0].pyton: unknown key (did you mean `python`?)",
+    ]
+
+
+def test_expand_node_pattern():
+    assert expand_node_pattern("gpu[08-10]") == ["gpu08", "gpu09", "gpu10"]
+    assert expand_node_pattern("solo") == ["solo"]
+    for bad in ("a;b", "gpu[03-01", "my box"):
+        with pytest.raises(ConfigError):
+            expand_node_pattern(bad)

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from ugro_health import __version__, paths
-from ugro_health.cli import check, history, jobs, status, watch
+from ugro_health.cli import check, config_cmd, history, jobs, status, watch
 from ugro_health.cli.context import AppContext
 from ugro_health.cli.output import err_console, fail
 from ugro_health.config import ConfigError
@@ -70,6 +70,7 @@ app.command("watch")(watch.watch_command)
 app.command("status")(status.status_command)
 app.command("history")(history.history_command)
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(config_cmd.app, name="config")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,198 @@
+"""``ugro-health config``: validate a cluster file, show the effective settings, write a starter.
+
+CLI only: parsing and checking live in ``config``; ``show`` asks the SSH transport's own
+``resolve()`` (imported lazily) where each node will connect, so that what it prints is what
+``check`` and ``watch`` will use. ``init``'s file text comes from ``cli.config_init``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+import yaml
+
+from ugro_health.cli.context import from_typer
+from ugro_health.cli.output import err_console, fail, warn
+from ugro_health.config import ConfigError, read_config_text, validate_config
+
+if TYPE_CHECKING:
+    from ugro_health.config import Config, NodeConfig
+
+app = typer.Typer(
+    help="Check, show and start cluster files.\n\n"
+    "Example: [bold]ugro-health config init gpu1 gpu2 && ugro-health config validate[/bold]",
+    no_args_is_help=True,
+)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+@app.command("validate")
+def validate(
+    ctx: typer.Context,
+    path: str | None = typer.Argument(
+        None, metavar="[PATH]", help="The file to check (default: the one --config finds)."
+    ),
+) -> None:
+    """Report every problem in a cluster file, one per line; exit 0 if valid, else 3.
+
+    Example: [bold]ugro-health config validate cluster.yaml[/bold]
+    """
+    from ugro_health.config import parse_config
+
+    target = Path(path) if path else from_typer(ctx).config_path
+    if target is None:
+        fail("no cluster file found (pass PATH or --config); the built-in default is valid")
+    text = read_config_text(target)
+    problems = validate_config(text, str(target))
+    if problems:
+        for problem in problems:
+            print(problem.one_line())
+        err_console.print(f"{target}: {_plural(len(problems), 'problem')}", markup=False)
+        raise typer.Exit(3)
+    config = parse_config(text, str(target))
+    print(f"{target}: OK, {_plural(len(config.nodes), 'node')}")
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(
+        False, "--json", metavar="", help="Print one JSON document instead of YAML."
+    ),
+) -> None:
+    """Print every setting with its default filled in, and where each node connects.
+
+    Each node's `connect` is resolved like the SSH transport does it: the node's own keys, then
+    ~/.ssh/config (HostName, User, Port, IdentityFile, ProxyJump), then defaults.
+
+    Example: [bold]ugro-health config show --json | jq '.nodes[].connect'[/bold]
+    """
+    config = from_typer(ctx).load_config()
+    document = effective_document(config)
+    if as_json:
+        print(json.dumps(document, indent=2))
+        return
+    source = config.source or "the built-in default (no cluster file found)"
+    print(f"# Effective configuration from {source}, defaults filled in.")
+    print(yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=96), end="")
+
+
+def effective_document(config: Config) -> dict[str, Any]:
+    """The configuration as the file's keys with every default filled in, plus per node where
+    it connects; plain lists and dicts, for JSON and YAML alike."""
+    from ugro_health.transport.ssh_resolve import load_ssh_config
+
+    ssh_config = load_ssh_config(config.ssh.ssh_config)
+    return _plain(
+        {
+            "source": config.source,
+            "ssh": asdict(config.ssh),
+            "thresholds": asdict(config.thresholds),
+            "watch": asdict(config.watch),
+            "jobs": {"match": config.job_match},
+            "history": {
+                "retention_hours": config.history_retention_h,
+                "max_size_mb": config.history_max_mb,
+            },
+            "nodes": [
+                {**asdict(node), "connect": _connect(node, config, ssh_config)}
+                for node in config.nodes
+            ],
+        }
+    )
+
+
+def _connect(node: NodeConfig, config: Config, ssh_config: Any) -> Any:
+    """``local (in-process)``, or the SSH target after ``~/.ssh/config``, or why it can't be
+    resolved."""
+    if node.is_local:
+        return "local (in-process)"
+    from ugro_health.transport.base import TransportError
+    from ugro_health.transport.ssh import resolve
+
+    try:
+        target = resolve(node, config.ssh, ssh_config)
+    except TransportError as exc:
+        return f"error: {exc}"
+    return {
+        "host": target.hostname,
+        "port": target.port,
+        "user": target.user,
+        "identity_files": target.identity_files,
+        "proxy_jump": target.proxy_jump,
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@app.command("init")
+def init(
+    hosts: Annotated[  # Annotated: a list default would be shared between calls (B008)
+        list[str] | None,
+        typer.Argument(
+            metavar="[HOSTS]...", help="SSH hosts to monitor, e.g. gpu1 gpu[02-16] 10.0.0.5."
+        ),
+    ] = None,
+    from_ssh_config: bool = typer.Option(
+        False,
+        "--from-ssh-config",
+        metavar="",
+        help="Add every concrete Host of ~/.ssh/config (patterns are skipped).",
+    ),
+    output: str = typer.Option(
+        "cluster.yaml", "--output", "-o", metavar="PATH", help="Where to write; - for stdout."
+    ),
+    force: bool = typer.Option(False, "--force", metavar="", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented starter cluster file (this machine alone when no host is given).
+
+    Example: [bold]ugro-health config init --from-ssh-config[/bold]
+    """
+    from ugro_health.cli.config_init import node_entries, ssh_config_hosts, starter_text
+
+    wanted = list(hosts or [])
+    if from_ssh_config:
+        found = ssh_config_hosts(Path("~/.ssh/config").expanduser())
+        if not found:
+            fail("~/.ssh/config has no concrete Host entries to add")
+        wanted += found
+    entries, skipped = node_entries(wanted)
+    for reason in skipped:
+        warn(reason)
+    if wanted and not entries:
+        fail("no usable host names given")
+    text = starter_text(entries)
+    problems = validate_config(text, output)
+    if problems:  # our own template is wrong: never write a file `validate` would reject
+        fail(f"internal error: the starter file is invalid: {problems[0].one_line()}")
+    _write(output, text, force)
+
+
+def _write(output: str, text: str, force: bool) -> None:
+    if output == "-":
+        print(text, end="")
+        return
+    path = Path(output).expanduser()
+    try:
+        with path.open("w" if force else "x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        fail(f"{path} exists; pass --force to overwrite it")
+    except OSError as exc:
+        raise ConfigError(f"cannot write: {exc.strerror or exc}", str(path)) from None
+    err_console.print(
+        f"wrote {path}; check it with: ugro-health config validate {path}", markup=False
+    )
