@@ -3,7 +3,9 @@
 The schema-free half of ``config``: it knows YAML, key paths and type checks, nothing about
 clusters. A ``YamlDoc`` either raises at the first problem or collects every problem (what
 ``config`` does, to list them all or to raise the one that comes first in the file); the schema
-code calls ``doc.problem()`` and carries on with a default either way. Imports only the standard library and PyYAML.
+code calls ``doc.problem()`` and carries on with a default either way.
+
+Imports only the standard library and PyYAML.
 """
 
 from __future__ import annotations

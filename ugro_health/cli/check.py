@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ugro_health.cli.context import from_typer
+from ugro_health.cli.node_completion import complete_node_list
 from ugro_health.cli.output import console, fail, warn
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ def check_command(
         "-n",
         metavar="GLOB",
         help="Only nodes matching these comma-separated globs, e.g. 'gpu0*,gpu-master'.",
+        autocompletion=complete_node_list,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the ugro-health/v1 JSON document."),
     nagios: bool = typer.Option(False, "--nagios", help="Print one Nagios line with perfdata."),

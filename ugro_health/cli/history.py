@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ugro_health.cli.context import from_typer
+from ugro_health.cli.node_completion import complete_node
 from ugro_health.cli.output import console, fail, warn
 
 if TYPE_CHECKING:
@@ -18,7 +19,9 @@ if TYPE_CHECKING:
 
 def history_command(
     ctx: typer.Context,
-    node: str | None = typer.Argument(None, help="One node (default: every node in the store)."),
+    node: str | None = typer.Argument(
+        None, help="One node (default: every node in the store).", autocompletion=complete_node
+    ),
     since: str = typer.Option(
         "1h", "--since", "-s", metavar="DURATION", help="Window to look back over: 30m, 6h, 1d, 1w."
     ),

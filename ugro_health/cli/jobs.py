@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ugro_health.cli.context import from_typer
+from ugro_health.cli.node_completion import complete_node_list
 from ugro_health.cli.output import console, fail, warn
 
 app = typer.Typer(
@@ -24,7 +25,11 @@ def start(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Job name: letters, digits, '.', '_', '-'."),
     nodes: str = typer.Option(
-        ..., "--nodes", "-n", help="Comma-separated node names, e.g. gpu1,gpu2."
+        ...,
+        "--nodes",
+        "-n",
+        help="Comma-separated node names, e.g. gpu1,gpu2.",
+        autocompletion=complete_node_list,
     ),
     ranks: int | None = typer.Option(
         None, "--ranks", min=1, help="Rank processes expected per node."

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ugro_health.cli.context import from_typer
+from ugro_health.cli.node_completion import complete_node_list
 from ugro_health.cli.output import console, fail
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def watch_command(
         "-n",
         metavar="GLOB",
         help="Only nodes matching these comma-separated globs.",
+        autocompletion=complete_node_list,
     ),
     interval: float | None = typer.Option(
         None,
