@@ -161,7 +161,7 @@ def test_zsh_script_sourced_and_autoloaded(cluster: Path, shell_env: dict[str, s
         f"fpath=({COMPLETIONS} $fpath); autoload -U _ugro-health; "
         "words=(ugro-health check --nodes c); CURRENT=4; _ugro-health"
     )
-    assert in_shell(["zsh", "-fc", autoloaded], cluster, shell_env) == ['*:', ':(("cpu1"))']
+    assert in_shell(["zsh", "-fc", autoloaded], cluster, shell_env) == ["*:", ':(("cpu1"))']
 
 
 def test_fish_script(cluster: Path, shell_env: dict[str, str]):

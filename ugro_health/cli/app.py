@@ -42,8 +42,8 @@ def root(
         "-c",
         envvar="UGRO_HEALTH_CONFIG",
         metavar="PATH",
-        help="Cluster file. Default: ./cluster.yaml, then "
-        "$XDG_CONFIG_HOME/ugro-health/cluster.yaml, else this machine alone.",
+        help="Cluster file. Default: ./cluster.yaml, then cluster.yaml in "
+        "$XDG_CONFIG_HOME/ugro-health, else this machine alone.",
     ),
     state_dir: str | None = typer.Option(
         None,
@@ -53,9 +53,16 @@ def root(
         help="Where history and state live. Default: $STATE_DIRECTORY, then "
         "$XDG_STATE_HOME/ugro-health.",
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for unexpected errors."),
+    debug: bool = typer.Option(
+        False, "--debug", metavar="", help="Show tracebacks for unexpected errors."
+    ),
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False,
+        "--version",
+        metavar="",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
     ),
 ) -> None:
     ctx.obj = AppContext(

@@ -37,7 +37,7 @@ def _plural(count: int, word: str) -> str:
 def validate(
     ctx: typer.Context,
     path: str | None = typer.Argument(
-        None, metavar="[PATH]", help="The file to check (default: the one --config finds)."
+        None, metavar="PATH", help="The file to check (default: the one --config finds)."
     ),
 ) -> None:
     """Report every problem in a cluster file, one per line; exit 0 if valid, else 3.
@@ -143,7 +143,7 @@ def init(
     hosts: Annotated[  # Annotated: a list default would be shared between calls (B008)
         list[str] | None,
         typer.Argument(
-            metavar="[HOSTS]...", help="SSH hosts to monitor, e.g. gpu1 gpu[02-16] 10.0.0.5."
+            metavar="HOSTS", help="SSH hosts to monitor, e.g. gpu1 gpu[02-16] 10.0.0.5."
         ),
     ] = None,
     from_ssh_config: bool = typer.Option(

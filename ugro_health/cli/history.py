@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 def history_command(
     ctx: typer.Context,
     node: str | None = typer.Argument(
-        None, help="One node (default: every node in the store).", autocompletion=complete_node
+        None,
+        metavar="NODE",
+        help="One node (default: every node in the store).",
+        autocompletion=complete_node,
     ),
     since: str = typer.Option(
         "1h", "--since", "-s", metavar="DURATION", help="Window to look back over: 30m, 6h, 1d, 1w."
@@ -32,7 +35,9 @@ def history_command(
         metavar="NAME",
         help="score, cpu, mem, disk, load, gpu_temp, gpu_util, gpu_mem, power.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the samples and summaries as JSON."),
+    as_json: bool = typer.Option(
+        False, "--json", metavar="", help="Print the samples and summaries as JSON."
+    ),
 ) -> None:
     """Min / mean / max / last, trend, sparkline, availability and alerts per node.
 

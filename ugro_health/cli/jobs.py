@@ -23,11 +23,14 @@ app = typer.Typer(
 @app.command("start")
 def start(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Job name: letters, digits, '.', '_', '-'."),
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="Job name: letters, digits, '.', '_', '-'."
+    ),
     nodes: str = typer.Option(
         ...,
         "--nodes",
         "-n",
+        metavar="NODES",
         help="Comma-separated node names, e.g. gpu1,gpu2.",
         autocompletion=complete_node_list,
     ),
@@ -79,7 +82,7 @@ def start(
 @app.command("finish")
 def finish(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="The job to finish."),
+    name: str = typer.Argument(..., metavar="NAME", help="The job to finish."),
 ) -> None:
     """Mark a job finished (exit 3 if there is no such active job).
 
@@ -101,7 +104,7 @@ def finish(
 @app.command("list")
 def list_jobs(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="Print the jobs as JSON."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the jobs as JSON."),
 ) -> None:
     """Show active and recently finished jobs with their nodes, age and health.
 

@@ -39,7 +39,10 @@ def watch_command(
         help="Poll at this fixed interval instead of adapting to job activity.",
     ),
     headless: bool = typer.Option(
-        False, "--headless", help="Log one line per cycle and per alert (the default on a non-TTY)."
+        False,
+        "--headless",
+        metavar="",
+        help="Log one line per cycle and per alert (the default on a non-TTY).",
     ),
 ) -> None:
     """Monitor continuously; SIGINT or SIGTERM stops cleanly (exit 0).
