@@ -13,11 +13,13 @@ import typer
 from ugro_health import __version__, paths
 from ugro_health.cli import check, config_cmd, history, jobs, status, watch
 from ugro_health.cli.context import AppContext
+from ugro_health.cli.help_format import TidyHelpGroup
 from ugro_health.cli.output import err_console, fail
 from ugro_health.config import ConfigError
 
 app = typer.Typer(
     name="ugro-health",
+    cls=TidyHelpGroup,
     help="Agentless health monitor for GPU training clusters, over SSH.",
     no_args_is_help=True,
     add_completion=True,
