@@ -38,7 +38,10 @@ from ugro_health.model import (
 )
 from ugro_health.store.state import StateStore
 
-ALERTS_KEPT = 200  # the dashboard's alert panel; bounded so a long run stays flat
+ALERTS_KEPT = 200
+QUIET = frozenset(
+    {"probe_partial"}
+)  # alert codes not reported as events  # the dashboard's alert panel; bounded so a long run stays flat
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +236,10 @@ class Monitor:
     def _diff(self, node: NodeReport, now: float) -> list[AlertEvent]:
         """Alerts new since this node's last report, and those that cleared."""
         previous = self.view.reports.get(node.name)
-        before = {a.code: a for a in previous.alerts} if previous else {}
-        after = {a.code: a for a in node.alerts}
+        # A sub-check that cannot run (dmesg needs privileges on most nodes) is a standing
+        # condition, visible in check/status; as a stream of events it would drown the rest.
+        before = {a.code: a for a in previous.alerts if a.code not in QUIET} if previous else {}
+        after = {a.code: a for a in node.alerts if a.code not in QUIET}
         events = [
             AlertEvent(now, node.name, a, "raised") for c, a in after.items() if c not in before
         ]
