@@ -38,10 +38,8 @@ from ugro_health.model import (
 )
 from ugro_health.store.state import StateStore
 
-ALERTS_KEPT = 200
-QUIET = frozenset(
-    {"probe_partial"}
-)  # alert codes not reported as events  # the dashboard's alert panel; bounded so a long run stays flat
+ALERTS_KEPT = 200  # the dashboard's alert panel; bounded so a long run stays flat
+QUIET = frozenset({"probe_partial"})  # alert codes not reported as events
 
 
 @dataclass(frozen=True, slots=True)
