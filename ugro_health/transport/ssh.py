@@ -16,7 +16,6 @@ from typing import Any
 
 import paramiko
 
-from ugro_health import probe
 from ugro_health.config import PYTHON_RE, NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError, check_document, parse_probe_output
@@ -34,7 +33,12 @@ from ugro_health.transport.ssh_resolve import (
     parse_jump,
     resolve,
 )
-from ugro_health.transport.ssh_session import Sessions, probe_command, probe_failed
+from ugro_health.transport.ssh_session import (
+    Sessions,
+    probe_command,
+    probe_failed,
+    probe_prelude,
+)
 
 __all__ = [
     "DEFAULT_IDENTITIES",
@@ -136,8 +140,7 @@ class SshTransport:
         attempt.begin("probe output", self.settings.command_timeout)
         channel = transport.open_session(timeout=attempt.remaining())
         channel.exec_command(probe_command(python))
-        src = probe.source_bytes()
-        payload = b"%d\n" % len(src) + src + json.dumps(request).encode() + b"\n"
+        payload = probe_prelude() + json.dumps(request).encode() + b"\n"
         try:
             channel.settimeout(max(attempt.remaining(), 0.001))
             channel.sendall(payload)

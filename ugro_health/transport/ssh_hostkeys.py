@@ -85,6 +85,9 @@ class KnownHosts:
 
     def __init__(self) -> None:
         self._files: dict[str, _KnownFile] = {}
+        # known_keys() answers by (name, files): paramiko's lookup scans every entry (an HMAC
+        # each when hashed), and each connection asks several times.
+        self._answers: dict[tuple[str, tuple[str, ...]], list[paramiko.PKey]] = {}
         self._lock = threading.Lock()
 
     def _file(self, path: str) -> _KnownFile:
@@ -96,11 +99,16 @@ class KnownHosts:
             return known
 
     def known_keys(self, name: str, files: tuple[str, ...]) -> list[paramiko.PKey]:
+        answer = self._answers.get((name, files))
+        if answer is not None:
+            return answer
         found: list[paramiko.PKey] = []
         for path in files:
             entries = self._file(path).keys.lookup(name)
             if entries is not None:
                 found.extend(entries[key_type] for key_type in entries)
+        with self._lock:
+            self._answers[(name, files)] = found
         return found
 
     def preferred_key_types(
@@ -175,6 +183,7 @@ class KnownHosts:
             finally:
                 os.close(fd)
             known.keys.add(name, key.get_name(), key)
+            self._answers.clear()
         log.info("enrolled host key for %s (%s) in %s", name, fingerprint(key), path)
 
 

@@ -51,7 +51,9 @@ class ResolvedHost:
 
 
 def resolve(
-    node: NodeConfig, settings: SshSettings, ssh_config: paramiko.SSHConfig | None
+    node: NodeConfig,
+    settings: SshSettings,
+    ssh_config: paramiko.SSHConfig | IndexedSshConfig | None,
 ) -> ResolvedHost:
     """Resolve ``node`` against ``ssh_config``: the node's own keys win, then ssh_config, then
     defaults (port 22, the local user, ``~/.ssh/id_*``). An explicit ``host`` is used as is;
@@ -81,7 +83,7 @@ def resolve(
     )
 
 
-def _lookup(ssh_config: paramiko.SSHConfig | None, alias: str) -> dict[str, Any]:
+def _lookup(ssh_config: paramiko.SSHConfig | IndexedSshConfig | None, alias: str) -> dict[str, Any]:
     if ssh_config is None:
         return {}
     try:
@@ -118,6 +120,44 @@ def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
     if not host or (port is not None and not port.isdigit()):
         raise TransportError(ErrorKind.SSH_ERROR, f"cannot parse ProxyJump {spec!r}")
     return user or None, host, int(port) if port else None
+
+
+_WILDCARDS = frozenset("*?[!")
+
+
+class IndexedSshConfig:
+    """A parsed ssh_config whose lookups skip the ``Host`` blocks that cannot apply.
+
+    paramiko tests every block on every lookup (and calls ``getpass.getuser()`` for each one
+    that does not match), so a file with a block per node costs O(nodes) per lookup and
+    O(nodes²) per cluster: 0.7 ms a lookup at 32 blocks, 20 ms at 1000. A block whose patterns
+    are all literal names applies to exactly those names; the others (wildcards, negations,
+    ``Match``) are kept for every lookup, in file order, so the result is paramiko's own.
+    """
+
+    def __init__(self, config: paramiko.SSHConfig) -> None:
+        self.config = config
+        blocks: list[dict[str, Any]] = list(getattr(config, "_config", None) or [])
+        self._general: list[int] = []
+        self._by_name: dict[str, list[int]] = {}
+        if any("canonicalizehostname" in block.get("config", {}) for block in blocks):
+            blocks = []  # a canonical re-lookup may match any block: keep paramiko's way
+        self._blocks = blocks
+        for index, block in enumerate(blocks):
+            hosts = block.get("host") or []
+            if block.get("matches") or not hosts or any(_WILDCARDS & set(h) for h in hosts):
+                self._general.append(index)
+            else:
+                for name in dict.fromkeys(hosts):
+                    self._by_name.setdefault(name, []).append(index)
+
+    def lookup(self, alias: str) -> Any:
+        if not self._blocks:  # paramiko's layout changed: use its own lookup
+            return self.config.lookup(alias)
+        indices = sorted(self._general + self._by_name.get(alias, []))
+        subset = paramiko.SSHConfig()
+        subset._config = [self._blocks[i] for i in indices]  # type: ignore[attr-defined]
+        return subset.lookup(alias)
 
 
 def load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:

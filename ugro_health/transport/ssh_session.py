@@ -16,6 +16,7 @@ Sessions are locked one per node, so different nodes tick in parallel on the cal
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shlex
@@ -213,10 +214,9 @@ class Sessions:
         session.channel = channel
         session.stderr.clear()
         channel.exec_command(probe_command(node.python))
-        src = probe.source_bytes()
         channel.settimeout(max(attempt.remaining(), 0.001))
         try:
-            channel.sendall(b"%d\n" % len(src) + src)
+            channel.sendall(probe_prelude())
         except OSError:
             pass  # the command ended without reading its input: the exchange finds out why
         attempt.release()
@@ -282,6 +282,13 @@ class Sessions:
         if status == -1 and (transport is None or not transport.is_active()):
             return TransportError(ErrorKind.SSH_ERROR, "connection lost while the probe ran")
         return probe_failed(python, status, bytes(session.stderr))
+
+
+@functools.cache
+def probe_prelude() -> bytes:
+    """What the bootstrap reads before the first request: the source's length, the source."""
+    src = probe.source_bytes()
+    return b"%d\n" % len(src) + src
 
 
 def probe_command(python: str) -> str:
