@@ -140,7 +140,9 @@ class SshdRig:
         recorded_key: Path | None = None,
     ) -> RigNode:
         """Start one sshd; ``record`` files ``recorded_key`` (default: its real key) in
-        known_hosts under ``[127.0.0.1]:port``."""
+        known_hosts under ``[127.0.0.1]:port``. A node of the same name is stopped first."""
+        if name in self.nodes and self.nodes[name].process.poll() is None:
+            self.stop_node(name)  # else its sshd would outlive the rig
         host_key = host_key or self.host_key
         port = free_port()
         config = self.root / f"sshd_{name}.conf"

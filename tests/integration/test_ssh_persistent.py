@@ -33,10 +33,10 @@ REQUEST: dict[str, Any] = {
 @pytest.fixture
 def rig(sshd_rig: SshdRig) -> Iterator[SshdRig]:
     """The session rig, with a node of this test's own that it may stop and restart."""
-    if "flaky" not in sshd_rig.nodes:
-        sshd_rig.start_node("flaky")
-    elif sshd_rig.nodes["flaky"].process.poll() is not None:
-        sshd_rig.restart_node("flaky")
+    if "persist" not in sshd_rig.nodes:
+        sshd_rig.start_node("persist")
+    elif sshd_rig.nodes["persist"].process.poll() is not None:
+        sshd_rig.restart_node("persist")
     yield sshd_rig
 
 
@@ -54,14 +54,14 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
 
 
 def test_ticks_reuse_one_connection_and_one_probe_process(rig: SshdRig) -> None:
-    node = rig.node_config("flaky")
+    node = rig.node_config("persist")
     transport = rig.transport(persistent=True)
     try:
         first = tick(transport, node)
         assert first["ok"] is True
         assert first["cpu"]["util_pct"] is not None  # the first tick sampled over its window
-        sessions = [p.pid for p in rig.sessions("flaky")]
-        probes = [p.pid for p in rig.probe_processes("flaky")]
+        sessions = [p.pid for p in rig.sessions("persist")]
+        probes = [p.pid for p in rig.probe_processes("persist")]
         assert len(sessions) == 1
         assert len(probes) == 1
         for _ in range(5):
@@ -69,16 +69,16 @@ def test_ticks_reuse_one_connection_and_one_probe_process(rig: SshdRig) -> None:
             doc = tick(transport, node)
             assert doc["ok"] is True
             assert doc["cpu"]["util_pct"] is not None
-        assert [p.pid for p in rig.sessions("flaky")] == sessions
-        assert [p.pid for p in rig.probe_processes("flaky")] == probes
+        assert [p.pid for p in rig.sessions("persist")] == sessions
+        assert [p.pid for p in rig.probe_processes("persist")] == probes
     finally:
         transport.close()
     # close() asked the probe to exit and closed the connection.
-    assert wait_for(lambda: not rig.sessions("flaky"))
+    assert wait_for(lambda: not rig.sessions("persist"))
 
 
 def test_nodes_tick_in_parallel_each_with_its_own_session(rig: SshdRig) -> None:
-    names = ("node1", "node2", "node3", "flaky")
+    names = ("node1", "node2", "node3", "persist")
     nodes = [rig.node_config(name) for name in names]
     transport = rig.transport(persistent=True)
     try:
@@ -93,20 +93,20 @@ def test_nodes_tick_in_parallel_each_with_its_own_session(rig: SshdRig) -> None:
 
 
 def test_a_killed_probe_is_restarted_by_the_next_tick(rig: SshdRig) -> None:
-    node = rig.node_config("flaky")
+    node = rig.node_config("persist")
     transport = rig.transport(persistent=True)
     try:
         assert tick(transport, node)["ok"] is True
-        (old,) = rig.probe_processes("flaky")
-        sessions = [p.pid for p in rig.sessions("flaky")]
+        (old,) = rig.probe_processes("persist")
+        sessions = [p.pid for p in rig.sessions("persist")]
         os.kill(old.pid, signal.SIGKILL)
         old.wait(timeout=5)
 
         assert tick(transport, node)["ok"] is True  # no error reported for the restart
 
-        (new,) = rig.probe_processes("flaky")
+        (new,) = rig.probe_processes("persist")
         assert new.pid != old.pid
-        assert [p.pid for p in rig.sessions("flaky")] == sessions  # same connection
+        assert [p.pid for p in rig.sessions("persist")] == sessions  # same connection
     finally:
         transport.close()
 
@@ -114,12 +114,12 @@ def test_a_killed_probe_is_restarted_by_the_next_tick(rig: SshdRig) -> None:
 def test_a_probe_killed_just_before_the_tick_is_restarted(rig: SshdRig) -> None:
     # No pause between the kill and the tick: the tick may find the channel open, write its
     # request and only then read EOF; it retries once on a fresh probe.
-    node = rig.node_config("flaky")
+    node = rig.node_config("persist")
     transport = rig.transport(persistent=True)
     try:
         for _ in range(3):
             assert tick(transport, node)["ok"] is True
-            (old,) = rig.probe_processes("flaky")
+            (old,) = rig.probe_processes("persist")
             os.kill(old.pid, signal.SIGKILL)
             assert tick(transport, node)["ok"] is True
     finally:
@@ -127,11 +127,11 @@ def test_a_probe_killed_just_before_the_tick_is_restarted(rig: SshdRig) -> None:
 
 
 def test_a_stopped_node_fails_fast_and_reconnects_when_back(rig: SshdRig) -> None:
-    node = rig.node_config("flaky")
+    node = rig.node_config("persist")
     transport = rig.transport(persistent=True)
     try:
         assert tick(transport, node)["ok"] is True
-        rig.stop_node("flaky")
+        rig.stop_node("persist")
 
         start = time.monotonic()
         with pytest.raises(TransportError) as info:
@@ -139,10 +139,10 @@ def test_a_stopped_node_fails_fast_and_reconnects_when_back(rig: SshdRig) -> Non
         assert time.monotonic() - start < 1.0
         assert info.value.kind is ErrorKind.REFUSED
 
-        rig.restart_node("flaky")
+        rig.restart_node("persist")
         assert tick(transport, node)["ok"] is True
-        assert len(rig.sessions("flaky")) == 1
-        assert len(rig.probe_processes("flaky")) == 1
+        assert len(rig.sessions("persist")) == 1
+        assert len(rig.probe_processes("persist")) == 1
     finally:
         transport.close()
 
@@ -153,7 +153,7 @@ def test_a_hung_probe_times_out_at_the_deadline_and_the_next_tick_starts_clean(
     settings = rig.settings(command_timeout=1.0)
     transport = rig.transport(settings, persistent=True)
     try:
-        hung = rig.node_config("flaky", python=rig.hang_python)
+        hung = rig.node_config("persist", python=rig.hang_python)
         start = time.monotonic()
         with pytest.raises(TransportError) as info:
             tick(transport, hung)
@@ -170,7 +170,7 @@ def test_a_hung_probe_times_out_at_the_deadline_and_the_next_tick_starts_clean(
         assert time.monotonic() - start < 0.5 + 1.0
 
         # A healthy interpreter on the same node: the tick starts a fresh probe and answers.
-        assert tick(transport, rig.node_config("flaky"))["ok"] is True
+        assert tick(transport, rig.node_config("persist"))["ok"] is True
     finally:
         transport.close()
 
@@ -178,7 +178,7 @@ def test_a_hung_probe_times_out_at_the_deadline_and_the_next_tick_starts_clean(
 def test_a_missing_interpreter_is_a_probe_failure(rig: SshdRig) -> None:
     transport = rig.transport(persistent=True)
     try:
-        node = rig.node_config("flaky", python="/nonexistent/python3")
+        node = rig.node_config("persist", python="/nonexistent/python3")
         with pytest.raises(TransportError) as info:
             tick(transport, node)
         assert info.value.kind is ErrorKind.PROBE_FAILED
@@ -193,7 +193,7 @@ def test_noise_before_the_answer_is_skipped(rig: SshdRig) -> None:
     chatty.chmod(0o755)
     transport = rig.transport(persistent=True)
     try:
-        node = rig.node_config("flaky", python=str(chatty))
+        node = rig.node_config("persist", python=str(chatty))
         for _ in range(3):
             assert tick(transport, node)["ok"] is True
     finally:
@@ -201,17 +201,17 @@ def test_noise_before_the_answer_is_skipped(rig: SshdRig) -> None:
 
 
 def test_forget_drops_the_session(rig: SshdRig) -> None:
-    node = rig.node_config("flaky")
+    node = rig.node_config("persist")
     transport = rig.transport(persistent=True)
     try:
         assert tick(transport, node)["ok"] is True
-        (old,) = rig.probe_processes("flaky")
-        transport.forget("flaky")
-        assert wait_for(lambda: not rig.probe_processes("flaky"))
-        assert wait_for(lambda: not rig.sessions("flaky"))
-        transport.forget("flaky")  # forgetting an unknown node is a no-op
+        (old,) = rig.probe_processes("persist")
+        transport.forget("persist")
+        assert wait_for(lambda: not rig.probe_processes("persist"))
+        assert wait_for(lambda: not rig.sessions("persist"))
+        transport.forget("persist")  # forgetting an unknown node is a no-op
         assert tick(transport, node)["ok"] is True
-        (new,) = rig.probe_processes("flaky")
+        (new,) = rig.probe_processes("persist")
         assert new.pid != old.pid
     finally:
         transport.close()
@@ -220,7 +220,7 @@ def test_forget_drops_the_session(rig: SshdRig) -> None:
 def test_warm_ticks_ask_for_no_sampling_window(rig: SshdRig) -> None:
     # The window (here 2 s) is slept only on a probe's first tick; later ones measure
     # between ticks and answer at once.
-    node = rig.node_config("flaky")
+    node = rig.node_config("persist")
     transport = rig.transport(persistent=True)
     slow = {**REQUEST, "window_s": 2.0}
     try:

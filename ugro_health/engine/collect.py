@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,21 @@ class Transports:
     _local: Transport | None = None
     _ssh: Transport | None = None
     _factories: dict[str, Callable[[], Transport]] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor | None = None
+    _pool_workers: int = 0
+
+    def pool(self, workers: int) -> ThreadPoolExecutor:
+        """The poll threads, kept from run to run (``watch``: no thread starts per cycle)."""
+        if self._pool is None or self._pool_workers != workers:
+            self.discard_pool()
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ugro-poll")
+            self._pool_workers = workers
+        return self._pool
+
+    def discard_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def for_node(self, node: NodeConfig) -> Transport:
         if node.is_local:
@@ -68,6 +83,7 @@ class Transports:
             forget(node)
 
     def close(self) -> None:
+        self.discard_pool()
         for transport in (self._local, self._ssh):
             if transport is not None:
                 transport.close()
@@ -157,7 +173,8 @@ def collect_cluster(
     deadline = started + budget
     reports: dict[str, NodeReport] = {}
     workers = max(1, min(config.ssh.max_workers, len(nodes)))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ugro-poll")
+    pool = transports.pool(workers)
+    finished = False
     try:
         futures: dict[Future[NodeReport], NodeConfig] = {
             pool.submit(
@@ -165,22 +182,21 @@ def collect_cluster(
             ): node
             for node in nodes
         }
-        pending = set(futures)
-        while pending:
-            remaining = deadline + 0.5 - time.monotonic()
-            if remaining <= 0:
-                break
-            done, pending = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
-            for future in done:
-                reports[futures[future].name] = future.result()
+        # One wait for all (a FIRST_COMPLETED loop re-arms every pending future each time).
+        done, pending = wait(futures, timeout=max(0.0, deadline + 0.5 - time.monotonic()))
+        for future in done:
+            reports[futures[future].name] = future.result()
         for future in pending:
             node = futures[future]
             future.cancel()
             error = NodeError(ErrorKind.TIMEOUT, f"no answer within {budget:.1f}s")
             reports[node.name] = failed_report(node.name, error, started_wall, started)
+        finished = not pending
     finally:
-        # Threads still running finish by their own deadline; do not wait for them here.
-        pool.shutdown(wait=False, cancel_futures=True)
+        if not finished:
+            # Threads still running finish by their own deadline; do not wait for them, and
+            # do not let the next run queue behind them: it gets a fresh pool.
+            transports.discard_pool()
     return ClusterReport(
         generated_at=started_wall,
         nodes=tuple(reports[n.name] for n in nodes),

@@ -1,0 +1,292 @@
+"""`watch` cycles over a simulated cluster: persistent sessions against new connections per cycle.
+
+    python benchmarks/bench_watch.py                         # 32 and 128 nodes
+    python benchmarks/bench_watch.py --nodes 32 128 --cycles 20 --write-docs
+
+For each size N, node aliases node001..nodeN map round-robin onto ``--sshd`` sshd processes on
+loopback (``_cluster.py``); every node still has its own SSH connection and its own remote probe
+process. A cycle is ``engine.collect.collect_cluster`` over all N nodes, as ``watch`` runs it:
+
+- persistent: ``Transports(config, persistent=True)``: one connection and one live probe per
+  node (``SshTransport(persistent=True)``), a request line per tick. ``--warmup`` cycles connect
+  and start the probes, then ``--cycles`` steady-state cycles are measured;
+- new connections: ``Transports(config)``: every cycle connects, streams the probe and starts a
+  fresh interpreter per node (what a loop of ``check`` would do), ``--fresh-cycles`` of them.
+
+Measured per cycle: wall time and control-host CPU, i.e. ``time.process_time()`` of this process
+(every thread: the poll pool, paramiko's reader threads, the watchdog) divided by N. The nodes'
+side (sshd sessions, probe interpreters) runs in other processes and is not counted, though it
+shares this machine's cores. Also measured: the control CPU that open sessions cost while idle
+between cycles (paramiko's reader threads), per node per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from _cluster import SimCluster
+
+from ugro_health.config import Config
+from ugro_health.engine.collect import Transports, collect_cluster
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+SECTION = "## watch cycles"
+CPU_TARGET_MS = 0.3
+WALL_TARGET_S = 0.1
+
+
+def machine_busy() -> float:
+    """Seconds of CPU time all cores have spent busy since boot (from /proc/stat)."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cycle(config: Config, transports: Transports) -> tuple[float, float, float, int]:
+    """One cycle: (wall s, control CPU s, all-core CPU s, nodes that failed)."""
+    busy, cpu, wall = machine_busy(), time.process_time(), time.perf_counter()
+    report = collect_cluster(config, config.nodes, transports)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    busy = machine_busy() - busy
+    failed = sum(1 for node in report.nodes if not node.reachable)
+    return wall, cpu, busy, failed
+
+
+def measure(
+    config: Config, transports: Transports, warmup: int, cycles: int, pause: float
+) -> tuple[list[float], list[float], list[float]]:
+    for _ in range(warmup):
+        *_, failed = cycle(config, transports)
+        if failed:
+            raise RuntimeError(f"{failed} nodes failed during warm-up")
+    walls, cpus, busys = [], [], []
+    gc.collect()
+    for _ in range(cycles):
+        time.sleep(pause)  # the probes measure CPU between ticks at least 50 ms apart
+        wall, cpu, busy, failed = cycle(config, transports)
+        if failed:
+            raise RuntimeError(f"{failed} nodes failed in a measured cycle")
+        walls.append(wall)
+        cpus.append(cpu)
+        busys.append(busy)
+    return walls, cpus, busys
+
+
+def idle_cost(seconds: float) -> float:
+    """Control CPU seconds this process spends per second while sessions sit idle."""
+    cpu = time.process_time()
+    time.sleep(seconds)
+    return (time.process_time() - cpu) / seconds
+
+
+def bench_size(count: int, args: argparse.Namespace) -> dict[int, dict[str, float]]:
+    """Results by poll pool size for ``count`` nodes (new connections: first pool size only)."""
+    cores = sorted(os.sched_getaffinity(0))
+    pin = args.pin and len(cores) >= 2
+    if pin:  # the sshd processes, and the sessions and probes they start, get the last CPU
+        os.sched_setaffinity(0, cores[-1:])
+    cluster = SimCluster.start(count, sshd=min(args.sshd, count))
+    if pin:  # ... and the control side the others
+        os.sched_setaffinity(0, cores[:-1])
+    results: dict[int, dict[str, float]] = {}
+    with cluster:
+        for workers in dict.fromkeys(min(w, count) for w in args.workers):
+            config = cluster.config
+            config = replace(config, ssh=replace(config.ssh, max_workers=workers))
+            persistent = Transports(config, persistent=True)
+            try:
+                walls, cpus, busys = measure(
+                    config, persistent, args.warmup, args.cycles, args.pause
+                )
+                idle = idle_cost(args.idle_seconds)
+            finally:
+                persistent.close()
+            fresh_walls: list[float] = [math.nan]
+            fresh_cpus: list[float] = [math.nan]
+            if args.fresh_cycles and not results:
+                fresh = Transports(config)
+                try:
+                    fresh_walls, fresh_cpus, _ = measure(
+                        config, fresh, 1, args.fresh_cycles, args.pause
+                    )
+                finally:
+                    fresh.close()
+            nodes_cpu = statistics.median(b - c for b, c in zip(busys, cpus, strict=True))
+            results[workers] = {
+                "wall": statistics.median(walls),
+                "wall_p90": sorted(walls)[round(0.9 * (len(walls) - 1))],
+                "cpu_per_node": statistics.median(cpus) / count,
+                "nodes_cpu_per_node": nodes_cpu / count,
+                "idle_per_node_s": idle / count,
+                "fresh_wall": statistics.median(fresh_walls),
+                "fresh_cpu_per_node": statistics.median(fresh_cpus) / count,
+            }
+            print(f"{count} nodes, {workers} poll threads: {results[workers]}", file=sys.stderr)
+    return results
+
+
+Results = dict[int, dict[int, dict[str, float]]]  # nodes -> poll threads -> measures
+
+
+def table(results: Results, args: argparse.Namespace) -> list[str]:
+    rows = [
+        "| Nodes | poll threads | persistent: cycle wall median (p90) "
+        "| control CPU / node / cycle | idle control CPU / node / s | nodes' CPU / node / tick "
+        "| new connections: cycle wall | control CPU / node / cycle | targets |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for count, by_workers in results.items():
+        for workers, r in by_workers.items():
+            cpu_ok = r["cpu_per_node"] * 1000 < CPU_TARGET_MS
+            wall_ok = r["wall"] < WALL_TARGET_S
+            target = f"CPU < {CPU_TARGET_MS} ms: {'met' if cpu_ok else '**missed**'}"
+            if count >= 128:
+                verdict = "met" if wall_ok else "**missed**"
+                target += f"; wall < {WALL_TARGET_S * 1000:.0f} ms: {verdict}"
+            fresh = (
+                f"{r['fresh_wall'] * 1000:.0f} ms | {r['fresh_cpu_per_node'] * 1000:.2f} ms"
+                if not math.isnan(r["fresh_wall"])
+                else "(above) | (above)"
+            )
+            rows.append(
+                f"| {count} | {workers} "
+                f"| {r['wall'] * 1000:.1f} ms ({r['wall_p90'] * 1000:.1f} ms) "
+                f"| {r['cpu_per_node'] * 1000:.3f} ms | {r['idle_per_node_s'] * 1000:.3f} ms "
+                f"| {r['nodes_cpu_per_node'] * 1000:.1f} ms | {fresh} | {target} |"
+            )
+    rows += [
+        "",
+        f"Persistent: median of {args.cycles} cycles after {args.warmup} warm-up cycles, "
+        f"{args.pause} s apart; new connections: median of {args.fresh_cycles} cycles. "
+        f"Nodes map round-robin onto {args.sshd} sshd processes (each node has its own "
+        "connection and probe process). Poll threads: `ssh.max_workers` (default 32). "
+        + (
+            "The control side runs pinned to one CPU and the simulated nodes (sshd, sessions, "
+            "probes) to the other, so the nodes' work neither inflates the control CPU figure "
+            "nor borrows the control side's core (`--no-pin` lets them share both)."
+            if args.pin
+            else "Control side and simulated nodes share every CPU (`--no-pin`)."
+        ),
+    ]
+    return rows
+
+
+def notes(results: Results) -> list[str]:
+    big = max(results)
+    by_workers = results[big]
+    r = next(iter(by_workers.values()))
+    best = min(by_workers.items(), key=lambda item: item[1]["cpu_per_node"])
+    control_ms = r["cpu_per_node"] * big * 1000
+    return [
+        "How to read it:",
+        f"- Persistent sessions cost {r['fresh_cpu_per_node'] / r['cpu_per_node']:.0f}x less "
+        f"control CPU per node than new connections each cycle at {big} nodes, and the cycle is "
+        f"{r['fresh_wall'] / r['wall']:.0f}x shorter; an idle open session costs "
+        f"{r['idle_per_node_s'] * 1e6:.0f} µs of CPU a second.",
+        f"- Poll threads: at {big} nodes the cheapest pool here was {best[0]} threads, "
+        f"{best[1]['cpu_per_node'] * 1000:.3f} ms per node per cycle against "
+        f"{r['cpu_per_node'] * 1000:.3f} ms with {next(iter(by_workers))}. A persistent tick "
+        "is mostly waiting, so a thread per node sends every request at once and handles "
+        "the answers as they arrive back to back; a smaller pool sends them in waves, and "
+        "the control core goes idle and wakes again between answers.",
+        "- Control CPU per tick is paramiko's Python packet handling (one request packet out, "
+        "one answer in), a wake-up of the connection's reader thread and of the poll thread, "
+        "then decoding and judging the answer (JSON ~8 µs, `NodeSample.from_probe` ~14 µs "
+        "without GPUs, `judge` ~6 µs) and the pool's futures. Per-thread accounting (schedstat) "
+        "puts about two thirds in the poll threads and one third in paramiko's reader threads. "
+        "It moves a lot from run to run here (the same 32-node case measured 0.24, 0.28 and "
+        "0.38 ms in three runs; 128 nodes with 32 threads 0.44 each time), with the simulated "
+        "nodes' fork-heavy probes busy on the other core; unpinned it is ~15-30% higher.",
+        f"- Wall time here is bound by the nodes' side, not the control host: the {big} probe "
+        f"processes run on this machine too, {r['nodes_cpu_per_node'] * 1000:.1f} ms of CPU "
+        "per node per tick (all-core busy time minus the control process), against "
+        f"~{control_ms:.0f} ms of control CPU for the whole cycle: even spread over both "
+        "cores, the nodes' work alone is many times the 0.1 s target on this machine. Measured "
+        "apart, about two thirds of a probe's tick (~6.5 of ~10 ms) is its Xid check, which "
+        "starts `dmesg`, then `journalctl -k`, as new processes on every sample (both fail for "
+        "the unprivileged test user here); most of the rest is its /proc process scan over "
+        "this machine's several hundred processes. On a real cluster each node does its own "
+        "share in parallel.",
+        "- Found and fixed while measuring: paramiko's reader thread woke every 0.1 s per "
+        "connection (~0.9 ms of CPU per idle session per second), now every 5 s while a session "
+        "is open (closing wakes it at once); AES-GCM is preferred (paramiko verifies the "
+        "CTR+HMAC MAC byte by byte in Python); a live session's tick skips the watchdog and "
+        "re-encoding an unchanged request; `collect_cluster` keeps its poll threads from cycle "
+        "to cycle (a fresh pool only after a cycle left threads running) and waits once per "
+        "cycle instead of re-arming every pending future after each answer.",
+    ]
+
+
+def write_docs(body: list[str]) -> None:
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    section = "\n".join([SECTION, "", *body]).rstrip() + "\n"
+    start = text.find(SECTION + "\n")
+    if start < 0:
+        text = text.rstrip() + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
+    DOCS.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--sshd", type=int, default=16, help="sshd processes to share out")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[32, 128],
+        help="poll pool sizes (ssh.max_workers) to measure, each capped at the node count",
+    )
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--fresh-cycles", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds between cycles")
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the control side and the simulated nodes share every CPU",
+    )
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()[0]
+    results: Results = {}
+    for count in sorted(args.nodes):
+        results[count] = bench_size(count, args)
+    load_after = os.getloadavg()[0]
+    body = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), Python {platform.python_version()}; "
+        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after (it counts "
+        "the simulated nodes' runnable probes and their dmesg/journalctl children).",
+        "",
+        f"Rerun: `python benchmarks/bench_watch.py --nodes {' '.join(map(str, args.nodes))} "
+        f"--workers {' '.join(map(str, args.workers))} --cycles {args.cycles} "
+        f"--fresh-cycles {args.fresh_cycles} --write-docs`",
+        "",
+        *table(results, args),
+        "",
+        *notes(results),
+    ]
+    print("\n".join(body))
+    if args.write_docs:
+        write_docs(body)
+
+
+if __name__ == "__main__":
+    main()
