@@ -46,6 +46,8 @@ DEFAULT_REQUEST = {
 }  # type: Dict[str, Any]
 MAX_XIDS = 20
 MAX_MATCHED = 256
+XID_REFRESH_S = 30.0  # a persistent probe re-reads the kernel log at most this often
+XID_REFUSED_S = 600.0  # ... and retries a refused kernel log this rarely
 CMDLINE_CHARS = 300
 MESSAGE_CHARS = 300
 MIB = 1024 * 1024
@@ -1123,6 +1125,7 @@ class Probe(object):
     def __init__(self) -> None:
         self._previous = None  # type: Optional[Tuple[float, Any, Any]]
         self._hung = {}  # type: Dict[str, _Check]
+        self._xid_cache = None  # type: Optional[Tuple[float, Any, Optional[str]]]
         self._nvml = None  # type: Any
         self._nvml_reason = None  # type: Optional[str]
         self._nvml_tried = False
@@ -1205,6 +1208,35 @@ class Probe(object):
             return None
         return check.value
 
+    # The kernel log is read by starting dmesg (or journalctl): in a persistent probe that would
+    # start processes on every tick, so the answer is kept for XID_REFRESH_S (a refusal, which
+    # will not change, for XID_REFUSED_S).
+
+    def _xid_cached(self) -> bool:
+        cached = self._xid_cache
+        if cached is None:
+            return False
+        ttl = XID_REFUSED_S if cached[2] is not None else XID_REFRESH_S
+        return time.monotonic() - cached[0] < ttl
+
+    def _launch_xid(self, timeout: float) -> Optional[_Check]:
+        if self._xid_cached():
+            return None
+        return self._launch("xid", read_kernel_xids, timeout)
+
+    def _collect_xid(self, check: Optional[_Check], timeout: float, errors: Json) -> Any:
+        cached = self._xid_cache
+        if check is None and cached is not None and self._xid_cached():
+            if cached[2] is not None:
+                errors["xid"] = cached[2]
+            return cached[1]
+        value = self._collect(check, "xid", timeout, errors)
+        if check is not None and check.error is not None:
+            self._xid_cache = (time.monotonic(), None, errors.get("xid"))
+        elif "xid" not in errors:
+            self._xid_cache = (time.monotonic(), value, None)
+        return value
+
     # -- the sample
 
     def _sample(self, req: Json) -> Json:
@@ -1212,7 +1244,7 @@ class Probe(object):
         timeout = req["subcheck_timeout_s"]
         patterns = _compile_patterns(req["match"], errors)
         disks = [(m, self._launch("disk:" + m, disk_usage, m)) for m in req["mounts"]]
-        xid = self._launch("xid", read_kernel_xids, timeout)
+        xid = self._launch_xid(timeout)
         procs = self._launch("processes", scan_processes, patterns, [os.getpid()])
         gpu_name, gpu = self._start_gpu(timeout, errors)
         cpu_pct, network = self._rates(req["window_s"], errors)
@@ -1223,7 +1255,7 @@ class Probe(object):
         processes = self._collect(procs, "processes", timeout, errors) or {}
         doc["processes"] = {"count": processes.get("count"), "zombies": processes.get("zombies")}
         doc["matched_processes"] = processes.get("matched") if processes else None
-        doc["xids"] = self._collect(xid, "xid", timeout, errors)
+        doc["xids"] = self._collect_xid(xid, timeout, errors)
         doc.update(self._gpu_result(gpu_name, gpu, timeout, errors))
         doc["time"] = time.time()
         doc["errors"] = errors

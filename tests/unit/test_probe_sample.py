@@ -7,6 +7,7 @@ fake `pynvml` whose values are those of the same recorded H100.
 
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -120,7 +121,10 @@ def test_zombies_and_matched_processes(sampler: probe.Probe) -> None:
         assert matched[0]["cmdline"].endswith(marker)
         assert doc["processes"]["zombies"] >= 1
         assert "match:(unclosed" in doc["errors"]  # a bad pattern is reported, not fatal
-        everything = sampler.sample({"match": ["."], "window_s": 0})["matched_processes"]
+        # Broad enough to match this test process too (whose probe must not report itself),
+        # narrow enough to stay under the probe's cap on a busy machine.
+        broad = re.escape(sys.executable)
+        everything = sampler.sample({"match": [broad], "window_s": 0})["matched_processes"]
         assert sleeper.pid in [m["pid"] for m in everything]
         assert os.getpid() not in [m["pid"] for m in everything]  # never the probe itself
     finally:
@@ -447,3 +451,32 @@ def test_nvml_refusing_to_start_is_reported_when_nothing_else_works(
     doc = probe.Probe().sample({"window_s": 0})
     assert doc["gpus"] == []
     assert doc["errors"]["nvml"] == "nvmlInit: NVMLError: NVML error 4"
+
+
+def test_persistent_probe_reads_the_kernel_log_once_not_every_tick(
+    sampler: probe.Probe, fake_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recording = FIXTURES / "dmesg_ctime_xid_gpud.txt"
+    runs = tmp_path / "dmesg_runs"
+    write_exe(fake_bin / "dmesg", f'#!/bin/sh\necho run >> "{runs}"\ncat "{recording}"\n')
+    docs = [sampler.sample({"window_s": 0}) for _ in range(3)]
+    assert runs.read_text().count("run") == 1  # no process started per tick
+    assert docs[0]["xids"] and all(d["xids"] == docs[0]["xids"] for d in docs)
+    monkeypatch.setattr(probe, "XID_REFRESH_S", 0.0)  # once stale, it is read again
+    sampler.sample({"window_s": 0})
+    assert runs.read_text().count("run") == 2
+
+
+def test_refused_kernel_log_is_not_retried_every_tick(
+    sampler: probe.Probe, fake_bin: Path, tmp_path: Path
+) -> None:
+    runs = tmp_path / "dmesg_runs"
+    write_exe(
+        fake_bin / "dmesg",
+        f'#!/bin/sh\necho run >> "{runs}"\n'
+        "echo 'dmesg: read kernel buffer failed: Operation not permitted' >&2\nexit 1\n",
+    )
+    write_exe(fake_bin / "journalctl", "#!/bin/sh\necho 'No journal files were found.' >&2\n")
+    docs = [sampler.sample({"window_s": 0}) for _ in range(3)]
+    assert runs.read_text().count("run") == 1
+    assert all("Operation not permitted" in d["errors"]["xid"] for d in docs)
