@@ -77,10 +77,10 @@ class Transports:
         return self._ssh
 
     def forget(self, node: str) -> None:
-        """Drop ``node``'s persistent session (its breaker opened)."""
-        forget = getattr(self._ssh, "forget", None)
-        if forget is not None:
-            forget(node)
+        """Drop what is kept for ``node`` (its breaker opened)."""
+        for transport in (self._local, self._ssh):
+            if transport is not None:
+                transport.forget(node)
 
     def close(self) -> None:
         self.discard_pool()

@@ -210,9 +210,7 @@ class Monitor:
             else:
                 transition = self.breakers.record_failure(node.name, now, str(node.error))
                 if self.breakers[node.name].state is BreakerState.OPEN:
-                    forget = getattr(self.transports, "forget", None)
-                    if forget is not None:
-                        forget(node.name)
+                    self.transports.forget(node.name)
             if transition is not None:
                 node = _with_alert(node, transition.to_alert())
             events.extend(self._diff(node, now))

@@ -30,6 +30,10 @@ class Transport(Protocol):
         """Run the probe once on ``node``; ``deadline`` is a ``time.monotonic()`` instant."""
         ...
 
+    def forget(self, node_name: str) -> None:
+        """Drop whatever is kept for ``node_name`` (a persistent session, a probe instance)."""
+        ...
+
     def close(self) -> None: ...
 
 

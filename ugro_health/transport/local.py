@@ -31,10 +31,14 @@ class LocalTransport:
             raise TransportError(ErrorKind.PROBE_FAILED, f"{type(exc).__name__}: {exc}") from exc
         return check_document(doc)
 
+    def forget(self, node_name: str) -> None:
+        with self._lock:
+            instance = self._probes.pop(node_name, None)
+        if instance is not None:
+            instance.close()
+
     def close(self) -> None:
         with self._lock:
             for instance in self._probes.values():
-                close = getattr(instance, "close", None)
-                if close is not None:
-                    close()
+                instance.close()
             self._probes.clear()
