@@ -30,6 +30,7 @@ from ugro_health.transport.base import Transport, TransportError
 
 CPU_WINDOW_S = 0.2  # one-shot CPU/network sampling window on the node
 MAX_OUTPUT_BYTES = 2_000_000
+MAX_PERSISTENT_WORKERS = 256
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Transports:
 
     def pool(self, workers: int) -> ThreadPoolExecutor:
         """The poll threads, kept from run to run (``watch``: no thread starts per cycle)."""
-        if self._pool is None or self._pool_workers != workers:
+        if self._pool is None or self._pool_workers < workers:  # threads start lazily
             self.discard_pool()
             self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ugro-poll")
             self._pool_workers = workers
@@ -172,7 +173,11 @@ def collect_cluster(
     budget = node_budget(config) if timeout is None else min(timeout, node_budget(config))
     deadline = started + budget
     reports: dict[str, NodeReport] = {}
-    workers = max(1, min(config.ssh.max_workers, len(nodes)))
+    workers = max(1, config.ssh.max_workers)
+    if transports.persistent:
+        # A persistent tick is mostly waiting for the answer: a thread per node sends every
+        # request at once, which measured cheaper than waves (docs/benchmarks.md, watch cycles).
+        workers = max(workers, min(len(nodes), MAX_PERSISTENT_WORKERS))
     pool = transports.pool(workers)
     finished = False
     try:
