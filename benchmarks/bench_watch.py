@@ -211,12 +211,12 @@ def notes(results: Results) -> list[str]:
         f"processes run on this machine too, {r['nodes_cpu_per_node'] * 1000:.1f} ms of CPU "
         "per node per tick (all-core busy time minus the control process), against "
         f"~{control_ms:.0f} ms of control CPU for the whole cycle: even spread over both "
-        "cores, the nodes' work alone is many times the 0.1 s target on this machine. Measured "
-        "apart, about two thirds of a probe's tick (~6.5 of ~10 ms) is its Xid check, which "
-        "starts `dmesg`, then `journalctl -k`, as new processes on every sample (both fail for "
-        "the unprivileged test user here); most of the rest is its /proc process scan over "
-        "this machine's several hundred processes. On a real cluster each node does its own "
-        "share in parallel.",
+        "cores, the nodes' work alone is many times the 0.1 s target on this machine. A "
+        "probe's tick is mostly its /proc scan (processes, CPU, network) over this machine's "
+        "several hundred processes; its Xid check, which started `dmesg` and `journalctl -k` "
+        "on every tick (two thirds of the tick in an earlier run), is now read at most every "
+        "30 s. On a real cluster each node does its own share in parallel, so the cycle's wall "
+        "time is one node's tick plus the control side's ~0.25 ms per node.",
         "- Found and fixed while measuring: paramiko's reader thread woke every 0.1 s per "
         "connection (~0.9 ms of CPU per idle session per second), now every 5 s while a session "
         "is open (closing wakes it at once); AES-GCM is preferred (paramiko verifies the "
