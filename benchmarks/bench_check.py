@@ -35,15 +35,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from _cluster import SimCluster
+from _docs import write_section
 
 from ugro_health import probe
 from ugro_health.engine.collect import probe_request
 from ugro_health.engine.jobs import patterns_for
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## check vs pdsh"
 UGRO = [sys.executable, "-m", "ugro_health"]
 
@@ -233,15 +232,7 @@ def _ms(seconds: float) -> str:
 
 
 def write_docs(body: list[str]) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    section = "\n".join([SECTION, "", *body]).rstrip() + "\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
-    DOCS.write_text(text)
+    write_section(SECTION, body)
 
 
 def main() -> None:

@@ -32,14 +32,13 @@ import sys
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 from _cluster import SimCluster
+from _docs import write_section
 
 from ugro_health.config import Config
 from ugro_health.engine.collect import Transports, collect_cluster
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## watch cycles"
 CPU_TARGET_MS = 0.3
 WALL_TARGET_S = 0.1
@@ -228,15 +227,7 @@ def notes(results: Results) -> list[str]:
 
 
 def write_docs(body: list[str]) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    section = "\n".join([SECTION, "", *body]).rstrip() + "\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
-    DOCS.write_text(text)
+    write_section(SECTION, body)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from _cluster import SimCluster
+from _docs import write_section
 
 DOC_SECTION = "## watch idle"
 
@@ -70,37 +71,24 @@ def main() -> None:
     args = parser.parse_args()
     used, elapsed, code = measure(args.nodes, args.seconds)
     share = 100.0 * used / elapsed
-    section = "\n".join(
-        [
-            DOC_SECTION,
-            "",
-            f"`ugro-health watch --headless --interval 60` on {args.nodes} simulated SSH nodes "
-            f"(persistent sessions), the whole process's CPU over {elapsed:.0f} s after its first "
-            f"cycle (so at least one steady-state cycle is inside the window). Measured "
-            f"{time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, "
-            f"Python {sys.version.split()[0]}.",
-            "",
-            f"Rerun: `python benchmarks/bench_watch_idle.py --nodes {args.nodes} "
-            f"--seconds {args.seconds:.0f} --write-docs`",
-            "",
-            "| nodes | CPU used | window | share of one core | target | exit code after SIGTERM |",
-            "|---|---|---|---|---|---|",
-            f"| {args.nodes} | {used * 1000:.0f} ms | {elapsed:.0f} s | {share:.2f} % | < 1 %: "
-            f"{'met' if share < 1 else '**missed**'} | {code} |",
-            "",
-        ]
-    )
-    print(section)
+    body = [
+        f"`ugro-health watch --headless --interval 60` on {args.nodes} simulated SSH nodes "
+        f"(persistent sessions), the whole process's CPU over {elapsed:.0f} s after its first "
+        f"cycle (so at least one steady-state cycle is inside the window). Measured "
+        f"{time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}.",
+        "",
+        f"Rerun: `python benchmarks/bench_watch_idle.py --nodes {args.nodes} "
+        f"--seconds {args.seconds:.0f} --write-docs`",
+        "",
+        "| nodes | CPU used | window | share of one core | target | exit code after SIGTERM |",
+        "|---|---|---|---|---|---|",
+        f"| {args.nodes} | {used * 1000:.0f} ms | {elapsed:.0f} s | {share:.2f} % | < 1 %: "
+        f"{'met' if share < 1 else '**missed**'} | {code} |",
+    ]
+    print("\n".join([DOC_SECTION, "", *body]))
     if args.write_docs:
-        path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-        text = path.read_text()
-        if DOC_SECTION in text:
-            head, _, rest = text.partition(DOC_SECTION)
-            tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-            text = head + section + tail.lstrip("\n")
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        path.write_text(text)
+        write_section(DOC_SECTION, body)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _docs import write_section
+
 from ugro_health.config import Config, NodeConfig, SshSettings
 from ugro_health.engine import collect
 from ugro_health.engine.breaker import BreakerPolicy
@@ -115,18 +117,6 @@ def table(samples: list[tuple[int, int, float]], nodes: int) -> str:
     )
 
 
-def write_docs(section: str) -> None:
-    path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if DOC_SECTION in text:
-        head, _, rest = text.partition(DOC_SECTION)
-        tail = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        text = head + section + tail.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=10_000)
@@ -137,7 +127,7 @@ def main() -> None:
     section = table(samples, args.nodes)
     print(section)
     if args.write_docs:
-        write_docs(section)
+        write_section(DOC_SECTION, section.split("\n")[2:])
 
 
 if __name__ == "__main__":
