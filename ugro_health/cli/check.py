@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ugro_health.cli.context import from_typer
+from ugro_health.cli.context import from_typer, select_nodes
 from ugro_health.cli.node_completion import complete_node_list
-from ugro_health.cli.output import console, fail, warn
+from ugro_health.cli.output import console, warn
 
 if TYPE_CHECKING:
     from ugro_health.engine.jobs import Job
@@ -59,10 +59,7 @@ def check_command(
 
     app = from_typer(ctx)
     config = app.load_config()
-    selected = config.select(nodes)
-    if not selected:
-        known = ", ".join(n.name for n in config.nodes[:8])
-        fail(f"no node matches {nodes!r} (configured: {known})")
+    selected = select_nodes(config, nodes)
     transports = Transports(config, accept_new=accept_new)
     jobs = _active_jobs(app.state_dir)
     try:

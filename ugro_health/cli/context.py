@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ugro_health import paths
-from ugro_health.config import Config
+from ugro_health.config import Config, NodeConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +31,15 @@ def from_typer(ctx: typer.Context) -> AppContext:
         return obj
     # A sub-command invoked without the root callback (tests calling a command directly).
     return AppContext(config_path=paths.find_config(None), state_dir=paths.state_dir(None))
+
+
+def select_nodes(config: Config, pattern: str | None) -> tuple[NodeConfig, ...]:
+    """The nodes matching ``--nodes``; none is a usage error (exit 3) naming what exists."""
+    from ugro_health.cli.output import fail
+
+    selected = config.select(pattern)
+    if not selected:
+        known = ", ".join(n.name for n in config.nodes[:8])
+        more = f" and {len(config.nodes) - 8} more" if len(config.nodes) > 8 else ""
+        fail(f"no node matches {pattern!r} (configured: {known}{more})")
+    return selected

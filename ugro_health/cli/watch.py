@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ugro_health.cli.context import from_typer
+from ugro_health.cli.context import from_typer, select_nodes
 from ugro_health.cli.node_completion import complete_node_list
-from ugro_health.cli.output import console, fail
+from ugro_health.cli.output import console
 
 if TYPE_CHECKING:
     from ugro_health.engine.monitor import CycleResult, Monitor
@@ -58,11 +58,7 @@ def watch_command(
 
     app = from_typer(ctx)
     config = app.load_config()
-    selected = config.select(nodes)
-    if not selected:
-        fail(
-            f"no node matches {nodes!r} (configured: {', '.join(n.name for n in config.nodes[:8])})"
-        )
+    selected = select_nodes(config, nodes)
     w = config.watch
     poll = PollPolicy(
         active_interval_s=w.active_interval_s,
