@@ -100,7 +100,7 @@ def test_running_watch_picks_up_a_job_started_from_another_shell(tmp_path: Path)
         started = time.monotonic()
         assert run_cli("jobs", "start", "llama", "--nodes", "here", cwd=tmp_path).returncode == 0
         lines = read_lines_until(proc, "cycle 2:", timeout=20)
-        assert time.monotonic() - started < 10  # not the 40 s idle wait
+        assert time.monotonic() - started < 20  # not the 40 s idle wait
         assert "jobs: llama; next in 5s" in lines[-1]
         news = read_lines_until(proc, "job_started", timeout=5)[-1]
         assert "ALERT INFO here job_started: job llama started on here" in news
