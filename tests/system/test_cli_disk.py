@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli  # tests/unit, on pytest's pythonpath
+from tmpfs_mount import ROOT_ONLY, mounted_tmpfs
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root to mount a tmpfs"
-    ),
-]
+pytestmark = ROOT_ONLY
 
 
 @pytest.fixture
 def tiny_state(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "state"
-    mount.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", str(mount)], check=True
-    )
-    try:
+    with mounted_tmpfs(tmp_path / "state", "16k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_disk(tmp_path: Path, tiny_state: Path):

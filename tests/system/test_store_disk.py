@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tmpfs_mount import ROOT_ONLY, mounted_tmpfs
 
 from ugro_health.store import HistoryStore, ReadStats, StateStore, StoreError, record_cycle
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(
-        os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root to mount a tmpfs"
-    ),
-]
+pytestmark = ROOT_ONLY
 
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount)], check=True
-    )
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "64k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def records(cycle: int, n: int = 3) -> list[dict]:

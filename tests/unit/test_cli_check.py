@@ -4,34 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
-
-def run(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("UGRO_HEALTH_")}
-    full_env.update(
-        {
-            "XDG_CONFIG_HOME": str(cwd / "xdg"),
-            "XDG_STATE_HOME": str(cwd / "state"),
-            "COLUMNS": "120",
-            "NO_COLOR": "1",
-        }
-    )
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "ugro_health", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+run = run_cli
 
 
 def test_check_without_config_checks_this_machine(tmp_path: Path):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ugro_health.cli.context import from_typer, select_nodes
-from ugro_health.cli.node_completion import complete_node_list
+from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console, warn
 
 if TYPE_CHECKING:
@@ -18,13 +18,8 @@ if TYPE_CHECKING:
 
 def check_command(
     ctx: typer.Context,
-    nodes: str | None = typer.Option(
-        None,
-        "--nodes",
-        "-n",
-        metavar="GLOB",
-        help="Only nodes matching these comma-separated globs, e.g. 'gpu0*,gpu-master'.",
-        autocompletion=complete_node_list,
+    nodes: str | None = nodes_glob_option(
+        "Only nodes matching these comma-separated globs, e.g. 'gpu0*,gpu-master'."
     ),
     as_json: bool = typer.Option(
         False, "--json", metavar="", help="Print the ugro-health/v1 JSON document."

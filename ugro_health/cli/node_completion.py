@@ -7,6 +7,8 @@ simply offers no names.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from ugro_health import paths
@@ -42,3 +44,15 @@ def complete_node_list(ctx: typer.Context, incomplete: str) -> list[str]:
         for name in configured_names(ctx)
         if name.startswith(last) and name not in taken
     ]
+
+
+def nodes_glob_option(help_text: str) -> Any:
+    """The ``--nodes GLOB`` option of ``check`` and ``watch``, completing node names."""
+    return typer.Option(
+        None,
+        "--nodes",
+        "-n",
+        metavar="GLOB",
+        help=help_text,
+        autocompletion=complete_node_list,
+    )

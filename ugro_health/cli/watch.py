@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ugro_health.cli.context import from_typer, select_nodes
-from ugro_health.cli.node_completion import complete_node_list
+from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console
 
 if TYPE_CHECKING:
@@ -22,14 +22,7 @@ if TYPE_CHECKING:
 
 def watch_command(
     ctx: typer.Context,
-    nodes: str | None = typer.Option(
-        None,
-        "--nodes",
-        "-n",
-        metavar="GLOB",
-        help="Only nodes matching these comma-separated globs.",
-        autocompletion=complete_node_list,
-    ),
+    nodes: str | None = nodes_glob_option("Only nodes matching these comma-separated globs."),
     interval: float | None = typer.Option(
         None,
         "--interval",
