@@ -29,6 +29,13 @@ from ugro_health.config import NodeConfig, SshSettings
 TEST_USER = "ugrotest"
 TEST_HOME = "/home/ugrotest"
 REMOTE_PYTHON = "/usr/bin/python3"
+# A short probe request for the transport tests (a small CPU window keeps them quick).
+PROBE_REQUEST: dict[str, Any] = {
+    "op": "sample",
+    "mounts": ["/"],
+    "window_s": 0.05,
+    "subcheck_timeout_s": 3.0,
+}
 
 
 def find_sshd() -> str | None:

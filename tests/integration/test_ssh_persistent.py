@@ -15,19 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sshd_rig import PROBE_REQUEST as REQUEST
 from sshd_rig import REMOTE_PYTHON, SshdRig
 
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 
 pytestmark = pytest.mark.ssh
-
-REQUEST: dict[str, Any] = {
-    "op": "sample",
-    "mounts": ["/"],
-    "window_s": 0.05,
-    "subcheck_timeout_s": 3.0,
-}
 
 
 @pytest.fixture

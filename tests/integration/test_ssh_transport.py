@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sshd_rig import PROBE_REQUEST as REQUEST
 from sshd_rig import SshdRig
 
 from ugro_health.config import NodeConfig
@@ -20,13 +21,6 @@ from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 
 pytestmark = pytest.mark.ssh
-
-REQUEST: dict[str, Any] = {
-    "op": "sample",
-    "mounts": ["/"],
-    "window_s": 0.05,
-    "subcheck_timeout_s": 3.0,
-}
 
 
 def probe(rig: SshdRig, node: NodeConfig, timeout: float = 20.0, **kwargs: Any) -> dict[str, Any]:
