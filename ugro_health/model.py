@@ -120,11 +120,15 @@ class Alert:
         )
 
 
-def _num(data: Mapping[str, Any], key: str) -> float | None:
-    value = data.get(key)
+def as_float(value: Any) -> float | None:
+    """``value`` as a float if it is a JSON number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+def _num(data: Mapping[str, Any], key: str) -> float | None:
+    return as_float(data.get(key))
 
 
 def _int(data: Mapping[str, Any], key: str) -> int | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ugro_health.config import NODE_NAME_RE
-from ugro_health.model import Alert, NodeSample, Severity
+from ugro_health.model import Alert, NodeSample, Severity, as_float
 
 FINISHED_KEEP_S = 24 * 3600.0  # how long finished jobs stay listed
 DEFAULT_GRACE_S = 300.0  # processes gone from every node this long => the job is over
@@ -68,17 +68,11 @@ class Job:
             started_at=float(data.get("started_at") or 0.0),
             ranks=data.get("ranks") if isinstance(data.get("ranks"), int) else None,
             match=data.get("match") if isinstance(data.get("match"), str) else None,
-            ttl_s=_float_or_none(data.get("ttl_s")),
-            finished_at=_float_or_none(data.get("finished_at")),
+            ttl_s=as_float(data.get("ttl_s")),
+            finished_at=as_float(data.get("finished_at")),
             finish_reason=data.get("finish_reason"),
-            procs_seen_at=_float_or_none(data.get("procs_seen_at")),
+            procs_seen_at=as_float(data.get("procs_seen_at")),
         )
-
-
-def _float_or_none(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def jobs_of(state: Mapping[str, Any]) -> list[Job]:

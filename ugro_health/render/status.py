@@ -9,13 +9,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ugro_health.model import Status
+from ugro_health.model import Status, as_float
 from ugro_health.render.common import DASH, STATUS_STYLE, human_duration, pct
 from ugro_health.store.summary import sparkline
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def status_table(nodes: Sequence[Mapping[str, Any]], footer: str) -> RenderableType:
@@ -41,7 +37,7 @@ def _status_row(node: Mapping[str, Any]) -> list[RenderableType]:
     age_text = Text(DASH if age is None else human_duration(age))
     if node.get("stale"):
         age_text = Text(f"{age_text.plain} STALE", style="bold yellow")
-    temp = _num(summary.get("gpu_temp"))
+    temp = as_float(summary.get("gpu_temp"))
     alerts = [a.get("message", "") for a in node.get("alerts") or () if a.get("severity") != "info"]
     score = node.get("score")
     return [
@@ -49,10 +45,10 @@ def _status_row(node: Mapping[str, Any]) -> list[RenderableType]:
         Text(label, style=STATUS_STYLE[status]),
         Text(DASH if score is None else str(score)),
         Text(DASH if temp is None else f"{temp:.0f}°C"),
-        Text(pct(_num(summary.get("gpu_util")))),
-        Text(pct(_num(summary.get("cpu")))),
-        Text(pct(_num(summary.get("mem")))),
-        Text(pct(_num(summary.get("disk")))),
+        Text(pct(as_float(summary.get("gpu_util")))),
+        Text(pct(as_float(summary.get("cpu")))),
+        Text(pct(as_float(summary.get("mem")))),
+        Text(pct(as_float(summary.get("disk")))),
         age_text,
         Text("\n".join(alerts[:3]) + (f"\n+{len(alerts) - 3} more" if len(alerts) > 3 else "")),
     ]
@@ -82,14 +78,14 @@ def _history_row(s: Mapping[str, Any], spark: int) -> list[str | Text]:
     unit = s.get("unit") or ""
 
     def fmt(value: Any) -> str:
-        number = _num(value)
+        number = as_float(value)
         return DASH if number is None else f"{number:.1f}{unit}"
 
     trend = s.get("trend") or {}
-    change = _num(trend.get("change"))
+    change = as_float(trend.get("change"))
     arrow = _ARROW.get(trend.get("direction", "unknown"), "?")
     trend_text = arrow if change is None else f"{arrow} {change:+.1f}"
-    availability = _num(s.get("availability"))
+    availability = as_float(s.get("availability"))
     by_code = (s.get("alerts") or {}).get("by_code") or {}
     alerts = ", ".join(f"{code}×{n}" for code, n in sorted(by_code.items(), key=lambda i: -i[1]))
     return [

@@ -1,8 +1,8 @@
 """What `history` shows: metric extraction, per-node summaries, trends, sparklines, durations.
 
 Pure functions over plain dicts (the ``NodeReport.to_json`` layout and history records); no I/O
-and no imports of ours. Everything here streams: a summary keeps O(width) numbers per node
-whatever the number of records it is fed.
+and nothing of ours but ``model.as_float``. Everything here streams: a summary keeps O(width)
+numbers per node whatever the number of records it is fed.
 """
 
 from __future__ import annotations
@@ -13,17 +13,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ugro_health.model import as_float
+
 Report = Mapping[str, Any]
 
 
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _metric(report: Report, key: str) -> float | None:
-    return _as_float((report.get("metrics") or {}).get(key))
+    return as_float((report.get("metrics") or {}).get(key))
 
 
 def _gpu_values(report: Report, key: str) -> list[float]:
@@ -54,7 +50,7 @@ def _reduce(fn: Callable[[list[float]], float], key: str) -> Callable[[Report], 
 
 
 def _score(report: Report) -> float | None:
-    return _as_float(report.get("score"))
+    return as_float(report.get("score"))
 
 
 class Metric(NamedTuple):
@@ -101,7 +97,7 @@ def metric_value(record: Mapping[str, Any], metric: str) -> float | None:
     """``metric`` of a history record: from its summary head, else from the full fields."""
     head = record.get("summary")
     if isinstance(head, Mapping) and metric in head:
-        return _as_float(head[metric])
+        return as_float(head[metric])
     return METRICS[metric].extract(record)
 
 
