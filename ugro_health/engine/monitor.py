@@ -80,7 +80,6 @@ class Monitor:
         poll_policy: PollPolicy | None = None,
         breaker_policy: BreakerPolicy | None = None,
         clock: Clock | None = None,
-        record: Callable[[ClusterReport], list[str]] | None = None,
     ) -> None:
         self.config = config
         self.nodes = {n.name: n for n in nodes}
@@ -90,7 +89,7 @@ class Monitor:
         self.scheduler = Scheduler(poll_policy or PollPolicy(), self.clock)
         self.breakers = self._restore_breakers(breaker_policy or BreakerPolicy())
         self.view = MonitorState()
-        self.record = record or Recorder(store.directory, config).record
+        self.recorder = Recorder(store.directory, config)
         self.stop_event = threading.Event()
         self.wake_event = threading.Event()
         self._jobs: list[joblib.Job] = []
@@ -175,8 +174,8 @@ class Monitor:
         events, self._pending = self._pending, []
         events.extend(self._absorb(report, skipped, started))
         events.extend(self._expire_jobs(report, started))
-        problems = self.record(self._with_skipped(report, skipped))
-        problems.extend(self._save_breakers())
+        # Breakers go into the same state.json write as the cycle's records.
+        problems = self.recorder.record(self._with_skipped(report, skipped), self._put_breakers)
         finished = self.clock.time()
         self.scheduler.cycle_done(started, finished, self._statuses(finished))
         self.view.cycles += 1
@@ -315,19 +314,10 @@ class Monitor:
         extra = tuple(self.view.reports[name] for name in skipped)
         return replace(report, nodes=report.nodes + extra)
 
-    def _save_breakers(self) -> list[str]:
-        board = self.breakers.to_json()
-
-        def apply(state: dict[str, Any]) -> None:
-            nodes = state.setdefault("nodes", {})
-            for name, entry in board.items():
-                nodes.setdefault(name, {})["breaker"] = entry
-
-        try:
-            self.store.update(apply)
-        except Exception as exc:  # StoreError: one line; keep monitoring
-            return [str(exc)]
-        return []
+    def _put_breakers(self, state: dict[str, Any]) -> None:
+        nodes = state.setdefault("nodes", {})
+        for name, entry in self.breakers.to_json().items():
+            nodes.setdefault(name, {})["breaker"] = entry
 
     # -- for the front ----------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ with the cluster's status.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ugro_health.config import Config
 from ugro_health.model import ClusterReport
@@ -31,8 +33,11 @@ class Recorder:
         self.history = history_store(state_dir, config)
         self.state = StateStore(state_dir)
 
-    def record(self, report: ClusterReport) -> list[str]:
-        """Append ``report`` to history and state; returns the problems met (empty when fine)."""
+    def record(
+        self, report: ClusterReport, also: Callable[[dict[str, Any]], None] | None = None
+    ) -> list[str]:
+        """Append ``report`` to history and state (``also`` changes the state in the same
+        write); returns the problems met (empty when fine)."""
         problems: list[str] = []
         records = [record_from_report(node) for node in report.nodes]
         try:
@@ -40,7 +45,7 @@ class Recorder:
         except StoreError as exc:
             problems.append(str(exc))
         try:
-            loaded = self.state.record_cycle(records, now=report.generated_at)
+            loaded = self.state.record_cycle(records, now=report.generated_at, also=also)
             if loaded.warning:
                 problems.append(loaded.warning)
         except StoreError as exc:

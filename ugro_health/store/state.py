@@ -96,12 +96,16 @@ class StateStore:
         return Loaded(state, warning)
 
     def record_cycle(
-        self, records: Iterable[Mapping[str, Any]], now: float | None = None
+        self,
+        records: Iterable[Mapping[str, Any]],
+        now: float | None = None,
+        also: Callable[[dict[str, Any]], None] | None = None,
     ) -> Loaded:
         """Merge one poll's records (history records or ``NodeReport.to_json()`` documents).
 
         Only the sample's fields are replaced: ``breaker``, ``jobs`` and any other key written
         by other modules stay as they are. ``last_seen`` moves only when the node answered.
+        ``also`` changes the same state in the same write (``watch``: the breakers).
         """
         records = list(records)
 
@@ -111,6 +115,8 @@ class StateStore:
                 name = str(record.get("node") or record.get("name"))
                 entry = nodes.setdefault(name, {})
                 merge_node(entry, record, now)
+            if also is not None:
+                also(state)
 
         return self.update(merge)
 
