@@ -55,13 +55,10 @@ def root(
         help="Where history and state live. Default: $STATE_DIRECTORY, then "
         "$XDG_STATE_HOME/ugro-health.",
     ),
-    debug: bool = typer.Option(
-        False, "--debug", metavar="", help="Show tracebacks for unexpected errors."
-    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for unexpected errors."),
     version: bool = typer.Option(
         False,
         "--version",
-        metavar="",
         callback=_version,
         is_eager=True,
         help="Print the version and exit.",

@@ -21,14 +21,10 @@ def check_command(
     nodes: str | None = nodes_glob_option(
         "Only nodes matching these comma-separated globs, e.g. 'gpu0*,gpu-master'."
     ),
-    as_json: bool = typer.Option(
-        False, "--json", metavar="", help="Print the ugro-health/v1 JSON document."
-    ),
-    nagios: bool = typer.Option(
-        False, "--nagios", metavar="", help="Print one Nagios line with perfdata."
-    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the ugro-health/v1 JSON document."),
+    nagios: bool = typer.Option(False, "--nagios", help="Print one Nagios line with perfdata."),
     no_record: bool = typer.Option(
-        False, "--no-record", metavar="", help="Do not append this run to the history store."
+        False, "--no-record", help="Do not append this run to the history store."
     ),
     timeout: float | None = typer.Option(
         None,
@@ -41,7 +37,6 @@ def check_command(
     accept_new: bool = typer.Option(
         False,
         "--accept-new",
-        metavar="",
         help="Enrol hosts whose key is not yet known (like ssh's accept-new); a changed key "
         "is still refused.",
     ),

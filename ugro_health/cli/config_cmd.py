@@ -63,9 +63,7 @@ def validate(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    as_json: bool = typer.Option(
-        False, "--json", metavar="", help="Print one JSON document instead of YAML."
-    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of YAML."),
 ) -> None:
     """Print every setting with its default filled in, and where each node connects.
 
@@ -149,13 +147,12 @@ def init(
     from_ssh_config: bool = typer.Option(
         False,
         "--from-ssh-config",
-        metavar="",
         help="Add every concrete Host of ~/.ssh/config (patterns are skipped).",
     ),
     output: str = typer.Option(
         "cluster.yaml", "--output", "-o", metavar="PATH", help="Where to write; - for stdout."
     ),
-    force: bool = typer.Option(False, "--force", metavar="", help="Overwrite an existing file."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a commented starter cluster file (this machine alone when no host is given).
 

@@ -1,10 +1,10 @@
 """Clean flag rows in ``--help``: Typer 0.29's Rich help prints a ``<bool>`` type beside every
 flag, although a flag takes no value.
 
-Our own flags declare ``metavar=""``; the flags Typer adds itself (``--help`` on every command,
-``--install-completion``, ``--show-completion``) cannot, so ``TidyHelpGroup`` (the root group's
-``cls``) blanks the metavar of every flag of the command tree as commands are resolved. Typer
-only; imported by ``cli.app``.
+Typer offers no per-option way to change this for the flags it adds itself (``--help`` on every
+command, ``--install-completion``, ``--show-completion``), so ``TidyHelpGroup`` (the root
+group's ``cls``) blanks the metavar of every flag of the command tree, ours included, as commands
+are resolved. Typer only; imported by ``cli.app``.
 """
 
 from __future__ import annotations

@@ -35,9 +35,7 @@ def history_command(
         metavar="NAME",
         help="score, cpu, mem, disk, load, gpu_temp, gpu_util, gpu_mem, power.",
     ),
-    as_json: bool = typer.Option(
-        False, "--json", metavar="", help="Print the samples and summaries as JSON."
-    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the samples and summaries as JSON."),
 ) -> None:
     """Min / mean / max / last, trend, sparkline, availability and alerts per node.
 

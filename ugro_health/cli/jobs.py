@@ -104,7 +104,7 @@ def finish(
 @app.command("list")
 def list_jobs(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the jobs as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the jobs as JSON."),
 ) -> None:
     """Show active and recently finished jobs with their nodes, age and health.
 

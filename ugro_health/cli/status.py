@@ -16,9 +16,7 @@ from ugro_health.model import JSON_SCHEMA, Status, worst_status
 
 def status_command(
     ctx: typer.Context,
-    as_json: bool = typer.Option(
-        False, "--json", metavar="", help="Print the ugro-health/v1 JSON document."
-    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the ugro-health/v1 JSON document."),
     stale_after: float = typer.Option(
         600.0,
         "--stale-after",

@@ -34,7 +34,6 @@ def watch_command(
     headless: bool = typer.Option(
         False,
         "--headless",
-        metavar="",
         help="Log one line per cycle and per alert (the default on a non-TTY).",
     ),
 ) -> None:
