@@ -159,3 +159,20 @@ def test_store_on_read_only_dir_still_reports_health(cluster: Path):
     result = run_cli("check", "--json", cwd=cluster)
     assert json.loads(result.stdout)["nodes"]
     assert "history not recorded" in result.stderr
+
+
+def test_stale_limit_comes_from_the_configuration(tmp_path: Path):
+    (tmp_path / "cluster.yaml").write_text(
+        "watch: {stale_after_s: 60}\nnodes:\n  - name: here\n    host: localhost\n"
+    )
+    run_cli("check", cwd=tmp_path)
+    state = tmp_path / "state" / "ugro-health" / "state.json"
+    doc = json.loads(state.read_text())
+    doc["nodes"]["here"]["polled_at"] -= 120  # older than 60 s, younger than the 600 s default
+    state.write_text(json.dumps(doc))
+    (node,) = json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)["nodes"]
+    assert node["stale"] is True
+    (node,) = json.loads(run_cli("status", "--json", "--stale-after", "600", cwd=tmp_path).stdout)[
+        "nodes"
+    ]
+    assert node["stale"] is False

@@ -11,18 +11,20 @@ import typer
 
 from ugro_health.cli.context import from_typer
 from ugro_health.cli.output import console, warn
+from ugro_health.config import WatchSettings
 from ugro_health.model import JSON_SCHEMA, Status, worst_status
 
 
 def status_command(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print the ugro-health/v1 JSON document."),
-    stale_after: float = typer.Option(
-        600.0,
+    stale_after: float | None = typer.Option(
+        None,
         "--stale-after",
         min=1,
         metavar="SECONDS",
-        help="Data older than this is marked STALE and counts as UNKNOWN in the exit code.",
+        help="Data older than this is marked STALE and counts as UNKNOWN in the exit code "
+        "(default: watch.stale_after_s, 600).",
     ),
 ) -> None:
     """Show the last known state of every node (no network); exit with the worst status.
@@ -37,7 +39,11 @@ def status_command(
     loaded = StateStore(app.state_dir).load()
     if loaded.warning:
         warn(loaded.warning)
-    configured = _configured_names(app)
+    # The configuration, when there is a file: its node order and its staleness limit.
+    config = app.load_config() if app.config_path is not None else None
+    configured = [n.name for n in config.nodes] if config else []
+    if stale_after is None:
+        stale_after = (config.watch if config else WatchSettings()).stale_after_s
     now = time.time()
     nodes = node_documents(loaded.state, configured, now, stale_after)
     status = worst_status((_effective(n) for n in nodes), default=Status.UNKNOWN)
@@ -67,13 +73,6 @@ def status_command(
         )
         console.print(status_table(nodes, footer))
     raise typer.Exit(status.exit_code)
-
-
-def _configured_names(app: Any) -> list[str]:
-    """Configured node names, or none when there is no configuration file."""
-    if app.config_path is None:
-        return []
-    return [n.name for n in app.load_config().nodes]
 
 
 def node_documents(
