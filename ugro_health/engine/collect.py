@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ugro_health.config import Config, NodeConfig
@@ -42,7 +42,6 @@ class Transports:
     persistent: bool = False  # watch: keep SSH sessions and remote probes alive across cycles
     _local: Transport | None = None
     _ssh: Transport | None = None
-    _factories: dict[str, Callable[[], Transport]] = field(default_factory=dict)
     _pool: ThreadPoolExecutor | None = None
     _pool_workers: int = 0
 

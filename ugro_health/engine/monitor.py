@@ -319,11 +319,6 @@ class Monitor:
         for name, entry in self.breakers.to_json().items():
             nodes.setdefault(name, {})["breaker"] = entry
 
-    # -- for the front ----------------------------------------------------------------------
-
-    def cluster_status(self) -> Status:
-        return worst_status((r.status for r in self.view.reports.values()), Status.UNKNOWN)
-
 
 def _with_alert(node: NodeReport, alert: Alert) -> NodeReport:
     alerts = (*node.alerts, alert)
