@@ -214,11 +214,14 @@ class SshdRig:
         found = []
         for child in psutil.Process(self.nodes[name].process.pid).children(recursive=True):
             try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue  # exited, not yet reaped: its cmdline reads empty
                 cmdline = child.cmdline()
-                if "python" in os.path.basename(cmdline[0]) and "ugro_probe" in " ".join(cmdline):
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if cmdline and "python" in os.path.basename(cmdline[0]):
+                if "ugro_probe" in " ".join(cmdline):
                     found.append(child)
-            except psutil.NoSuchProcess:
-                pass
         return found
 
     def _sshd_config(self, port: int, host_key: Path) -> str:
