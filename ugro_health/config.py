@@ -45,7 +45,7 @@ DEFAULT_JOB_MATCH = (
 
 @dataclass(frozen=True, slots=True)
 class SshSettings:
-    connect_timeout: float = 5.0  # TCP connect, banner and authentication, each
+    connect_timeout: float = 5.0  # DNS, TCP connect, banner and authentication, each
     command_timeout: float = 15.0  # one probe run, from exec to the last byte
     max_workers: int = 32
     keepalive_s: float = 15.0

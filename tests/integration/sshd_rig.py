@@ -219,9 +219,9 @@ class SshdRig:
                 cmdline = child.cmdline()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            if cmdline and "python" in os.path.basename(cmdline[0]):
-                if "ugro_probe" in " ".join(cmdline):
-                    found.append(child)
+            python = bool(cmdline) and "python" in os.path.basename(cmdline[0])
+            if python and "ugro_probe" in " ".join(cmdline):
+                found.append(child)
         return found
 
     def _sshd_config(self, port: int, host_key: Path) -> str:

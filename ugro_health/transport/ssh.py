@@ -109,8 +109,9 @@ class SshTransport:
             transport = self._connector.open(attempt, target)
             return self._run_command(attempt, transport, node.python, request)
         except TransportError as exc:
-            if attempt.expired and exc.kind is not ErrorKind.TIMEOUT:
-                raise attempt.timeout_error() from exc
+            error = attempt.explain(exc)
+            if error is not exc:
+                raise error from exc
             raise
         except Exception as exc:
             raise classify(exc, attempt) from exc

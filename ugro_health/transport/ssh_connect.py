@@ -24,6 +24,7 @@ import paramiko
 from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
+from ugro_health.transport.dns import lookup
 from ugro_health.transport.ssh_hostkeys import Identities, KnownHosts, open_agent
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
@@ -81,6 +82,14 @@ class Attempt:
         return TransportError(
             ErrorKind.TIMEOUT, f"timed out after {self.budget:.1f}s waiting for {self.phase}"
         )
+
+    def explain(self, exc: TransportError) -> TransportError:
+        """``exc``, or this phase's timeout when the watchdog closed the connection under it
+        (the call then fails with whatever the closed socket gave). A DNS lookup is not
+        closed by the watchdog: its own deadline error stands."""
+        if self.expired and exc.kind not in (ErrorKind.TIMEOUT, ErrorKind.DNS):
+            return self.timeout_error()
+        return exc
 
     def own(self, thing: _Closeable) -> None:
         """Close ``thing`` with this attempt (at once if it has already expired)."""
@@ -261,11 +270,11 @@ class Connector:
 
     def _tcp(self, attempt: Attempt, host: ResolvedHost, via: str) -> socket.socket:
         name = host.hostname.strip("[]")
+        attempt.begin(f"DNS lookup of {name}{via}", self.settings.connect_timeout)
+        addresses = lookup(name, host.port, attempt.remaining())
         attempt.begin(f"TCP connect to {name}:{host.port}{via}", self.settings.connect_timeout)
         last: OSError | None = None
-        for family, kind, proto, _, addr in socket.getaddrinfo(
-            name, host.port, type=socket.SOCK_STREAM
-        ):
+        for family, kind, proto, _, addr in addresses:
             if attempt.remaining() <= 0:
                 break
             sock = socket.socket(family, kind, proto)

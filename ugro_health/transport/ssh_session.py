@@ -154,9 +154,7 @@ class Sessions:
                 # A probe that reports its own failure is alive and in step: keep the session.
                 return check_document(doc)
             except TransportError as exc:
-                error = exc
-                if attempt.expired and exc.kind is not ErrorKind.TIMEOUT:
-                    error = attempt.timeout_error()
+                error = attempt.explain(exc)
             except Exception as exc:
                 error = classify(exc, attempt)
             finally:
