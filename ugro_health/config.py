@@ -69,6 +69,7 @@ class Thresholds:
     net_errors_warn_per_s: float = 1.0
     score_warn: int = 70  # below: the node is at least WARNING
     xid_critical: tuple[int, ...] = DEFAULT_XID_CRITICAL
+    xid_window_s: float = 86400.0  # older XIDs (by kernel timestamp) are INFO, not alerts
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +364,9 @@ def _build_config(doc: YamlDoc, text: str) -> Config:
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in thresholds.xid_critical):
         doc.problem(("thresholds", "xid_critical"), "must be a list of integers")
         thresholds = replace(thresholds, xid_critical=DEFAULT_XID_CRITICAL)
+    thresholds = _bounded(
+        doc, thresholds, "thresholds", ("xid_window_s",), lambda v: v > 0, "must be more than zero"
+    )
     watch = _settings(doc, data, "watch", WatchSettings, _WATCH_KEYS)
     positive = ("active_interval_s", "max_interval_s", "problem_interval_s", "reset_base_s")
     watch = _bounded(doc, watch, "watch", positive, lambda v: v > 0, "must be more than zero")

@@ -120,6 +120,18 @@ class Alert:
         )
 
 
+def human_duration(seconds: float) -> str:
+    """``45s``, ``12m``, ``3.5h``, ``2.1d``: an age or a delay for people."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
 def as_float(value: Any) -> float | None:
     """``value`` as a float if it is a JSON number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -291,6 +303,13 @@ class XidEvent:
     xid: int
     message: str
     gpu: str | None = None  # PCI bus id as the kernel printed it
+    kernel_time_s: float | None = None  # the kernel log's timestamp: seconds since boot
+
+    def age_s(self, uptime_s: float | None) -> float | None:
+        """How long ago the event was logged, None when the log line carried no timestamp."""
+        if self.kernel_time_s is None or uptime_s is None:
+            return None
+        return max(0.0, uptime_s - self.kernel_time_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +402,10 @@ class NodeSample:
             ),
             xids=tuple(
                 XidEvent(
-                    xid=int(x.get("xid", 0)), message=str(x.get("message", "")), gpu=_str(x, "gpu")
+                    xid=int(x.get("xid", 0)),
+                    message=str(x.get("message", "")),
+                    gpu=_str(x, "gpu"),
+                    kernel_time_s=_num(x, "kernel_time_s"),
                 )
                 for x in doc.get("xids") or ()
                 if isinstance(x, dict)
@@ -431,7 +453,16 @@ class NodeSample:
                 }
                 for n in self.net
             },
-            "xids": [{"xid": x.xid, "message": x.message, "gpu": x.gpu} for x in self.xids],
+            "xids": [
+                {
+                    "xid": x.xid,
+                    "message": x.message,
+                    "gpu": x.gpu,
+                    "kernel_time_s": x.kernel_time_s,
+                    "age_s": _round(x.age_s(self.uptime_s)),
+                }
+                for x in self.xids
+            ],
             "probe_errors": dict(self.errors),
         }
         return out

@@ -273,25 +273,50 @@ def parse_pid_stat_state(text: str) -> str:
 
 _XID_RE = re.compile(r"NVRM: Xid \(([^)]*)\):?\s*(\d+)")
 _KTIME_RE = re.compile(r"^\[\s*(\d+\.\d+)\]")
+# "fallen off the bus" without an Xid number: the driver's probe routine prints it, in one line
+# ("NVRM: GPU at 0000:01:00.0 has fallen off the bus.") or over three, the first naming the GPU
+# ("NVRM: The NVIDIA GPU 0000:b3:00.0" / "... installed in this system has" / "NVRM: fallen off
+# the bus and is not responding to commands."). Counted as Xid 79, which means the same.
+_GPU_NAMED_RE = re.compile(r"NVRM: (?:The NVIDIA GPU|GPU at) (?:PCI:)?([0-9A-Fa-f:.]+)")
+_FALLEN_RE = re.compile(r"fallen off the bus")
+XID_FALLEN_OFF_BUS = 79
 
 
 def parse_xid_lines(text: str, limit: int = MAX_XIDS) -> List[Json]:
     """NVIDIA Xid events in kernel log text, oldest first, the last ``limit`` of them."""
     events = []
+    ktime = None  # type: Optional[float]
+    named = None  # type: Optional[str]  # the GPU the current (multi-line) message names
     for line in text.splitlines():
+        stamp = _KTIME_RE.match(line)
+        if stamp:
+            ktime = float(stamp.group(1))
+            named = None
+        elif not line[:1].isspace():  # a new unstamped message (ctime output, journal)
+            ktime = None
+            named = None
+        gpu_named = _GPU_NAMED_RE.search(line)
+        if gpu_named:
+            named = gpu_named.group(1).rstrip(".:")
         match = _XID_RE.search(line)
-        if not match:
+        if match:
+            device = match.group(1).strip()
+            xid = int(match.group(2))
+            message = line[match.start() :]
+            if device.startswith("PCI:"):
+                device = device[4:]
+        elif _FALLEN_RE.search(line) and named is not None:
+            device, xid = named, XID_FALLEN_OFF_BUS
+            message = "NVRM: GPU %s has fallen off the bus (no Xid line)" % named
+            named = None  # one event per message
+        else:
             continue
-        device = match.group(1).strip()
-        if device.startswith("PCI:"):
-            device = device[4:]
-        ktime = _KTIME_RE.match(line)
         events.append(
             {
-                "xid": int(match.group(2)),
+                "xid": xid,
                 "gpu": device or None,
-                "message": line[match.start() :].strip()[:MESSAGE_CHARS],
-                "kernel_time_s": float(ktime.group(1)) if ktime else None,
+                "message": message.strip()[:MESSAGE_CHARS],
+                "kernel_time_s": ktime,
             }
         )
     return events[-limit:] if limit else []

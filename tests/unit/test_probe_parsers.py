@@ -242,10 +242,29 @@ def test_xids_are_capped_to_the_most_recent() -> None:
 
 def test_xid_79_and_kernel_timestamp() -> None:
     events = probe.parse_xid_lines(fixture("dmesg_fallen_off_bus_nvsentinel.txt"))
-    # the multi-line "fallen off the bus" report carries no Xid number; only the Xid line counts
-    assert [(e["xid"], e["gpu"]) for e in events] == [(79, "0000:44:00")]
-    stamped = "[ 1843.308145] " + events[0]["message"]
+    # the multi-line "fallen off the bus" report carries no Xid number: it counts as Xid 79
+    # for the GPU its first line names, stamped with that line's time
+    assert [(e["xid"], e["gpu"], e["kernel_time_s"]) for e in events] == [
+        (79, "0000:b3:00.0", 1843.308145),
+        (79, "0000:44:00", None),  # the unstamped Xid line
+    ]
+    assert events[0]["message"] == "NVRM: GPU 0000:b3:00.0 has fallen off the bus (no Xid line)"
+    stamped = "[ 1843.308145] " + events[1]["message"]
     assert probe.parse_xid_lines(stamped)[0]["kernel_time_s"] == 1843.308145
+
+
+def test_fallen_off_the_bus_on_one_line_and_unrelated_nvrm_lines() -> None:
+    text = (
+        "[   49.261458] NVRM: GPU at 0000:01:00.0 has fallen off the bus.\n"
+        "[   49.261465] NVRM: os_pci_init_handle: invalid context!\n"
+        "[   50.000000] NVRM: The NVIDIA GPU 0000:02:00.0\n"
+        "               NVRM: (PCI ID: 10de:2330) installed in this system is\n"
+        "               NVRM: not supported by the NVIDIA 390.xx driver release.\n"
+    )
+    events = probe.parse_xid_lines(text)
+    assert [(e["xid"], e["gpu"], e["kernel_time_s"]) for e in events] == [
+        (79, "0000:01:00.0", 49.261458)
+    ]
 
 
 # ---------------------------------------------------------------- small pure helpers

@@ -129,6 +129,26 @@ def test_xid_fatal_list_is_configurable():
     assert codes(judge(sample, NODE, relaxed)) == {"gpu_xid": Severity.WARNING}
 
 
+def test_xids_older_than_the_window_are_info_only():
+    fallen = "NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus."
+    app = "NVRM: Xid (PCI:0000:3b:00): 13, Graphics SM Warp Exception"
+    day = 86400.0
+    old_fatal = XidEvent(79, fallen, kernel_time_s=100.0)
+    recent_app = XidEvent(13, app, kernel_time_s=3 * day - 60)
+    sample = healthy(uptime_s=3 * day, xids=(old_fatal, recent_app))
+    verdict = judge(sample, NODE, LIMITS)
+    assert codes(verdict) == {"gpu_xid_old": Severity.INFO, "gpu_xid": Severity.WARNING}
+    (old,) = [a for a in verdict.alerts if a.code == "gpu_xid_old"]
+    assert old.message.startswith("XID 79 last logged 3.0d ago")
+    assert verdict.status is Status.WARNING
+    # the same fatal event inside a wider window is CRITICAL again
+    wide = judge(sample, NODE, replace(LIMITS, xid_window_s=4 * day))
+    assert codes(wide)["gpu_xid_fatal"] is Severity.CRITICAL
+    # a line without a timestamp (ctime output) cannot be aged: it always counts
+    undated = healthy(uptime_s=3 * day, xids=(XidEvent(79, fallen),))
+    assert codes(judge(undated, NODE, LIMITS))["gpu_xid_fatal"] is Severity.CRITICAL
+
+
 @pytest.mark.parametrize(
     ("kw", "code", "severity"),
     [

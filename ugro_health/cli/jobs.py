@@ -148,6 +148,6 @@ def list_jobs(
 
 
 def _age(seconds: float) -> str:
-    from ugro_health.render.common import human_duration
+    from ugro_health.model import human_duration
 
     return human_duration(seconds)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ugro_health.engine.clock import Clock
-from ugro_health.model import Alert, Severity
+from ugro_health.model import Alert, Severity, human_duration
 
 MAX_ERROR_CHARS = 500  # last_error is for a person; a probe's traceback is not kept whole
 
@@ -191,12 +191,12 @@ class Breaker:
             delay = self._open(now)
             why = (
                 f"node isolated after {self._failures} consecutive failures: {reason}; "
-                f"retry in {_duration(delay)}"
+                f"retry in {human_duration(delay)}"
             )
             return Transition(self.node, BreakerState.CLOSED, BreakerState.OPEN, now, why)
         if self._state is BreakerState.HALF_OPEN:
             delay = self._open(now)
-            why = f"trial poll failed: {reason}; retry in {_duration(delay)}"
+            why = f"trial poll failed: {reason}; retry in {human_duration(delay)}"
             return Transition(self.node, BreakerState.HALF_OPEN, BreakerState.OPEN, now, why)
         return None  # OPEN already (a poll that was in flight when it opened): keep the wait
 
@@ -253,15 +253,6 @@ class Breaker:
         breaker._opened_at = min(opened, now)
         breaker._next_try_at = next_try
         return breaker
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 class BreakerBoard(Mapping[str, Breaker]):

@@ -20,6 +20,8 @@ from ugro_health.model import (
     NodeSample,
     Severity,
     Status,
+    XidEvent,
+    human_duration,
     worst_status,
 )
 
@@ -103,23 +105,45 @@ def _judge_gpus(
 
 
 def _judge_xids(sample: NodeSample, limits: Thresholds) -> list[Alert]:
+    """Recent XIDs alert (fatal ones CRITICAL); those older than the window are INFO only, so a
+    fault fixed hours ago does not keep the node CRITICAL until its next reboot."""
+    recent: list[XidEvent] = []
+    old: list[XidEvent] = []
+    for event in sample.xids:
+        age = event.age_s(sample.uptime_s)
+        (old if age is not None and age > limits.xid_window_s else recent).append(event)
+    fatal = [x for x in recent if x.xid in limits.xid_critical]
+    other = [x for x in recent if x.xid not in limits.xid_critical]
     alerts = []
-    fatal = [x for x in sample.xids if x.xid in limits.xid_critical]
-    other = [x for x in sample.xids if x.xid not in limits.xid_critical]
     if fatal:
-        codes = ", ".join(sorted({str(x.xid) for x in fatal}, key=int))
         alerts.append(
             Alert(
                 CRIT,
                 "gpu_xid_fatal",
-                f"fatal XID {codes}: {fatal[-1].message[:160]}",
+                f"fatal XID {_codes(fatal)}: {fatal[-1].message[:160]}",
                 fatal[-1].xid,
             )
         )
     if other:
-        codes = ", ".join(sorted({str(x.xid) for x in other}, key=int))
-        alerts.append(Alert(WARN, "gpu_xid", f"XID {codes} in the kernel log", other[-1].xid))
+        alerts.append(
+            Alert(WARN, "gpu_xid", f"XID {_codes(other)} in the kernel log", other[-1].xid)
+        )
+    if old:
+        ages = [x.age_s(sample.uptime_s) or 0.0 for x in old]
+        alerts.append(
+            Alert(
+                INFO,
+                "gpu_xid_old",
+                f"XID {_codes(old)} last logged {human_duration(min(ages))} ago,"
+                " outside thresholds.xid_window_s",
+                old[-1].xid,
+            )
+        )
     return alerts
+
+
+def _codes(events: list[XidEvent]) -> str:
+    return ", ".join(sorted({str(x.xid) for x in events}, key=int))
 
 
 def _judge_gpu(gpu: GpuSample, limits: Thresholds) -> tuple[list[Alert], float]:

@@ -45,17 +45,6 @@ def gpu_summary(report: NodeReport) -> str:
     return " ".join(parts)
 
 
-def human_duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
 def counts_line(reports: tuple[NodeReport, ...] | list[NodeReport]) -> str:
     """``3 nodes: 1 ok, 1 warning, 1 critical (1 unreachable)``."""
     counts = {s: 0 for s in Status}

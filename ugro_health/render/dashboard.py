@@ -14,8 +14,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ugro_health.model import Alert, NodeReport, Severity, Status
-from ugro_health.render.common import DASH, STATUS_STYLE, human_duration, pct
+from ugro_health.model import Alert, NodeReport, Severity, Status, human_duration
+from ugro_health.render.common import DASH, STATUS_STYLE, pct
 
 SEVERITY_STYLE = {Severity.CRITICAL: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 

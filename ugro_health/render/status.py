@@ -9,8 +9,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ugro_health.model import Status, as_float
-from ugro_health.render.common import DASH, STATUS_STYLE, human_duration, pct
+from ugro_health.model import Status, as_float, human_duration
+from ugro_health.render.common import DASH, STATUS_STYLE, pct
 from ugro_health.store.summary import sparkline
 
 
