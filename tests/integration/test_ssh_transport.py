@@ -248,8 +248,50 @@ def test_proxy_jump_to_a_closed_port_is_unreachable(sshd_rig: SshdRig) -> None:
     )
 
 
-def test_multi_hop_proxy_jump_is_not_supported(sshd_rig: SshdRig) -> None:
-    node = sshd_rig.node_config("node2", proxy_jump="a@127.0.0.1:1,b@127.0.0.1:2")
-    error, _ = probe_error(sshd_rig, node)
-    assert error.kind is ErrorKind.SSH_ERROR
-    assert "not supported" in error.message
+def outgoing_ports(process: Any, *, children: bool = True) -> set[int]:
+    """Remote ports of the established TCP connections of ``process`` (and its children)."""
+    import psutil
+
+    ports = set()
+    for proc in [process, *(process.children(recursive=True) if children else ())]:
+        try:
+            connections = proc.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        for conn in connections:
+            if conn.raddr and conn.status == psutil.CONN_ESTABLISHED:
+                ports.add(conn.raddr.port)
+    return ports
+
+
+def test_proxy_jump_through_two_hops(sshd_rig: SshdRig) -> None:
+    import psutil
+
+    port = {name: sshd_rig.nodes[name].port for name in ("node1", "node2", "node3")}
+    hops = ",".join(f"{sshd_rig.user}@127.0.0.1:{port[name]}" for name in ("node1", "node2"))
+    transport = sshd_rig.transport(persistent=True)
+    try:
+        doc = transport.run_probe(
+            sshd_rig.node_config("node3", proxy_jump=hops), REQUEST, time.monotonic() + 20
+        )
+        assert doc["ok"] is True
+        # We hold one TCP connection, to the first hop; it connects to the second, and the
+        # second to the target.
+        # (the rig's sshd processes are our children: leave them out)
+        ours = outgoing_ports(psutil.Process(), children=False) & set(port.values())
+        assert ours == {port["node1"]}
+        node1 = psutil.Process(sshd_rig.nodes["node1"].process.pid)
+        node2 = psutil.Process(sshd_rig.nodes["node2"].process.pid)
+        assert port["node2"] in outgoing_ports(node1)
+        assert port["node3"] in outgoing_ports(node2)
+    finally:
+        transport.close()
+
+
+def test_a_dead_second_hop_is_reported_by_the_first(sshd_rig: SshdRig) -> None:
+    hops = f"{sshd_rig.user}@127.0.0.1:{sshd_rig.nodes['node1'].port},127.0.0.1:{sshd_rig.refused_port}"
+    error, _ = probe_error(sshd_rig, sshd_rig.node_config("node3", proxy_jump=hops))
+    assert error.kind is ErrorKind.UNREACHABLE
+    assert error.message == (
+        f"jump host 127.0.0.1 could not connect to 127.0.0.1:{sshd_rig.refused_port}"
+    )

@@ -173,6 +173,7 @@ def test_show_json_fills_defaults_and_resolves_ssh_config(tmp_path: Path, home):
         "user": "ollie",
         "identity_files": [str(ssh / "lab_key")],
         "proxy_jump": "jump.lab",
+        "via": ["tester@jump.lab:22"],  # the jump host resolved in turn
     }
     assert (gpu2["connect"]["user"], gpu2["connect"]["port"]) == ("admin", 2200)
 

@@ -121,3 +121,73 @@ def test_bad_port_in_ssh_config_is_an_ssh_error() -> None:
     with pytest.raises(TransportError) as info:
         resolve(NodeConfig(name="bad"), SETTINGS, config)
     assert info.value.kind is ErrorKind.SSH_ERROR
+
+
+JUMP_CONFIG = """
+Host inner
+    HostName 10.0.0.30
+    ProxyJump mid
+    IdentityFile /keys/inner
+Host mid
+    HostName 10.0.0.20
+    ProxyJump me@bastion:2222
+Host bastion
+    HostName 203.0.113.1
+    IdentityFile /keys/bastion
+Host two-hops
+    ProxyJump bastion,mid
+Host loop-a
+    ProxyJump loop-b
+Host loop-b
+    ProxyJump loop-a
+"""
+
+
+def jump_chain(tmp_path, name: str) -> list[tuple[str, str, int]]:
+    from ugro_health.transport.ssh_connect import Connector
+
+    path = tmp_path / "ssh_config"
+    path.write_text(JUMP_CONFIG)
+    settings = SshSettings(ssh_config=str(path))
+    connector = Connector(
+        settings, accept_new=False, ssh_config_path=str(path), known_hosts_files=()
+    )
+    hops = connector.jump_chain(connector.resolve(NodeConfig(name=name)))
+    return [(hop.alias, hop.hostname, hop.port) for hop in hops]
+
+
+def test_the_first_hops_own_proxy_jump_applies_first(tmp_path) -> None:
+    assert jump_chain(tmp_path, "inner") == [
+        ("bastion", "203.0.113.1", 2222),
+        ("mid", "10.0.0.20", 22),
+    ]
+
+
+def test_a_list_of_hops_is_taken_in_order_without_the_later_hops_own_jumps(tmp_path) -> None:
+    # ssh -J bastion,mid: mid is reached through bastion, its own ProxyJump does not apply
+    assert jump_chain(tmp_path, "two-hops") == [
+        ("bastion", "203.0.113.1", 22),
+        ("mid", "10.0.0.20", 22),
+    ]
+
+
+def test_a_jump_loop_is_an_error_not_a_hang(tmp_path) -> None:
+    with pytest.raises(TransportError, match="ProxyJump to loop-a loops") as info:
+        jump_chain(tmp_path, "loop-a")
+    assert info.value.kind is ErrorKind.SSH_ERROR
+
+
+def test_a_hop_without_keys_of_its_own_tries_the_targets(tmp_path) -> None:
+    from ugro_health.transport.ssh_connect import Connector
+
+    path = tmp_path / "ssh_config"
+    path.write_text(JUMP_CONFIG)
+    connector = Connector(
+        SshSettings(ssh_config=str(path)),
+        accept_new=False,
+        ssh_config_path=str(path),
+        known_hosts_files=(),
+    )
+    bastion, mid = connector.jump_chain(connector.resolve(NodeConfig(name="inner")))
+    assert bastion.identity_files == ("/keys/bastion",)
+    assert mid.identity_files[0] == "/keys/inner"

@@ -113,10 +113,14 @@ def _connect(node: NodeConfig, config: Config, ssh_config: Any) -> Any:
     if node.is_local:
         return "local (in-process)"
     from ugro_health.transport.base import TransportError
-    from ugro_health.transport.ssh import resolve
+    from ugro_health.transport.ssh import jump_chain, resolve
+
+    def lookup(n: NodeConfig) -> Any:
+        return resolve(n, config.ssh, ssh_config)
 
     try:
-        target = resolve(node, config.ssh, ssh_config)
+        target = lookup(node)
+        hops = jump_chain(target, lookup)
     except TransportError as exc:
         return f"error: {exc}"
     return {
@@ -125,6 +129,7 @@ def _connect(node: NodeConfig, config: Config, ssh_config: Any) -> Any:
         "user": target.user,
         "identity_files": target.identity_files,
         "proxy_jump": target.proxy_jump,
+        "via": [f"{hop.user}@{hop.hostname}:{hop.port}" for hop in hops],
     }
 
 

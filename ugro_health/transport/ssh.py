@@ -30,6 +30,7 @@ from ugro_health.transport.ssh_connect import (
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     ResolvedHost,
+    jump_chain,
     parse_jump,
     resolve,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "PARAMIKO_LOG",
     "ResolvedHost",
     "SshTransport",
+    "jump_chain",
     "parse_jump",
     "resolve",
 ]

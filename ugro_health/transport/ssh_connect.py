@@ -16,7 +16,6 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import replace
 from typing import Any, Protocol
 
 import paramiko
@@ -30,8 +29,8 @@ from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     IndexedSshConfig,
     ResolvedHost,
+    jump_chain,
     load_ssh_config,
-    parse_jump,
     resolve,
 )
 
@@ -233,40 +232,34 @@ class Connector:
         return resolve(node, self.settings, self._ssh_config)
 
     def open(self, attempt: Attempt, target: ResolvedHost) -> paramiko.Transport:
-        """An authenticated transport to ``target``; ``attempt`` owns it (and its jump host)."""
-        if not target.proxy_jump:
+        """An authenticated transport to ``target``; ``attempt`` owns it and its jump hosts."""
+        hops = self.jump_chain(target)
+        if not hops:
             return self._connect(attempt, target, self._tcp(attempt, target, ""), "")
-        jump = self._resolve_jump(target)
-        via = f" (jump host {jump.alias})"
-        jump_transport = self._connect(attempt, jump, self._tcp(attempt, jump, via), via)
-        attempt.begin(
-            f"forwarding to {target.hostname}:{target.port}{via}", self.settings.connect_timeout
-        )
-        try:
-            channel = jump_transport.open_channel(
-                "direct-tcpip",
-                (target.hostname, target.port),
-                ("127.0.0.1", 0),
-                timeout=attempt.remaining(),
+        first = hops[0]
+        via = f" (jump host {first.alias})"
+        transport = self._connect(attempt, first, self._tcp(attempt, first, via), via)
+        for jump, host in zip(hops, [*hops[1:], target], strict=True):
+            via = f" (jump host {jump.alias})"
+            attempt.begin(
+                f"forwarding to {host.hostname}:{host.port}{via}", self.settings.connect_timeout
             )
-        except paramiko.ChannelException as exc:
-            raise forward_error(exc, target, jump) from exc
-        return self._connect(attempt, target, channel, "")
+            try:
+                channel = transport.open_channel(
+                    "direct-tcpip",
+                    (host.hostname, host.port),
+                    ("127.0.0.1", 0),
+                    timeout=attempt.remaining(),
+                )
+            except paramiko.ChannelException as exc:
+                raise forward_error(exc, host, jump) from exc
+            own_via = "" if host is target else f" (jump host {host.alias})"
+            transport = self._connect(attempt, host, channel, own_via)
+        return transport
 
-    def _resolve_jump(self, target: ResolvedHost) -> ResolvedHost:
-        assert target.proxy_jump
-        user, host, port = parse_jump(target.proxy_jump)
-        jump = self.resolve(NodeConfig(name=host, port=port, user=user))
-        if jump.proxy_jump:
-            raise TransportError(
-                ErrorKind.SSH_ERROR, f"nested ProxyJump via {jump.alias} is not supported"
-            )
-        if jump.identity_files == DEFAULT_IDENTITIES:  # none configured: try the node's keys
-            jump = replace(
-                jump,
-                identity_files=tuple(dict.fromkeys(target.identity_files + DEFAULT_IDENTITIES)),
-            )
-        return jump
+    def jump_chain(self, target: ResolvedHost) -> list[ResolvedHost]:
+        """The jump hosts to ``target``, first hop first (see ``ssh_resolve.jump_chain``)."""
+        return jump_chain(target, self.resolve)
 
     def _tcp(self, attempt: Attempt, host: ResolvedHost, via: str) -> socket.socket:
         name = host.hostname.strip("[]")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import paramiko
@@ -103,12 +104,19 @@ def _port(value: str | None, alias: str) -> int:
         ) from None
 
 
+MAX_JUMPS = 8  # jump hosts in one chain, nested ones included
+
+
+def split_jumps(spec: str) -> list[str]:
+    """``ProxyJump a,b,c`` -> the hops in order; an empty hop is an error."""
+    hops = [hop.strip() for hop in spec.split(",")]
+    if not all(hops):
+        raise TransportError(ErrorKind.SSH_ERROR, f"cannot parse ProxyJump {spec!r}")
+    return hops
+
+
 def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
-    """``[user@]host[:port]`` (one hop) -> (user, host, port)."""
-    if "," in spec:
-        raise TransportError(
-            ErrorKind.SSH_ERROR, f"ProxyJump with more than one hop is not supported: {spec}"
-        )
+    """One hop, ``[ssh://][user@]host[:port]`` -> (user, host, port)."""
     spec = spec.removeprefix("ssh://")
     user, _, hostport = spec.rpartition("@")
     host, port = hostport, None
@@ -117,9 +125,42 @@ def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
         port = rest[1:] if rest.startswith(":") else None
     elif hostport.count(":") == 1:
         host, port = hostport.split(":")
-    if not host or (port is not None and not port.isdigit()):
+    if not host or "," in host or (port is not None and not port.isdigit()):
         raise TransportError(ErrorKind.SSH_ERROR, f"cannot parse ProxyJump {spec!r}")
     return user or None, host, int(port) if port else None
+
+
+def jump_chain(
+    target: ResolvedHost, lookup: Callable[[NodeConfig], ResolvedHost]
+) -> list[ResolvedHost]:
+    """The jump hosts to ``target``, first hop first, as OpenSSH chooses them.
+
+    ``ProxyJump a,b`` goes through ``a`` then ``b``. The first hop's own ProxyJump (from
+    ssh_config, via ``lookup``) applies in turn, the later hops' do not (ssh runs
+    ``ssh -J a -W ... b``). A hop without an IdentityFile of its own tries the target's keys too.
+    """
+    chain: list[ResolvedHost] = []
+    seen = {(target.alias, target.port)}  # one host:port twice in a chain is a loop
+    host = target
+    while host.proxy_jump:
+        hops: list[ResolvedHost] = []
+        for spec in split_jumps(host.proxy_jump):
+            user, name, port = parse_jump(spec)
+            hop = lookup(NodeConfig(name=name, port=port, user=user))
+            if hop.identity_files == DEFAULT_IDENTITIES:  # none configured
+                keys = tuple(dict.fromkeys(target.identity_files + DEFAULT_IDENTITIES))
+                hop = replace(hop, identity_files=keys)
+            if (hop.alias, hop.port) in seen or len(chain) + len(hops) >= MAX_JUMPS:
+                raise TransportError(
+                    ErrorKind.SSH_ERROR,
+                    f"ProxyJump to {target.alias} loops or takes more than {MAX_JUMPS}"
+                    f" hops (at {hop.alias})",
+                )
+            seen.add((hop.alias, hop.port))
+            hops.append(hop)
+        chain[:0] = hops
+        host = hops[0]
+    return chain
 
 
 _WILDCARDS = frozenset("*?[!")
