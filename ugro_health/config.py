@@ -97,6 +97,7 @@ class NodeConfig:
     python: str = "python3"
     transport: str = "auto"  # auto | ssh | local
     gpus: int | None = None  # expected GPU count
+    nvlinks: int | None = None  # expected active NVLinks per GPU (None: only partial loss alerts)
     mounts: tuple[str, ...] = ("/",)
     tags: tuple[str, ...] = ()
     proxy_jump: str | None = None
@@ -162,6 +163,7 @@ _NODE_KEYS: dict[str, tuple[type, ...]] = {
     "python": (str,),
     "transport": (str,),
     "gpus": (int,),
+    "nvlinks": (int,),
     "mounts": (list,),
     "tags": (list,),
     "proxy_jump": (str,),
@@ -218,6 +220,7 @@ _NODE_CHECKS: dict[str, Callable[[Any], str | None]] = {
         None if v in ("auto", "ssh", "local") else "must be one of auto, ssh, local"
     ),
     "gpus": lambda v: None if v >= 0 else "must be 0 or more",
+    "nvlinks": lambda v: None if v >= 0 else "must be 0 or more",
     "mounts": _mounts_problem,
     "tags": _str_list_problem,
 }
@@ -299,6 +302,7 @@ def _build_node(
         python=values.get("python", "python3"),
         transport=values.get("transport", "auto"),
         gpus=values.get("gpus"),
+        nvlinks=values.get("nvlinks"),
         mounts=tuple(values.get("mounts", ["/"])),
         tags=tuple(values.get("tags", [])),
         proxy_jump=values.get("proxy_jump"),

@@ -48,6 +48,8 @@ MAX_XIDS = 20
 MAX_MATCHED = 256
 XID_REFRESH_S = 30.0  # a persistent probe re-reads the kernel log at most this often
 XID_REFUSED_S = 600.0  # ... and retries a refused kernel log this rarely
+NVLINK_REFRESH_S = 30.0  # nvidia-smi path: `nvidia-smi nvlink --status` at most this often
+NVLINK_ABSENT_S = 600.0  # ... and this rarely when no GPU reported any NVLink
 CMDLINE_CHARS = 300
 MESSAGE_CHARS = 300
 MIB = 1024 * 1024
@@ -614,6 +616,37 @@ def parse_smi_version(text: str) -> Json:
     return found
 
 
+_NVLINK_GPU_RE = re.compile(r"^GPU (\d+):")
+_NVLINK_LINK_RE = re.compile(r"^\s*Link (\d+):\s*(.*)$")
+
+
+def parse_smi_nvlink(text: str) -> Dict[int, Tuple[int, Optional[int]]]:
+    """``nvidia-smi nvlink --status`` -> {GPU index: (active links, links)}.
+
+    A link reads ``Link 3: 25.781 GB/s`` when up and ``Link 3: <inactive>`` when down. When
+    every link is down the driver prints only ``NVML: Unable to retrieve NVLink information as
+    all links are inActive`` under the GPU: that is (0, None), the count unknown. A GPU with
+    neither (no NVLink) is left out.
+    """
+    out = {}  # type: Dict[int, Tuple[int, Optional[int]]]
+    gpu = None  # type: Optional[int]
+    for line in text.splitlines():
+        header = _NVLINK_GPU_RE.match(line)
+        if header:
+            gpu = int(header.group(1))
+            continue
+        if gpu is None:
+            continue
+        link = _NVLINK_LINK_RE.match(line)
+        if link:
+            active, total = out.get(gpu, (0, 0))
+            up = "inactive" not in link.group(2).lower()
+            out[gpu] = (active + int(up), (total or 0) + 1)
+        elif "all links are inactive" in line.lower():
+            out[gpu] = (0, None)
+    return out
+
+
 def _xml_text(node: Any, path: str) -> Optional[str]:
     found = node.find(path) if node is not None else None
     return None if found is None else smi_value(found.text)
@@ -1157,6 +1190,7 @@ class Probe(object):
         self._smi_fields = None  # type: Optional[str]
         self._smi_versions = None  # type: Optional[Json]
         self._smi_xml_useless = False
+        self._smi_nvlink = None  # type: Optional[Tuple[float, Dict[int, Tuple[int, Optional[int]]]]]
 
     def __enter__(self) -> "Probe":
         return self
@@ -1373,6 +1407,7 @@ class Probe(object):
             errors["nvidia-smi"] = problems[0][:MESSAGE_CHARS]
         gpus = [smi_row_to_gpu(row) for row in rows]
         self._smi_attach_apps(exe, deadline, gpus, errors)
+        self._smi_attach_nvlink(exe, deadline, gpus, errors)
         versions = self._smi_version(exe, deadline)
         if not self._smi_xml_useless and any(g["remapped_rows_pending"] is None for g in gpus):
             versions = self._smi_merge_xml(exe, deadline, gpus, errors) or versions
@@ -1409,6 +1444,30 @@ class Probe(object):
         apps = parse_smi_apps(out)
         for gpu in gpus:
             gpu["processes"] = apps.get(gpu["uuid"] or "", [])
+
+    def _smi_attach_nvlink(self, exe: str, deadline: float, gpus: List[Json], errors: Json) -> None:
+        """NVLink counts from ``nvidia-smi nvlink --status``, kept for NVLINK_REFRESH_S (link
+        state changes rarely and a persistent probe would otherwise start it every tick)."""
+        cached = self._smi_nvlink
+        now = time.monotonic()
+        if cached is not None:
+            ttl = NVLINK_REFRESH_S if cached[1] else NVLINK_ABSENT_S
+            if now - cached[0] >= ttl:
+                cached = None
+        if cached is None:
+            try:
+                code, out, err = run_command([exe, "nvlink", "--status"], _remaining(deadline))
+            except RuntimeError as exc:
+                errors["nvidia-smi:nvlink"] = str(exc)[:MESSAGE_CHARS]
+                return
+            links = parse_smi_nvlink(out)
+            if code != 0 and not links:
+                errors["nvidia-smi:nvlink"] = (out + err).strip()[:MESSAGE_CHARS]
+            cached = self._smi_nvlink = (now, links)
+        for gpu in gpus:
+            state = cached[1].get(gpu["index"]) if gpu["index"] is not None else None
+            if state is not None:
+                gpu["nvlink_active"], gpu["nvlink_total"] = state
 
     def _smi_version(self, exe: str, deadline: float) -> Json:
         if self._smi_versions is None:

@@ -225,6 +225,29 @@ def test_xml_new_schema_rtx_4000_ada() -> None:
     assert len(gpu["processes"]) == 4
 
 
+# ---------------------------------------------------------------- nvidia-smi nvlink
+
+
+def test_nvlink_status_counts_inactive_links() -> None:
+    links = probe.parse_smi_nvlink(fixture("smi_nvlink_status_v100_inactive.txt"))
+    assert links == {3: (4, 6)}
+
+
+def test_nvlink_status_of_several_gpus() -> None:
+    links = probe.parse_smi_nvlink(fixture("smi_nvlink_status_gb200.txt"))
+    assert links == {0: (18, 18), 1: (2, 2)}
+
+
+def test_nvlink_status_all_inactive_leaves_the_count_unknown() -> None:
+    links = probe.parse_smi_nvlink(fixture("smi_nvlink_status_b200_all_inactive.txt"))
+    assert links == {2: (0, None)}
+
+
+def test_nvlink_status_without_links_or_gpus() -> None:
+    assert probe.parse_smi_nvlink("GPU 0: NVIDIA H100 PCIe (UUID: GPU-1)\n") == {}
+    assert probe.parse_smi_nvlink("No devices were found\n") == {}
+
+
 # ---------------------------------------------------------------- kernel log
 
 

@@ -289,6 +289,25 @@ def test_nvidia_smi_fallback_end_to_end(
     calls = log.read_text().splitlines()
     assert calls[0].startswith("--query-gpu=index,name,uuid")
     assert not any(c.startswith("-q") for c in calls)  # remapped rows came with the CSV
+    assert (gpu["nvlink_active"], gpu["nvlink_total"]) == (None, None)  # no NVLink lines
+
+
+@pytest.mark.usefixtures("no_pynvml")
+def test_nvidia_smi_nvlink_counts_are_read_and_kept_between_ticks(
+    sampler: probe.Probe, fake_bin: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = install_fake_smi(fake_bin, monkeypatch, tmp_path)
+    monkeypatch.setenv("FAKE_SMI_NVLINK", "smi_nvlink_status_gb200.txt")  # its GPU 0: 18 up
+    (gpu,) = sampler.sample({"window_s": 0})["gpus"]
+    assert (gpu["nvlink_active"], gpu["nvlink_total"]) == (18, 18)
+    (gpu,) = sampler.sample({"window_s": 0})["gpus"]
+    assert (gpu["nvlink_active"], gpu["nvlink_total"]) == (18, 18)
+    runs = [c for c in log.read_text().splitlines() if c.startswith("nvlink")]
+    assert runs == ["nvlink --status"]  # once: kept for NVLINK_REFRESH_S
+    monkeypatch.setattr(probe, "NVLINK_REFRESH_S", 0.0)
+    monkeypatch.setenv("FAKE_SMI_NVLINK", "smi_nvlink_status_v100_inactive.txt")  # no GPU 0
+    (gpu,) = sampler.sample({"window_s": 0})["gpus"]
+    assert (gpu["nvlink_active"], gpu["nvlink_total"]) == (None, None)
 
 
 @pytest.mark.usefixtures("no_pynvml")

@@ -199,6 +199,29 @@ def test_throttle_pcie_nvlink_and_zombie_holder():
     assert "sw_power_cap" not in str(verdict.alerts)  # power capping is normal operation
 
 
+@pytest.mark.parametrize(
+    ("active", "total", "expected", "alert"),
+    [
+        (18, 18, None, None),
+        (16, 18, None, "2 of 18 NVLinks down"),
+        (0, 12, None, None),  # all down reads like a PCIe GPU without a bridge
+        (0, None, None, None),  # nvidia-smi: "all links are inActive", count unknown
+        (0, None, 18, "0 of 18 expected NVLinks active"),
+        (0, 12, 12, "0 of 12 expected NVLinks active"),
+        (18, 18, 18, None),
+        (None, None, 18, None),  # unknown (no NVLink data): not a fault by itself
+    ],
+)
+def test_nvlink_down(
+    active: int | None, total: int | None, expected: int | None, alert: str | None
+):
+    node = replace(NODE, nvlinks=expected)
+    sample = healthy(gpus=(gpu(0, nvlink_active=active, nvlink_total=total), gpu(1)))
+    found = [a for a in judge(sample, node, LIMITS).alerts if a.code == "gpu_nvlink_down"]
+    assert [a.message for a in found] == ([f"GPU 0: {alert}"] if alert else [])
+    assert all(a.severity is Severity.WARNING for a in found)
+
+
 def test_pcie_generation_drop_at_idle_is_not_an_alert():
     verdict = judge(healthy(gpus=(gpu(0, pcie_gen=1, util_pct=0.0), gpu(1))), NODE, LIMITS)
     assert verdict.status is Status.OK

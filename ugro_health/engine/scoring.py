@@ -89,7 +89,7 @@ def _judge_gpus(
     alerts.extend(_judge_xids(sample, limits))
     healths = []
     for gpu in sample.gpus:
-        gpu_alerts, health = _judge_gpu(gpu, limits)
+        gpu_alerts, health = _judge_gpu(gpu, limits, node.nvlinks)
         alerts.extend(gpu_alerts)
         healths.append(health)
     if not healths:
@@ -146,7 +146,9 @@ def _codes(events: list[XidEvent]) -> str:
     return ", ".join(sorted({str(x.xid) for x in events}, key=int))
 
 
-def _judge_gpu(gpu: GpuSample, limits: Thresholds) -> tuple[list[Alert], float]:
+def _judge_gpu(
+    gpu: GpuSample, limits: Thresholds, nvlinks: int | None = None
+) -> tuple[list[Alert], float]:
     alerts: list[Alert] = []
     health = 100.0
     tag = f"GPU {gpu.index}"
@@ -195,6 +197,7 @@ def _judge_gpu(gpu: GpuSample, limits: Thresholds) -> tuple[list[Alert], float]:
         )
     _judge_throttle(gpu, add)
     _judge_links(gpu, add)
+    _judge_nvlink(gpu, nvlinks, add)
     for proc in gpu.processes:
         if proc.alive is False:
             add(
@@ -238,18 +241,22 @@ def _judge_links(gpu: GpuSample, add: _Add) -> None:
             gpu.pcie_width,
             20,
         )
-    if gpu.nvlink_total and gpu.nvlink_active is not None and gpu.nvlink_active < gpu.nvlink_total:
-        add(
-            WARN,
-            "gpu_nvlink_down",
-            f"{gpu.nvlink_total - gpu.nvlink_active} of {gpu.nvlink_total} NVLinks down",
-            gpu.nvlink_active,
-            30,
-        )
 
 
 # The signature of the local ``add`` closures above.
 _Add = Callable[[Severity, str, str, float | str | None, float], None]
+
+
+def _judge_nvlink(gpu: GpuSample, expected: int | None, add: _Add) -> None:
+    """Some links down is a fault. All down reads the same as a PCIe GPU without a bridge,
+    so it alerts only where the node's ``nvlinks:`` says how many links to expect."""
+    active, total = gpu.nvlink_active, gpu.nvlink_total
+    if active is None:
+        return
+    if expected is not None and active < expected:
+        add(WARN, "gpu_nvlink_down", f"{active} of {expected} expected NVLinks active", active, 30)
+    elif expected is None and total and 0 < active < total:
+        add(WARN, "gpu_nvlink_down", f"{total - active} of {total} NVLinks down", active, 30)
 
 
 # --- system, network, processes ------------------------------------------------------------
