@@ -148,6 +148,25 @@ def test_enrolment_defaults_to_the_users_known_hosts(
     assert f"[127.0.0.1]:{sshd_rig.nodes['unknown'].port} " in (ssh_dir / "known_hosts").read_text()
 
 
+def test_enrolment_hashes_the_name_under_hash_known_hosts(
+    sshd_rig: SshdRig, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    config = sshd_rig.write_ssh_config(tmp_path / "ssh_config", "Host *\n    HashKnownHosts yes\n")
+    settings = sshd_rig.settings(known_hosts=str(known_hosts), ssh_config=str(config))
+    node = sshd_rig.node_config("unknown")
+    assert probe(sshd_rig, node, settings=settings, accept_new=True)["ok"] is True
+    text = known_hosts.read_text()
+    assert text.startswith("|1|") and "127.0.0.1" not in text
+    # OpenSSH's own tools find the hashed entry, and so does the next run without enrolment
+    name = f"[127.0.0.1]:{sshd_rig.nodes['unknown'].port}"
+    found = subprocess.run(
+        ["ssh-keygen", "-F", name, "-f", str(known_hosts)], capture_output=True, text=True
+    )
+    assert found.returncode == 0 and "ssh-ed25519" in found.stdout, found
+    assert probe(sshd_rig, node, settings=settings)["ok"] is True
+
+
 def test_hashed_known_hosts_entries_are_honoured(sshd_rig: SshdRig, tmp_path: Path) -> None:
     known_hosts = tmp_path / "known_hosts"
     shutil.copy(sshd_rig.known_hosts, known_hosts)

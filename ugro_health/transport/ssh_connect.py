@@ -307,6 +307,7 @@ class Connector:
             files,
             enrol_path=enrol,
             what=host.target + via,
+            hashed=host.hash_known_hosts,
         )
         self._authenticate(attempt, transport, host, via)
         transport.set_keepalive(max(1, round(self.settings.keepalive_s)))

@@ -133,11 +133,13 @@ class KnownHosts:
         *,
         enrol_path: str | None,
         what: str,
+        hashed: bool = False,
     ) -> None:
         """Return if ``key`` is known for ``name``; enrol it if allowed; else raise.
 
         ``what`` names the host for messages (``user@host:port``), ``enrol_path`` is the file
-        a new key is appended to, None when enrolment is off.
+        a new key is appended to, None when enrolment is off; ``hashed`` writes the name
+        hashed, as ssh does under ``HashKnownHosts yes``.
         """
         offered = fingerprint(key)
         if any(key.asbytes() in self._file(path).revoked for path in files):
@@ -161,16 +163,17 @@ class KnownHosts:
                 f"host key for {what} is not in known_hosts ({key.get_name()} {offered}); "
                 f"enrol it with `ugro-health check --accept-new` or ssh-keyscan",
             )
-        self._enrol(name, key, enrol_path)
+        self._enrol(name, key, enrol_path, hashed)
 
-    def _enrol(self, name: str, key: paramiko.PKey, path: str) -> None:
+    def _enrol(self, name: str, key: paramiko.PKey, path: str, hashed: bool) -> None:
         path = os.path.expanduser(path)
         known = self._file(path)
         with self._lock:
             entries = known.keys.lookup(name)
             if entries is not None and key.get_name() in entries:
                 return  # another thread enrolled this host a moment ago
-            line = paramiko.hostkeys.HostKeyEntry([name], key).to_line()
+            written = paramiko.HostKeys.hash_host(name) if hashed else name
+            line = paramiko.hostkeys.HostKeyEntry([written], key).to_line()
             if line is None:
                 raise TransportError(ErrorKind.SSH_ERROR, f"cannot record host key for {name}")
             parent = os.path.dirname(path)

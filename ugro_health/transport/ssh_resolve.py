@@ -41,6 +41,7 @@ class ResolvedHost:
     host_key_alias: str | None = None
     identities_only: bool = False
     known_hosts_files: tuple[str, ...] = ()
+    hash_known_hosts: bool = False  # ssh_config's HashKnownHosts: enrol hashed names
 
     @property
     def target(self) -> str:
@@ -81,6 +82,7 @@ def resolve(
         host_key_alias=opts.get("hostkeyalias"),
         identities_only=opts.get("identitiesonly", "no").lower() == "yes",
         known_hosts_files=user_kh + global_kh + extra_kh,
+        hash_known_hosts=opts.get("hashknownhosts", "no").lower() == "yes",
     )
 
 
