@@ -80,7 +80,8 @@ class ErrorKind(enum.Enum):
     SSH_ERROR = "ssh_error"
     PROBE_FAILED = "probe_failed"
     PROBE_INVALID = "probe_invalid"
-    SKIPPED = "skipped"
+    SKIPPED = "skipped"  # watch: isolated by its circuit breaker
+    NOT_POLLED = "not_polled"  # the run's time ran out before the node's turn in the pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +495,11 @@ class NodeReport:
     @property
     def reachable(self) -> bool:
         return self.sample is not None
+
+    @property
+    def polled(self) -> bool:
+        """False when the node was never tried (its result says nothing about the node)."""
+        return self.error is None or self.error.kind is not ErrorKind.NOT_POLLED
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -1,4 +1,5 @@
-"""Helpers for the root-only system tests: real tmpfs mounts, unmounted after each test."""
+"""Helpers for the root-only system tests: the marker, and real tmpfs mounts unmounted after
+each test."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 ROOT_ONLY = [
     pytest.mark.root,
     pytest.mark.skipif(
-        os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root to mount a tmpfs"
+        os.geteuid() != 0 and not os.environ.get("CI"),
+        reason="needs root (tmpfs mounts, network namespaces)",
     ),
 ]
 

@@ -18,17 +18,24 @@ import pytest
 from ugro_health import probe
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "probe"
-PYENV = Path("/root/.pyenv/versions")
+PYENV_ROOTS = [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv"), "/root/.pyenv"]
 PYTHONS = ["3.6.15", "3.8.18", "3.11.7", "3.13.0"]
 
 
 def interpreter(version: str) -> str:
-    path = PYENV / version / "bin" / "python"
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Python {version} is required under CI but missing at {path}")
-        pytest.skip(f"Python {version} not installed at {path}")
-    return str(path)
+    """pyenv's Python ``version``, from $PYENV_ROOT, ~/.pyenv or root's (where readable)."""
+    tried = []
+    for root in filter(None, PYENV_ROOTS):
+        path = Path(root) / "versions" / version / "bin" / "python"
+        tried.append(str(path))
+        try:
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+        except OSError:  # e.g. /root not readable by a developer's own account
+            continue
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Python {version} is required under CI but missing: {', '.join(tried)}")
+    pytest.skip(f"Python {version} not installed (or not readable): {', '.join(tried)}")
 
 
 def stream(*requests: Any) -> bytes:

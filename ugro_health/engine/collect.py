@@ -119,6 +119,21 @@ def poll_node(
     except Exception as exc:  # a bug in one node's path must not lose the others
         error = NodeError(ErrorKind.PROBE_INVALID, f"{type(exc).__name__}: {exc}")
         return failed_report(node.name, error, started_wall, started)
+    try:
+        return _judged(config, node, sample, jobs, started_wall, started)
+    except Exception as exc:  # an answer well-formed enough to parse but not to judge
+        error = NodeError(ErrorKind.PROBE_INVALID, f"{type(exc).__name__}: {exc}")
+        return failed_report(node.name, error, started_wall, started)
+
+
+def _judged(
+    config: Config,
+    node: NodeConfig,
+    sample: NodeSample,
+    jobs: Sequence[Job],
+    started_wall: float,
+    started: float,
+) -> NodeReport:
     duration = time.monotonic() - started
     skew = None
     if sample.time is not None:
@@ -145,12 +160,37 @@ def poll_node(
 def failed_report(name: str, error: NodeError, polled_at: float, started: float) -> NodeReport:
     return NodeReport(
         name=name,
-        status=Status.CRITICAL,
+        # Unreachable is CRITICAL; a node never tried is UNKNOWN: nothing was learnt about it.
+        status=Status.UNKNOWN if error.kind is ErrorKind.NOT_POLLED else Status.CRITICAL,
         score=None,
         polled_at=polled_at,
         duration_s=time.monotonic() - started,
         alerts=(error_alert(error),),
         error=error,
+    )
+
+
+def _poll_in_turn(
+    config: Config,
+    node: NodeConfig,
+    transport: Transport,
+    budget: float,
+    run_deadline: float,
+    jobs: Sequence[Job],
+    clock: Callable[[], float],
+) -> NodeReport:
+    """``poll_node`` with the node's own deadline counted from when a worker takes it up, so
+    a node queued behind slow ones still gets its whole budget (within the run's)."""
+    now = time.monotonic()
+    if run_deadline - now <= 0:
+        return failed_report(node.name, _not_polled(), clock(), now)
+    return poll_node(config, node, transport, min(now + budget, run_deadline), jobs, clock)
+
+
+def _not_polled() -> NodeError:
+    return NodeError(
+        ErrorKind.NOT_POLLED,
+        "not polled: the run's time ran out before its turn (raise ssh.max_workers, or --timeout)",
     )
 
 
@@ -167,33 +207,49 @@ def collect_cluster(
     jobs: Sequence[Job] = (),
     clock: Callable[[], float] = time.time,
 ) -> ClusterReport:
-    """Poll ``nodes`` concurrently; the report lists them in configuration order."""
+    """Poll ``nodes`` concurrently; the report lists them in configuration order.
+
+    Each node gets ``node_budget`` from when a worker takes it up. The run lasts at most as
+    many budgets as there are waves of workers, or ``timeout``: a node still running then is
+    reported timed out, one not yet started as not polled (UNKNOWN, and not recorded).
+    """
     started_wall, started = clock(), time.monotonic()
     budget = node_budget(config) if timeout is None else min(timeout, node_budget(config))
-    deadline = started + budget
     reports: dict[str, NodeReport] = {}
     workers = max(1, config.ssh.max_workers)
     if transports.persistent:
         # A persistent tick is mostly waiting for the answer: a thread per node sends every
         # request at once, which measured cheaper than waves (docs/benchmarks.md, watch cycles).
         workers = max(workers, min(len(nodes), MAX_PERSISTENT_WORKERS))
+    waves = max(1, -(-len(nodes) // workers))
+    run_budget = waves * budget if timeout is None else min(timeout, waves * budget)
+    run_deadline = started + run_budget
     pool = transports.pool(workers)
     finished = False
     try:
         futures: dict[Future[NodeReport], NodeConfig] = {
             pool.submit(
-                poll_node, config, node, transports.for_node(node), deadline, jobs, clock
+                _poll_in_turn,
+                config,
+                node,
+                transports.for_node(node),
+                budget,
+                run_deadline,
+                jobs,
+                clock,
             ): node
             for node in nodes
         }
         # One wait for all (a FIRST_COMPLETED loop re-arms every pending future each time).
-        done, pending = wait(futures, timeout=max(0.0, deadline + 0.5 - time.monotonic()))
+        done, pending = wait(futures, timeout=max(0.0, run_deadline + 0.5 - time.monotonic()))
         for future in done:
             reports[futures[future].name] = future.result()
         for future in pending:
             node = futures[future]
-            future.cancel()
-            error = NodeError(ErrorKind.TIMEOUT, f"no answer within {budget:.1f}s")
+            if future.cancel():  # never started
+                error = _not_polled()
+            else:
+                error = NodeError(ErrorKind.TIMEOUT, f"no answer within {budget:.1f}s")
             reports[node.name] = failed_report(node.name, error, started_wall, started)
         finished = not pending
     finally:

@@ -204,6 +204,9 @@ class Monitor:
     ) -> list[AlertEvent]:
         events: list[AlertEvent] = []
         for node in report.nodes:
+            if not node.polled:  # its turn never came: no verdict either way, still due
+                self.view.reports.setdefault(node.name, node)
+                continue
             if node.error is None:
                 transition = self.breakers.record_success(node.name, now)
             else:

@@ -39,7 +39,9 @@ class Recorder:
         """Append ``report`` to history and state (``also`` changes the state in the same
         write); returns the problems met (empty when fine)."""
         problems: list[str] = []
-        records = [record_from_report(node) for node in report.nodes]
+        # A node never tried (the run's time ran out first) is not a failed poll: its history
+        # and last known state stay as they were.
+        records = [record_from_report(node) for node in report.nodes if node.polled]
         try:
             self.history.append(records)
         except StoreError as exc:

@@ -381,7 +381,10 @@ def _judge_processes(sample: NodeSample, limits: Thresholds) -> tuple[list[Alert
 
 
 def error_alert(error: NodeError) -> Alert:
-    """The CRITICAL alert for a node that yielded no sample."""
+    """The alert for a node that yielded no sample: CRITICAL, but WARNING for a node that was
+    never tried (its status is UNKNOWN)."""
+    if error.kind is ErrorKind.NOT_POLLED:
+        return Alert(WARN, "node_not_polled", error.message, error.kind.value)
     if error.kind in (ErrorKind.PROBE_FAILED, ErrorKind.PROBE_INVALID):
         return Alert(
             CRIT,
