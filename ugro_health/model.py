@@ -9,6 +9,7 @@ report becomes the public ``--json`` contract (DESIGN.md): add fields there, nev
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,10 +135,11 @@ def human_duration(seconds: float) -> str:
 
 
 def as_float(value: Any) -> float | None:
-    """``value`` as a float if it is a JSON number (not a bool), else None."""
+    """``value`` as a float if it is a finite JSON number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _num(data: Mapping[str, Any], key: str) -> float | None:
@@ -145,15 +147,27 @@ def _num(data: Mapping[str, Any], key: str) -> float | None:
 
 
 def _int(data: Mapping[str, Any], key: str) -> int | None:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return int(value)
+    number = as_float(data.get(key))
+    return None if number is None else int(number)
+
+
+# C0 and C1 control characters (escape sequences, newlines, bells) as visible \xNN escapes.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` from a node made safe to print: control characters shown as ``\\xNN``, so
+    it can neither drive the terminal nor break a log or Nagios line."""
+    return text.translate(_CONTROLS)
 
 
 def _str(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
-    return value if isinstance(value, str) else None
+    return printable(value) if isinstance(value, str) else None
+
+
+def _text(value: Any) -> str:
+    return printable(value if isinstance(value, str) else str(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +386,7 @@ class NodeSample:
             swap_util_pct=_num(mem, "swap_util_pct"),
             disks=tuple(
                 DiskSample(
-                    mount=str(d.get("mount")),
+                    mount=_text(d.get("mount")),
                     total_bytes=_int(d, "total_bytes"),
                     used_bytes=_int(d, "used_bytes"),
                     error=_str(d, "error"),
@@ -382,7 +396,7 @@ class NodeSample:
             ),
             net=tuple(
                 NetSample(
-                    iface=str(n.get("iface")),
+                    iface=_text(n.get("iface")),
                     rx_bytes_per_s=_num(n, "rx_bytes_per_s"),
                     tx_bytes_per_s=_num(n, "tx_bytes_per_s"),
                     rx_errors_per_s=_num(n, "rx_errors_per_s"),
@@ -404,7 +418,7 @@ class NodeSample:
             xids=tuple(
                 XidEvent(
                     xid=int(x.get("xid", 0)),
-                    message=str(x.get("message", "")),
+                    message=_text(x.get("message", "")),
                     gpu=_str(x, "gpu"),
                     kernel_time_s=_num(x, "kernel_time_s"),
                 )
@@ -412,9 +426,11 @@ class NodeSample:
                 if isinstance(x, dict)
             ),
             matched_processes=tuple(
-                p for p in doc.get("matched_processes") or () if isinstance(p, dict)
+                {k: printable(v) if isinstance(v, str) else v for k, v in p.items()}
+                for p in doc.get("matched_processes") or ()
+                if isinstance(p, dict)
             ),
-            errors={str(k): str(v) for k, v in (doc.get("errors") or {}).items()},
+            errors={_text(k): _text(v) for k, v in (doc.get("errors") or {}).items()},
         )
 
     def metrics(self, clock_skew_s: float | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ugro_health.model import (
     NodeReport,
     NodeSample,
     Status,
+    printable,
     worst_status,
 )
 from ugro_health.transport.base import Transport, TransportError
@@ -158,6 +159,8 @@ def _judged(
 
 
 def failed_report(name: str, error: NodeError, polled_at: float, started: float) -> NodeReport:
+    # The message may quote the node (its stderr, its answer): never its control characters.
+    error = NodeError(error.kind, printable(error.message))
     return NodeReport(
         name=name,
         # Unreachable is CRITICAL; a node never tried is UNKNOWN: nothing was learnt about it.

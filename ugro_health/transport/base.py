@@ -37,6 +37,11 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and neither do our outputs.
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_response_line(line: bytes) -> dict[str, Any] | None:
     """The probe document in one output line, or None for a line that is not a response.
 
@@ -46,7 +51,7 @@ def parse_response_line(line: bytes) -> dict[str, Any] | None:
     if not line.startswith(RESPONSE_PREFIX):
         return None
     try:
-        doc = json.loads(line[len(RESPONSE_PREFIX) :])
+        doc = json.loads(line[len(RESPONSE_PREFIX) :], parse_constant=_no_constant)
     except ValueError as exc:
         raise TransportError(
             ErrorKind.PROBE_INVALID, f"probe answered invalid JSON: {exc}"
