@@ -59,10 +59,12 @@ def test_explicit_node_values_win_over_ssh_config() -> None:
     assert host.proxy_jump == "jump@10.0.0.1:2222"
 
 
-def test_an_explicit_host_is_not_remapped_but_is_looked_up() -> None:
+def test_an_explicit_host_is_looked_up_as_ssh_would() -> None:
     host = resolve(NodeConfig(name="n1", host="gpu1"), SETTINGS, SSH_CONFIG)
-    assert host.hostname == "gpu1"
-    assert host.user == "ollie"  # the rest of gpu1's block still applies
+    assert host.alias == "gpu1"
+    assert (host.hostname, host.port, host.user) == ("10.0.0.11", 2201, "ollie")  # whole block
+    address = resolve(NodeConfig(name="n2", host="10.0.0.99"), SETTINGS, SSH_CONFIG)
+    assert address.hostname == "10.0.0.99"  # no block of its own: used as it is
 
 
 def test_defaults_without_ssh_config() -> None:

@@ -58,8 +58,8 @@ def resolve(
     ssh_config: paramiko.SSHConfig | IndexedSshConfig | None,
 ) -> ResolvedHost:
     """Resolve ``node`` against ``ssh_config``: the node's own keys win, then ssh_config, then
-    defaults (port 22, the local user, ``~/.ssh/id_*``). An explicit ``host`` is used as is;
-    without one, ssh_config's ``HostName`` maps the node's name."""
+    defaults (port 22, the local user, ``~/.ssh/id_*``). The node's ``host`` (else its name) is
+    what one would type after ``ssh``: its ssh_config block applies whole, HostName included."""
     alias = node.ssh_host
     opts = _lookup(ssh_config, alias)
     identities = tuple(
@@ -74,7 +74,7 @@ def resolve(
     extra_kh = (settings.known_hosts,) if settings.known_hosts else ()
     return ResolvedHost(
         alias=alias,
-        hostname=node.host or opts.get("hostname") or alias,
+        hostname=opts.get("hostname") or alias,
         port=node.port or _port(opts.get("port"), alias),
         user=node.user or opts.get("user") or getpass.getuser(),
         identity_files=identities or DEFAULT_IDENTITIES,
