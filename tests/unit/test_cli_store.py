@@ -176,3 +176,21 @@ def test_stale_limit_comes_from_the_configuration(tmp_path: Path):
         "nodes"
     ]
     assert node["stale"] is False
+
+
+def test_a_job_past_its_ttl_is_finished_for_list_start_and_check(cluster: Path):
+    started = run_cli(
+        "jobs", "start", "t2", "--nodes", "here,here", "--ranks", "1", "--ttl", "2s", cwd=cluster
+    )
+    assert "job t2 started on here\n" in started.stdout  # a node named twice counts once
+    state = cluster / "state" / "ugro-health" / "state.json"
+    doc = json.loads(state.read_text())
+    doc["jobs"]["t2"]["started_at"] -= 10  # its TTL ran out 8 s ago
+    state.write_text(json.dumps(doc))
+    report = json.loads(run_cli("check", "--json", "--no-record", cwd=cluster).stdout)
+    assert not any(a["code"] == "job_ranks_low" for n in report["nodes"] for a in n["alerts"])
+    (job,) = json.loads(run_cli("jobs", "list", "--json", cwd=cluster).stdout)["jobs"]
+    assert not job["active"] and job["finish_reason"] == "ttl"
+    assert job["finished_at"] == job["started_at"] + 2
+    again = run_cli("jobs", "start", "t2", "--nodes", "here", cwd=cluster)
+    assert again.returncode == 0, again.stderr

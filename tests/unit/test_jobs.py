@@ -27,7 +27,7 @@ NODES = ["gpu1", "gpu2"]
 
 @pytest.fixture
 def store(tmp_path: Path) -> StateStore:
-    return StateStore(tmp_path)
+    return StateStore(tmp_path, clock=lambda: T0)
 
 
 def test_start_finish_and_last_activity(store: StateStore):
@@ -73,6 +73,30 @@ def test_ttl_expiry(store: StateStore):
     assert expire_jobs(store, T0 + 3599, seen) == []
     (expired,) = expire_jobs(store, T0 + 3600, seen)
     assert expired.finish_reason == "ttl" and expired.finished_at == T0 + 3600
+
+
+def test_a_job_past_its_ttl_is_finished_for_readers_and_its_name_free(tmp_path: Path):
+    start_job(StateStore(tmp_path, clock=lambda: T0), "a", ["gpu1"], T0, NODES, ttl_s=60)
+    later = StateStore(tmp_path, clock=lambda: T0 + 61)
+    assert active_jobs(later.load().state) == []
+    (job,) = jobs_of(later.load().state)
+    assert (job.finish_reason, job.finished_at) == ("ttl", T0 + 60)
+    start_job(later, "a", ["gpu2"], T0 + 61, NODES)  # not "already active"
+    assert [j.nodes for j in active_jobs(later.load().state)] == [("gpu2",)]
+
+
+def test_a_node_named_twice_counts_once(store: StateStore):
+    job = start_job(store, "a", ["gpu2", "gpu1", "gpu2"], T0, NODES)
+    assert job.nodes == ("gpu2", "gpu1")
+    assert jobs_of(store.load().state)[0].nodes == ("gpu2", "gpu1")
+
+
+def test_no_rank_alert_for_a_job_past_its_ttl_at_the_sample_time():
+    from ugro_health.engine.jobs import Job
+
+    job = Job(name="j", nodes=("gpu1",), started_at=T0, ranks=2, ttl_s=60)
+    assert rank_alerts("gpu1", NodeSample(time=T0 + 59), [job])
+    assert rank_alerts("gpu1", NodeSample(time=T0 + 60), [job]) == []
 
 
 def test_grace_expiry_counts_from_last_sighting(store: StateStore):

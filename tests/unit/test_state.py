@@ -173,3 +173,37 @@ def test_unwritable_state_dir_is_a_one_line_store_error(tmp_path: Path) -> None:
         StateStore(blocker).update(lambda s: None)
     state, warning = StateStore(blocker).load()
     assert state["nodes"] == {} and warning is not None and warning.startswith("state not read")
+
+
+def _job(started: float, ttl: float | None) -> dict:
+    return {"name": "j", "nodes": ["a"], "started_at": started, "ttl_s": ttl, "finished_at": None}
+
+
+def test_a_job_past_its_ttl_is_finished_by_the_first_reader_for_all(tmp_path: Path) -> None:
+    writer = StateStore(tmp_path, clock=lambda: T0)
+    writer.update(lambda s: s["jobs"].update(old=_job(T0 - 100, 60), new=_job(T0 - 100, 600)))
+    state, warning = StateStore(tmp_path, clock=lambda: T0).load()
+    assert warning is None
+    old, new = state["jobs"]["old"], state["jobs"]["new"]
+    # finished at the moment its TTL ran out (the same for every reader), not at the read
+    assert (old["finished_at"], old["finish_reason"]) == (T0 - 40, "ttl")
+    assert new["finished_at"] is None
+    on_disk = json.loads((tmp_path / "state.json").read_text())["jobs"]["old"]
+    assert (on_disk["finished_at"], on_disk["finish_reason"]) == (T0 - 40, "ttl")
+
+
+def test_an_update_never_sees_a_job_past_its_ttl_as_active(tmp_path: Path) -> None:
+    StateStore(tmp_path, clock=lambda: T0).update(lambda s: s["jobs"].update(j=_job(T0, 60)))
+    seen: list = []
+    StateStore(tmp_path, clock=lambda: T0 + 60).update(lambda s: seen.append(dict(s["jobs"]["j"])))
+    assert seen[0]["finished_at"] == T0 + 60 and seen[0]["finish_reason"] == "ttl"
+
+
+def test_a_read_only_store_still_reads_a_job_past_its_ttl_as_finished(tmp_path: Path) -> None:
+    StateStore(tmp_path, clock=lambda: T0).update(lambda s: s["jobs"].update(j=_job(T0, 60)))
+    before = (tmp_path / "state.json").read_bytes()
+    (tmp_path / "state.lock").unlink()
+    (tmp_path / "state.lock").mkdir()  # the lock cannot be taken: nothing can be written
+    state, warning = StateStore(tmp_path, clock=lambda: T0 + 61).load()
+    assert warning is None and state["jobs"]["j"]["finish_reason"] == "ttl"
+    assert (tmp_path / "state.json").read_bytes() == before

@@ -5,6 +5,10 @@ locked read-modify-write), so a launcher, cron and a running ``watch`` can all c
 once without losing an update. Job activity drives ``watch``'s adaptive polling; the probe
 reports processes matching each job's pattern, which ``rank_alerts`` compares with the expected
 ranks per node.
+
+A job past its TTL is finished for every reader: the state store finishes it on load and on
+update (``store.state.expire_ttl_jobs``), and ``rank_alerts`` never counts one whose TTL ran out
+by the sample's time, even in a list loaded before that.
 """
 
 from __future__ import annotations
@@ -46,6 +50,15 @@ class Job:
     @property
     def active(self) -> bool:
         return self.finished_at is None
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the TTL runs out (None: no TTL)."""
+        return None if self.ttl_s is None else self.started_at + self.ttl_s
+
+    def over_by(self, now: float) -> bool:
+        """Finished, or past its TTL at ``now``."""
+        return not self.active or (self.expires_at is not None and now >= self.expires_at)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,7 +119,11 @@ def start_job(
     match: str | None = None,
     ttl_s: float | None = None,
 ) -> Job:
-    """Register an active job; raises ``JobError`` for a bad name, node, pattern or a clash."""
+    """Register an active job; raises ``JobError`` for a bad name, node, pattern or a clash.
+
+    A node named twice counts once. A job of the same name that finished (or whose TTL ran out:
+    the store finishes it as it loads) is replaced."""
+    nodes = list(dict.fromkeys(nodes))
     _validate(name, nodes, known_nodes, ranks, match)
     job = Job(name=name, nodes=tuple(nodes), started_at=now, ranks=ranks, match=match, ttl_s=ttl_s)
 
@@ -197,7 +214,8 @@ def expire_jobs(
                 job = Job.from_json(data)
             reason = _expiry_reason(job, now, grace_s)
             if reason:
-                data["finished_at"] = now
+                # A TTL ends at its moment, as the store's own expiry has it.
+                data["finished_at"] = job.expires_at if reason == "ttl" else now
                 data["finish_reason"] = reason
                 expired.append(Job.from_json(data))
 
@@ -210,7 +228,7 @@ def _seen_now(job: Job, procs_by_node: Mapping[str, Mapping[str, int]]) -> bool:
 
 
 def _expiry_reason(job: Job, now: float, grace_s: float) -> str | None:
-    if job.ttl_s is not None and now >= job.started_at + job.ttl_s:
+    if job.over_by(now):
         return "ttl"
     last = job.procs_seen_at if job.procs_seen_at is not None else job.started_at
     if now - last >= grace_s:
@@ -246,11 +264,15 @@ def patterns_for(node: str, jobs: Sequence[Job], defaults: Sequence[str]) -> lis
 
 
 def rank_alerts(node: str, sample: NodeSample, jobs: Sequence[Job]) -> list[Alert]:
-    """WARNING for each job on ``node`` with fewer matching processes than its ranks."""
+    """WARNING for each job on ``node`` with fewer matching processes than its ranks.
+
+    A job finished, or past its TTL when the sample was taken, expects nothing any more."""
     alerts = []
     counts = matched_counts(sample, jobs)
     for job in jobs:
         if node not in job.nodes or job.ranks is None:
+            continue
+        if not job.active or (sample.time is not None and job.over_by(sample.time)):
             continue
         seen = _count_for(job, counts)
         if seen < job.ranks:

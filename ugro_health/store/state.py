@@ -12,6 +12,10 @@ replace (temporary file 0600 in the same directory, fsync, ``os.replace``, fsync
 directory): concurrent ``check`` from cron, ``watch`` and ``jobs start`` lose nothing, and a crash
 leaves either the old or the new file. Readers take no lock. A corrupt or foreign ``state.json``
 is set aside as ``state.json.corrupt-<time>`` and reported, never fatal.
+
+A job past its ``ttl_s`` is finished for everyone: every load and every update marks it finished
+(reason ``ttl``, at the moment its TTL ran out), and a reader that meets one writes that under the
+lock, so ``jobs list``, ``jobs start``, ``check`` and ``watch`` agree whoever looks first.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from ugro_health.store._fs import (
     LOCK_TIMEOUT_S,
@@ -71,7 +75,7 @@ class StateStore:
             return Loaded(empty_state(), f"state not read: {exc.strerror} ({self.path})")
         state, problem = _parse(raw)
         if problem is None:
-            return Loaded(state, None)
+            return self._with_ttl_expired(state)
         try:  # set it aside under the lock, unless a writer has replaced it meanwhile
             with exclusive_lock(self.directory / LOCK_FILE, self.lock_timeout_s):
                 return self._quarantine_locked(problem)
@@ -122,6 +126,16 @@ class StateStore:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _with_ttl_expired(self, state: dict[str, Any]) -> Loaded:
+        """``state`` with its jobs past their TTL finished, persisted when we may write."""
+        now = self.clock()
+        if not expire_ttl_jobs(state, now):
+            return Loaded(state, None)
+        try:
+            return self.update(lambda _state: None)  # the update finishes them under the lock
+        except StoreError:  # a read-only store: readers still agree, each finishes them alike
+            return Loaded(state, None)
+
     def _load_locked(self) -> Loaded:
         try:
             raw = self.path.read_bytes()
@@ -129,6 +143,7 @@ class StateStore:
             return Loaded(empty_state(), None)
         state, problem = _parse(raw)
         if problem is None:
+            expire_ttl_jobs(state, self.clock())
             return Loaded(state, None)
         return self._quarantine_locked(problem)
 
@@ -139,6 +154,7 @@ class StateStore:
         except FileNotFoundError:
             return Loaded(empty_state(), None)
         if again is None:  # a writer replaced it while we waited for the lock
+            expire_ttl_jobs(state, self.clock())
             return Loaded(state, None)
         aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(self.clock())}")
         os.replace(self.path, aside)
@@ -162,6 +178,36 @@ class StateStore:
                 pass
             raise
         _fsync_dir(self.directory)
+
+
+def ttl_deadline(job: Mapping[str, Any]) -> float | None:
+    """When an active job's TTL runs out; None for a finished job or one without a TTL."""
+    if job.get("finished_at") is not None:
+        return None
+    ttl, started = job.get("ttl_s"), job.get("started_at")
+    if not (_is_number(ttl) and _is_number(started)):
+        return None
+    return float(started) + float(ttl)
+
+
+def expire_ttl_jobs(state: dict[str, Any], now: float) -> list[str]:
+    """Mark finished (reason ``ttl``) every active job whose TTL ran out by ``now``, in place.
+
+    The finish time is the moment the TTL ran out, not ``now``: whoever looks first, every
+    reader sees the same job. Returns the names of the jobs it finished.
+    """
+    expired = []
+    for name, job in (state.get("jobs") or {}).items():
+        deadline = ttl_deadline(job) if isinstance(job, dict) else None
+        if deadline is not None and now >= deadline:
+            job["finished_at"] = deadline
+            job["finish_reason"] = "ttl"
+            expired.append(name)
+    return expired
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
 def merge_node(entry: dict[str, Any], record: Mapping[str, Any], now: float | None = None) -> None:
