@@ -359,18 +359,62 @@ def _job_match(doc: YamlDoc, data: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(match)
 
 
-def _build_config(doc: YamlDoc, text: str) -> Config:
-    data = check_keys(doc, parse_yaml(text, doc), _TOP_KEYS, ())
-    defaults = check_keys(doc, section(doc, data, "defaults"), _DEFAULTS_KEYS, ("defaults",))
-    ssh = _settings(doc, data, "ssh", SshSettings, _SSH_KEYS)
+def _ssh(doc: YamlDoc, data: Mapping[str, Any]) -> SshSettings:
+    ssh: SshSettings = _settings(doc, data, "ssh", SshSettings, _SSH_KEYS)
     ssh = _bounded(doc, ssh, "ssh", ("max_workers",), lambda v: v >= 1, "must be at least 1")
-    thresholds = _settings(doc, data, "thresholds", Thresholds, _THRESHOLD_KEYS)
+    # 0 would leave no time at all: every SSH node would fail before its DNS lookup.
+    timeouts = ("connect_timeout", "command_timeout")
+    ssh = _bounded(doc, ssh, "ssh", timeouts, lambda v: v > 0, "must be more than zero")
+    return ssh
+
+
+_PERCENT_KEYS = tuple(f.name for f in fields(Thresholds) if f.name.endswith("_pct"))
+_WARN_CRIT = (
+    ("gpu_temp_warn_c", "gpu_temp_crit_c"),
+    ("mem_warn_pct", "mem_crit_pct"),
+    ("disk_warn_pct", "disk_crit_pct"),
+)
+
+
+def _thresholds(doc: YamlDoc, data: Mapping[str, Any]) -> Thresholds:
+    thresholds: Thresholds = _settings(doc, data, "thresholds", Thresholds, _THRESHOLD_KEYS)
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in thresholds.xid_critical):
         doc.problem(("thresholds", "xid_critical"), "must be a list of integers")
         thresholds = replace(thresholds, xid_critical=DEFAULT_XID_CRITICAL)
-    thresholds = _bounded(
-        doc, thresholds, "thresholds", ("xid_window_s",), lambda v: v > 0, "must be more than zero"
-    )
+    # Negative values are already refused (and reset) by _settings.
+    for keys, ok, message in (
+        (("xid_window_s",), lambda v: v > 0, "must be more than zero"),
+        (_PERCENT_KEYS, lambda v: v <= 100, "must be a percentage, 0 to 100"),
+        (("score_warn",), lambda v: v <= 100, "must be 0 to 100 (a score)"),
+    ):
+        thresholds = _bounded(doc, thresholds, "thresholds", keys, ok, message)
+    for warn, crit in _WARN_CRIT:
+        thresholds = _warn_not_above_crit(doc, thresholds, warn, crit)
+    return thresholds
+
+
+def _warn_not_above_crit(doc: YamlDoc, thresholds: Thresholds, warn: str, crit: str) -> Thresholds:
+    """``thresholds``, with the pair reset to its defaults (and reported) if warn > crit."""
+    low, high = getattr(thresholds, warn), getattr(thresholds, crit)
+    if low <= high:
+        return thresholds
+    written = {key for key in (warn, crit) if ("thresholds", key) in doc.lines}
+    # Reported where the file sets it: the warning level, unless only the critical one is set.
+    where = crit if written == {crit} else warn
+
+    def shown(key: str, value: float) -> str:
+        return f"{key} ({value:g}{'' if key in written else ', the default'})"
+
+    doc.problem(("thresholds", where), f"{shown(warn, low)} must not be above {shown(crit, high)}")
+    fallback = Thresholds()
+    return replace(thresholds, **{warn: getattr(fallback, warn), crit: getattr(fallback, crit)})
+
+
+def _build_config(doc: YamlDoc, text: str) -> Config:
+    data = check_keys(doc, parse_yaml(text, doc), _TOP_KEYS, ())
+    defaults = check_keys(doc, section(doc, data, "defaults"), _DEFAULTS_KEYS, ("defaults",))
+    ssh = _ssh(doc, data)
+    thresholds = _thresholds(doc, data)
     watch = _settings(doc, data, "watch", WatchSettings, _WATCH_KEYS)
     positive = ("active_interval_s", "max_interval_s", "problem_interval_s", "reset_base_s")
     watch = _bounded(doc, watch, "watch", positive, lambda v: v > 0, "must be more than zero")

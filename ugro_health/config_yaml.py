@@ -19,6 +19,9 @@ import yaml
 Where = tuple[str | int, ...]
 
 _SCALARS = yaml.SafeLoader("")  # only its scalar constructors are used
+# Aliases are expanded into plain values: a few nested ones ("billion laughs") would otherwise
+# expand into more values than memory holds. A real cluster file has thousands.
+MAX_VALUES = 1_000_000
 _TYPE_NAMES = {
     "str": "a string",
     "int": "an integer",
@@ -62,6 +65,8 @@ class YamlDoc:
         self.lines: dict[Where, int] = {}
         self.problems: list[ConfigError] = []
         self._seen: set[tuple[int | None, str | None, str]] = set()
+        self._open: set[int] = set()  # the collections being converted: an alias cycle test
+        self._values = 0
 
     def error(self, where: Where, message: str, line: int | None = None) -> ConfigError:
         probe = where
@@ -82,7 +87,22 @@ class YamlDoc:
             self.problems.append(error)
 
     def convert(self, node: yaml.Node, where: Where) -> Any:
+        """Plain values from a composed node; an alias cycle or an alias bomb raises."""
         self.lines.setdefault(where, node.start_mark.line + 1)
+        self._values += 1
+        if self._values > MAX_VALUES:
+            raise self.error(where, f"more than {MAX_VALUES:,} values once aliases are expanded")
+        if not isinstance(node, yaml.CollectionNode):
+            return _SCALARS.construct_object(node)
+        if id(node) in self._open:  # an alias resolves to the very node it is inside of
+            raise self.error(where, "an anchor (&name) is used inside itself (*name)")
+        self._open.add(id(node))
+        try:
+            return self._convert_collection(node, where)
+        finally:
+            self._open.discard(id(node))
+
+    def _convert_collection(self, node: yaml.CollectionNode, where: Where) -> Any:
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -97,9 +117,7 @@ class YamlDoc:
                 self.lines[(*where, key)] = line
                 out[key] = self.convert(value_node, (*where, key))
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*where, i)) for i, item in enumerate(node.value)]
-        return _SCALARS.construct_object(node)
+        return [self.convert(item, (*where, i)) for i, item in enumerate(node.value)]
 
 
 def parse_yaml(text: str, doc: YamlDoc) -> dict[str, Any]:
@@ -107,15 +125,17 @@ def parse_yaml(text: str, doc: YamlDoc) -> dict[str, Any]:
     mapping raises ``ConfigError`` even when collecting: nothing below can be checked then."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = None if root is None else doc.convert(root, ())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"invalid YAML: {exc.problem or exc}", doc.path, line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", doc.path) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", doc.path) from None
     if root is None:
         raise ConfigError("the file is empty; it needs at least a `nodes:` list", doc.path, 1)
-    data = doc.convert(root, ())
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping with a `nodes:` list", doc.path, 1)
     return data

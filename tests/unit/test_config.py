@@ -296,3 +296,64 @@ def test_expand_node_pattern():
     for bad in ("a;b", "gpu[03-01", "my box"):
         with pytest.raises(ConfigError):
             expand_node_pattern(bad)
+
+
+SETTINGS_THAT_BREAK_RUNS = """\
+ssh:
+  connect_timeout: 0
+  command_timeout: 0.0
+thresholds:
+  gpu_temp_warn_c: 90
+  gpu_temp_crit_c: 80
+  disk_warn_pct: 20
+  disk_crit_pct: 5
+  mem_crit_pct: 70
+  swap_warn_pct: 120
+  score_warn: 101
+nodes: [a]
+"""
+
+
+def test_validate_refuses_settings_that_break_runs():
+    problems = [p.one_line() for p in validate_config(SETTINGS_THAT_BREAK_RUNS, "c.yaml")]
+    assert problems == [
+        "c.yaml:2: ssh.connect_timeout: must be more than zero",
+        "c.yaml:3: ssh.command_timeout: must be more than zero",
+        "c.yaml:5: thresholds.gpu_temp_warn_c: gpu_temp_warn_c (90) must not be above "
+        "gpu_temp_crit_c (80)",
+        "c.yaml:7: thresholds.disk_warn_pct: disk_warn_pct (20) must not be above disk_crit_pct (5)",
+        "c.yaml:9: thresholds.mem_crit_pct: mem_warn_pct (90, the default) must not be above "
+        "mem_crit_pct (70)",
+        "c.yaml:10: thresholds.swap_warn_pct: must be a percentage, 0 to 100",
+        "c.yaml:11: thresholds.score_warn: must be 0 to 100 (a score)",
+    ]
+
+
+def test_equal_warn_and_crit_and_the_bounds_themselves_are_valid():
+    text = (
+        "thresholds: {gpu_temp_warn_c: 85, gpu_temp_crit_c: 85, disk_warn_pct: 0,"
+        " disk_crit_pct: 100, score_warn: 0}\nnodes: [a]\n"
+    )
+    assert validate_config(text, "c.yaml") == []
+    assert validate_config("thresholds: {score_warn: 100}\nnodes: [a]\n", "c.yaml") == []
+
+
+@pytest.mark.parametrize(
+    "text", ["a: &a [*a]\nnodes: [x]\n", "nodes: &n\n  - name: a\n    tags: *n\n"]
+)
+def test_an_anchor_used_inside_itself_is_one_config_error(text):
+    with pytest.raises(ConfigError, match=r"^c\.yaml:\d+: .*anchor") as info:
+        parse_config(text, "c.yaml")
+    assert "\n" not in str(info.value)
+    (problem,) = validate_config(text, "c.yaml")
+    assert problem.one_line() == str(info.value)
+
+
+def test_yaml_nested_too_deeply_or_aliases_that_explode_are_one_config_error(monkeypatch):
+    deep = "a: " + "[" * 5000 + "]" * 5000 + "\nnodes: [x]\n"
+    assert error_of(deep) == "cluster.yaml: invalid YAML: nested too deeply"
+    monkeypatch.setattr("ugro_health.config_yaml.MAX_VALUES", 1000)
+    bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 4)
+    )
+    assert "more than 1,000 values once aliases are expanded" in error_of(bomb + "nodes: [x]\n")
