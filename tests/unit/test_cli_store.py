@@ -91,6 +91,25 @@ def test_history_reports_corrupt_lines_and_carries_on(cluster: Path):
     assert len(json.loads(result.stdout)["samples"]) == 4
 
 
+def test_history_over_a_damaged_store_is_one_line(cluster: Path):
+    run_cli("check", cwd=cluster)
+    history = cluster / "state" / "ugro-health" / "history"
+    (segment,) = history.glob("*.jsonl")
+    segment.unlink()
+    segment.mkdir()  # a directory where this hour's segment should be
+    result = run_cli("history", cwd=cluster)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"ugro-health: warning: skipped 1 unreadable history segment(s) "
+        f"(first: Is a directory ({segment}))\n"
+    )
+    blocker = cluster / "blocker"
+    blocker.write_text("")
+    refused = run_cli("--state-dir", str(blocker), "history", cwd=cluster)
+    assert refused.returncode == 3
+    assert refused.stderr == f"ugro-health: history not read: Not a directory ({blocker}/history)\n"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

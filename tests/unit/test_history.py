@@ -305,3 +305,32 @@ def test_reading_streams_with_flat_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
         assert count == 6400
         assert peak < 512 * 1024, f"{read.__name__} peaked at {peak} bytes for {size} on disk"
+
+
+def test_a_directory_where_a_segment_should_be_is_skipped_counted_and_kept(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(T0 + 100)
+    store = HistoryStore(tmp_path, retention_s=3600, clock=clock)
+    store.append([report("a", T0 + 10)])
+    odd = store.directory / segment_name(T0 - SEGMENT_S)
+    odd.mkdir()
+    stats = ReadStats()
+    assert [r["node"] for r in store.iter_records(stats=stats)] == ["a"]
+    assert stats.message() == (
+        f"skipped 1 unreadable history segment(s) (first: Is a directory ({odd}))"
+    )
+    clock.now = T0 + 3 * SEGMENT_S  # retention passes over it without failing the append
+    assert store.append([report("a", clock.now)]) == 1
+    assert odd.is_dir()
+
+
+def test_a_state_dir_that_is_a_file_is_a_one_line_store_error_for_readers(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(
+        StoreError, match=r"^history not read: Not a directory \(.*/file/history\)$"
+    ):
+        list(HistoryStore(blocker).iter_points())

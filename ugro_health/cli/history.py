@@ -41,6 +41,7 @@ def history_command(
 
     Example: [bold]ugro-health history gpu1 --since 6h --metric gpu_temp[/bold]
     """
+    from ugro_health.store._fs import StoreError
     from ugro_health.store.history import HistoryStore, ReadStats
     from ugro_health.store.summary import METRICS, parse_duration, summarize
 
@@ -57,7 +58,10 @@ def history_command(
     stats = ReadStats()
     nodes = {node} if node else None
     points = store.iter_points(since=start, until=end, nodes=nodes, stats=stats)
-    summaries = summarize(points, metric, start=start, end=end)
+    try:
+        summaries = summarize(points, metric, start=start, end=end)
+    except StoreError as exc:
+        fail(str(exc))
     if stats.message():
         warn(str(stats.message()))
     if node and node not in summaries:

@@ -96,6 +96,8 @@ class ReadStats:
     skipped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     first: str | None = None  # "path:line" of the first skipped line
+    segments_skipped: int = 0  # segment files that could not be opened (a directory, EACCES)
+    first_segment: str | None = None  # "reason (path)" of the first
 
     def skip(self, reason: str, path: Path, line: int) -> None:
         self.skipped += 1
@@ -103,11 +105,24 @@ class ReadStats:
         if self.first is None:
             self.first = f"{path}:{line}"
 
+    def skip_segment(self, path: Path, exc: OSError) -> None:
+        self.segments_skipped += 1
+        if self.first_segment is None:
+            self.first_segment = f"{exc.strerror or type(exc).__name__} ({path})"
+
     def message(self) -> str | None:
-        if not self.skipped:
-            return None
-        why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
-        return f"skipped {self.skipped} unreadable history line(s) ({why}; first at {self.first})"
+        parts = []
+        if self.skipped:
+            why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
+            parts.append(
+                f"skipped {self.skipped} unreadable history line(s) ({why}; first at {self.first})"
+            )
+        if self.segments_skipped:
+            parts.append(
+                f"skipped {self.segments_skipped} unreadable history segment(s) "
+                f"(first: {self.first_segment})"
+            )
+        return "; ".join(parts) or None
 
 
 class HistoryStore:
@@ -226,8 +241,8 @@ class HistoryStore:
             try:
                 path.unlink()
                 dropped.append(path)
-            except FileNotFoundError:
-                pass
+            except (FileNotFoundError, IsADirectoryError):
+                pass  # gone meanwhile, or not a segment we wrote: readers skip and report it
         return dropped
 
     # -- reading -----------------------------------------------------------------------------
@@ -239,7 +254,10 @@ class HistoryStore:
         nodes: set[str] | None = None,
         stats: ReadStats | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Stream whole records in file order, skipping and counting lines that are not one."""
+        """Stream whole records in file order, skipping and counting lines that are not one.
+
+        Raises ``StoreError`` (one line), when first advanced, if the history directory cannot
+        be listed; a segment that cannot be opened is skipped and counted in ``stats``."""
         return self._iter(since, until, nodes, stats, summary_only=False)
 
     def iter_points(
@@ -265,7 +283,11 @@ class HistoryStore:
         summary_only: bool,
     ) -> Iterator[dict[str, Any]]:
         stats = ReadStats() if stats is None else stats
-        for start, path, _ in self.segments():
+        try:
+            segments = self.segments()
+        except OSError as exc:  # the state dir is a file, or unreadable
+            raise StoreError.from_os("history not read", exc, self.directory) from None
+        for start, path, _ in segments:
             if since is not None and start + SEGMENT_S <= since:
                 continue
             if until is not None and start > until:
@@ -306,6 +328,9 @@ def _read_segment(
         handle = open(path, "rb")  # noqa: SIM115 - closed below, generator may be abandoned
     except FileNotFoundError:
         return  # dropped by retention meanwhile
+    except OSError as exc:  # a directory or an unreadable file where a segment should be
+        stats.skip_segment(path, exc)
+        return
     with handle:
         for number, raw in enumerate(handle, 1):
             if not raw.endswith(b"\n"):
