@@ -128,6 +128,25 @@ def test_node_entries_sanitize_and_skip():
     assert skipped == ["skipping 'my host': not a host name", "skipping 'a@b': not a host name"]
 
 
+def test_node_entries_skip_a_host_an_earlier_range_or_name_already_gives():
+    entries, skipped = node_entries(["gpu[01-03]", "gpu02", "gpu[03-04]", "x.y:2", "x.y-2"])
+    assert [e.name for e in entries] == ["gpu[01-03]", "x.y-2"]
+    assert skipped == [
+        "skipping 'gpu02': node 'gpu02' already comes from 'gpu[01-03]'",
+        "skipping 'gpu[03-04]': node 'gpu03' already comes from 'gpu[01-03]'",
+        "skipping 'x.y-2': node 'x.y-2' already comes from 'x.y:2'",
+    ]
+
+
+def test_init_with_a_host_inside_a_range_writes_a_valid_file(tmp_path: Path, home):
+    result = run_cli("config", "init", "-o", "-", "gpu[01-03]", "gpu02", cwd=tmp_path, env=home)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "ugro-health: warning: skipping 'gpu02': node 'gpu02' already comes from 'gpu[01-03]'\n"
+    )
+    assert "- name: gpu[01-03]" in result.stdout and "gpu02" not in result.stdout
+
+
 def test_ssh_config_include_loop_terminates(tmp_path: Path):
     config = tmp_path / "config"
     config.write_text(f"Host a\nInclude {config}\n")

@@ -31,19 +31,23 @@ def node_entries(hosts: list[str]) -> tuple[list[NodeEntry], list[str]]:
     """One entry per distinct usable host, and a reason for each host that was skipped.
 
     A host that is a valid node name (or range) is the node's name; any other host name gets a
-    sanitized ``name`` and the original as ``host``."""
+    sanitized ``name`` and the original as ``host``. A host whose node (or one of whose range's
+    nodes) an earlier host already gives is skipped: ``gpu02`` after ``gpu[01-03]``."""
     entries: list[NodeEntry] = []
     skipped: list[str] = []
-    names: set[str] = set()
+    owner: dict[str, str] = {}  # node name -> the host that gave it
     for host in dict.fromkeys(hosts):
         entry = _entry(host)
         if entry is None:
             skipped.append(f"skipping {host!r}: not a host name")
-        elif entry.name in names:
-            skipped.append(f"skipping {host!r}: node name {entry.name!r} is already used")
-        else:
-            names.add(entry.name)
-            entries.append(entry)
+            continue
+        names = expand_node_pattern(entry.name)
+        taken = next((name for name in names if name in owner), None)
+        if taken is not None:
+            skipped.append(f"skipping {host!r}: node {taken!r} already comes from {owner[taken]!r}")
+            continue
+        owner.update(dict.fromkeys(names, host))
+        entries.append(entry)
     return entries, skipped
 
 
