@@ -152,8 +152,21 @@ def test_nagios_line_has_status_summary_and_perfdata():
     )
     assert "gpu2: unreachable (refused)" in head and "gpu1: GPU 1: temperature 82 °C" in head
     assert "\n" not in line
-    fields = perf.split()
-    assert "'gpu-master_score'=97;70;;0;100" in fields
-    assert "'gpu1_gpu_temp_max'=82;80;85" in fields
-    assert "unreachable=1;;1;0" in fields
-    assert not any(f.startswith("'gpu2_score'") for f in fields)  # no invented score
+    # Plugin range syntax: "70:" alerts below 70 (the score rule), "@80:" at 80 or above (the
+    # temperature rule), "0" above 0 (one unreachable node is critical). No invented gpu2 score.
+    assert perf.split() == [
+        "nodes=3;;;0",
+        "duration=5.010s;;;0",
+        "unreachable=1;;0;0;3",
+        "'gpu-master_score'=97;70:;;0;100",
+        "'gpu-master_gpu_temp_max'=66;@80:;@85:",
+        "'gpu1_score'=74;70:;;0;100",
+        "'gpu1_gpu_temp_max'=82;@80:;@85:",
+    ]
+
+
+def test_nagios_thresholds_follow_configured_limits_without_rounding():
+    limits = Thresholds(score_warn=65, gpu_temp_warn_c=82.5, gpu_temp_crit_c=90.0)
+    perf = nagios_line(report(), limits).split(" | ")[1].split()
+    assert "'gpu1_score'=74;65:;;0;100" in perf
+    assert "'gpu1_gpu_temp_max'=82;@82.5:;@90:" in perf

@@ -14,7 +14,7 @@ from ugro_health import __version__, paths
 from ugro_health.cli import check, config_cmd, history, jobs, status, watch
 from ugro_health.cli.context import AppContext
 from ugro_health.cli.help_format import TidyHelpGroup
-from ugro_health.cli.output import err_console, fail
+from ugro_health.cli.output import err_console, fail, use_nagios
 from ugro_health.config import ConfigError
 
 app = typer.Typer(
@@ -81,7 +81,11 @@ app.add_typer(config_cmd.app, name="config")
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; maps every failure to an exit code and one line."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
+    # Read before parsing, so that even a usage error answers Nagios in its own protocol.
+    options = args[: args.index("--")] if "--" in args else args
+    use_nagios("--nagios" in options)
     try:
         code = app(args=argv, prog_name="ugro-health", standalone_mode=False)
     except typer.Abort:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from typer._click.exceptions import UsageError
 
 from ugro_health.cli.context import from_typer, select_nodes
 from ugro_health.cli.node_completion import nodes_glob_option
-from ugro_health.cli.output import console, warn
+from ugro_health.cli.output import console, use_nagios, warn
 
 if TYPE_CHECKING:
     from ugro_health.engine.jobs import Job
@@ -47,6 +48,10 @@ def check_command(
     """
     from ugro_health.engine.collect import Transports, collect_cluster
 
+    if nagios:
+        use_nagios()
+        if as_json:
+            raise UsageError("--json and --nagios cannot be used together", ctx=ctx)
     app = from_typer(ctx)
     config = app.load_config()
     selected = select_nodes(config, nodes)

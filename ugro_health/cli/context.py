@@ -34,12 +34,20 @@ def from_typer(ctx: typer.Context) -> AppContext:
 
 
 def select_nodes(config: Config, pattern: str | None) -> tuple[NodeConfig, ...]:
-    """The nodes matching ``--nodes``; none is a usage error (exit 3) naming what exists."""
+    """The nodes matching ``--nodes``; a glob that matches nothing is a usage error (exit 3).
+
+    Each comma-separated glob must match: a typo in ``gpu1,gpu2,gpu3`` would otherwise drop a
+    node from the check without a word, and a dead node would pass for a healthy cluster.
+    """
     from ugro_health.cli.output import fail
 
-    selected = config.select(pattern)
-    if not selected:
+    globs = [p.strip() for p in (pattern or "").split(",") if p.strip()]
+    unmatched = [g for g in globs if not config.select(g)]
+    if pattern and not globs:
+        unmatched = [pattern]
+    if unmatched:
         known = ", ".join(n.name for n in config.nodes[:8])
         more = f" and {len(config.nodes) - 8} more" if len(config.nodes) > 8 else ""
-        fail(f"no node matches {pattern!r} (configured: {known}{more})")
-    return selected
+        names = ", ".join(repr(g) for g in unmatched)
+        fail(f"no node matches {names} (configured: {known}{more})")
+    return config.select(pattern)

@@ -1,6 +1,8 @@
 """The one owner of the terminal: stdout and stderr consoles, and one-line errors.
 
-Colour follows Rich's rules: off for pipes and when ``NO_COLOR`` is set.
+Colour follows Rich's rules: off for pipes and when ``NO_COLOR`` is set. Under ``--nagios`` an
+error is the plugin's one line on stdout (``UGRO-HEALTH UNKNOWN - reason``), which is what Nagios
+and a cron ``| logger`` read.
 """
 
 from __future__ import annotations
@@ -12,11 +14,27 @@ from rich.console import Console
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+_nagios = False
+
+
+def use_nagios(on: bool = True) -> None:
+    """From now on, ``fail`` speaks the monitoring-plugins protocol on stdout."""
+    global _nagios
+    _nagios = on
 
 
 def fail(message: str, code: int = 3) -> NoReturn:
-    """Print ``ugro-health: message`` on one line to stderr and exit with ``code``."""
-    err_console.print(f"ugro-health: {message}", markup=False, soft_wrap=True)
+    """Print ``ugro-health: message`` on one line to stderr (under ``--nagios``, the plugin's
+    UNKNOWN line on stdout) and exit with ``code``."""
+    if _nagios:
+        from ugro_health.render.nagios import nagios_text
+
+        sys.stdout.write(f"UGRO-HEALTH UNKNOWN - {nagios_text(message)}\n")
+        sys.stdout.flush()
+        sys.exit(code)
+    from ugro_health.render.common import printable
+
+    err_console.print(f"ugro-health: {printable(message)}", markup=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -12,7 +12,9 @@ import typer
 from ugro_health.cli.context import from_typer
 from ugro_health.cli.output import console, warn
 from ugro_health.config import WatchSettings
-from ugro_health.model import JSON_SCHEMA, Status, worst_status
+from ugro_health.model import JSON_SCHEMA, ErrorKind, Status, worst_status
+
+_ERROR_KINDS = frozenset(k.value for k in ErrorKind)
 
 
 def status_command(
@@ -97,6 +99,7 @@ def node_documents(
                 "score": entry.get("score"),
                 "reachable": bool(entry.get("reachable")),
                 "error": entry.get("error"),
+                "error_kind": entry.get("error_kind") or _error_kind(entry.get("error")),
                 "metrics": entry.get("metrics") or {},
                 "gpus": entry.get("gpus") or [],
                 "alerts": entry.get("alerts") or [],
@@ -109,6 +112,14 @@ def node_documents(
             }
         )
     return docs
+
+
+def _error_kind(error: object) -> str | None:
+    """The kind from an error's ``kind: message`` text, for state written without the field."""
+    if not isinstance(error, str):
+        return None
+    kind = error.partition(":")[0]
+    return kind if kind in _ERROR_KINDS else None
 
 
 def _effective(node: dict[str, Any]) -> Status:

@@ -16,7 +16,7 @@ from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console
 
 if TYPE_CHECKING:
-    from ugro_health.engine.monitor import CycleResult, Monitor
+    from ugro_health.engine.monitor import AlertEvent, CycleResult, Monitor
     from ugro_health.render.dashboard import WatchView
 
 
@@ -98,11 +98,11 @@ def _log(line: str) -> None:
 
 def cycle_line(monitor: Monitor, result: CycleResult) -> str:
     """``2026-11-28T21:30:00Z cycle 12: polled 3 in 0.21s; 2 ok, 1 critical; ...``."""
-    from ugro_health.render.common import counts_line
+    from ugro_health.render.common import counts_line, printable
 
     reports = list(monitor.view.reports.values())
     skipped = f", {len(result.skipped)} isolated" if result.skipped else ""
-    jobs = ", ".join(monitor.view.active_jobs) or "none"
+    jobs = ", ".join(map(printable, monitor.view.active_jobs)) or "none"
     return (
         f"{_stamp(result.at)} cycle {monitor.view.cycles}: polled {len(result.polled)}"
         f"{skipped} in {result.duration_s:.2f}s; {counts_line(reports)}; jobs: {jobs}; "
@@ -110,18 +110,28 @@ def cycle_line(monitor: Monitor, result: CycleResult) -> str:
     )
 
 
+def event_line(event: AlertEvent) -> str:
+    """``2026-11-28T21:30:00Z ALERT CRITICAL gpu1 gpu_temp_critical: GPU 0: ...``, one line
+    whatever the node sent (its text is made printable)."""
+    from ugro_health.render.common import printable
+
+    word = "ALERT" if event.kind == "raised" else "CLEARED"
+    severity = event.alert.severity.value.upper()
+    return printable(
+        f"{_stamp(event.at)} {word} {severity} {event.node} {event.alert.code}: "
+        f"{event.alert.message}"
+    )
+
+
 def _run_headless(monitor: Monitor) -> None:
+    from ugro_health.render.common import printable
+
     def on_cycle(result: CycleResult) -> None:
         _log(cycle_line(monitor, result))
         for event in result.events:
-            word = "ALERT" if event.kind == "raised" else "CLEARED"
-            severity = event.alert.severity.value.upper()
-            _log(
-                f"{_stamp(event.at)} {word} {severity} {event.node} {event.alert.code}: "
-                f"{event.alert.message}"
-            )
+            _log(event_line(event))
         for problem in result.store_problems:
-            _log(f"{_stamp(result.at)} STORE {problem}")
+            _log(printable(f"{_stamp(result.at)} STORE {problem}"))
 
     _log(
         f"{_stamp(time.time())} watching {len(monitor.nodes)} node(s); "

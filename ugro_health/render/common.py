@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ugro_health.model import NodeReport, Status
 
 STATUS_STYLE = {
@@ -11,6 +13,25 @@ STATUS_STYLE = {
     Status.UNKNOWN: "magenta",
 }
 DASH = "—"
+
+# What a terminal or a log reader would act on rather than show: C0 and C1 controls (ESC starts
+# escape sequences, CR and LF break lines), DEL, Unicode line separators and bidi overrides.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print on one line: control characters become ``\\xNN`` escapes.
+
+    For every string that came from a node (messages, GPU names, names from the store): nodes are
+    not trusted to keep escape sequences and line breaks out of the operator's terminal and logs.
+    Rich markup is not a concern here: renderers put such text in ``Text`` objects, never markup.
+    """
+    return _UNPRINTABLE.sub(_escape, str(text))
 
 
 def pct(value: float | None) -> str:
@@ -34,7 +55,7 @@ def gpu_summary(report: NodeReport) -> str:
     gpus = report.sample.gpus
     if not gpus:
         return "none"
-    names = {(g.name or "GPU").replace("NVIDIA ", "").split(" ")[0] for g in gpus}
+    names = {printable((g.name or "GPU").replace("NVIDIA ", "").split(" ")[0]) for g in gpus}
     utils = [g.util_pct for g in gpus if g.util_pct is not None]
     temps = [g.temp_c for g in gpus if g.temp_c is not None]
     parts = [f"{len(gpus)}× {'/'.join(sorted(names))}"]

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ugro_health.model import Alert, NodeReport, Severity, Status, human_duration
-from ugro_health.render.common import DASH, STATUS_STYLE, pct
+from ugro_health.render.common import DASH, STATUS_STYLE, pct, printable
 
 SEVERITY_STYLE = {Severity.CRITICAL: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
@@ -67,7 +67,7 @@ def _header(view: WatchView) -> Text:
         text.append(f"{counts[status]} {word}", style=STATUS_STYLE[status])
         text.append(" · ")
     text.append(f"{unreachable} unreachable  ")
-    jobs = ", ".join(view.active_jobs) if view.active_jobs else "none"
+    jobs = ", ".join(map(printable, view.active_jobs)) if view.active_jobs else "none"
     text.append(f"jobs: {jobs}  ")
     cycle = DASH if view.last_cycle_s is None else f"{view.last_cycle_s:.2f}s"
     text.append(
@@ -115,14 +115,14 @@ def _cells(name: str, row: NodeRow) -> list[Text]:
     age = DASH if row.age_s is None else human_duration(row.age_s)
     if report is None:
         return (
-            [Text(name), Text("pending", style="dim")]
+            [Text(printable(name)), Text("pending", style="dim")]
             + [Text(DASH)] * 9
             + [Text(breaker), Text(age)]
         )
     status = report.status.name if report.reachable else "UNREACHABLE"
     values = _metric_cells(report)
     return [
-        Text(name),
+        Text(printable(name)),
         Text(status, style=STATUS_STYLE[report.status]),
         Text(DASH if report.score is None else str(report.score)),
         *values,
@@ -171,8 +171,8 @@ def _alerts_panel(view: WatchView, max_alerts: int) -> Panel:
             lines.append("\n")
         ago = human_duration(view.now - timed.at)
         lines.append(f"{ago:>4} ago  ", style="dim")
-        lines.append(f"{timed.node}: ", style="bold")
-        lines.append(timed.alert.message, style=SEVERITY_STYLE[timed.alert.severity])
+        lines.append(f"{printable(timed.node)}: ", style="bold")
+        lines.append(printable(timed.alert.message), style=SEVERITY_STYLE[timed.alert.severity])
     if not lines:
         lines.append("no alerts", style="dim")
     return Panel(lines, title="latest alerts", title_align="left", border_style="dim")

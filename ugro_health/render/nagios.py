@@ -1,4 +1,9 @@
-"""One monitoring-plugins line with perfdata: ``UGRO-HEALTH CRITICAL - ... | perfdata``."""
+"""One monitoring-plugins line with perfdata: ``UGRO-HEALTH CRITICAL - ... | perfdata``.
+
+Thresholds follow the plugin range syntax (nagios-plugins.org/doc/guidelines.html#THRESHOLDFORMAT):
+``N`` alerts above N, ``N:`` below N, ``@N:`` at N or above; each mirrors the rule in
+``engine/scoring.py`` exactly, so a graph's threshold lines agree with the status.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,24 @@ import re
 
 from ugro_health.config import Thresholds
 from ugro_health.model import ClusterReport, Severity
-from ugro_health.render.common import counts_line
+from ugro_health.render.common import counts_line, printable
 
 _LABEL_BAD = re.compile(r"[='\s]")
+MAX_PROBLEMS = 5
 
 
 def _label(name: str) -> str:
-    return "'" + _LABEL_BAD.sub("_", name) + "'"
+    return "'" + _LABEL_BAD.sub("_", printable(name)) + "'"
+
+
+def _num(value: float) -> str:
+    """``80`` for 80.0, ``82.5`` for 82.5: no rounding that would move a value past a limit."""
+    return f"{value:g}"
+
+
+def nagios_text(text: str) -> str:
+    """One line of plugin output: printable, and no ``|`` (which starts the perfdata)."""
+    return printable(text).replace("|", "/")
 
 
 def nagios_line(report: ClusterReport, limits: Thresholds) -> str:
@@ -23,21 +39,23 @@ def nagios_line(report: ClusterReport, limits: Thresholds) -> str:
         worst = [a for a in node.alerts if a.severity is not Severity.INFO]
         if worst:
             problems.append(f"{node.name}: {worst[0].message}")
-    detail = ("; " + "; ".join(problems[:5])) if problems else ""
-    if len(problems) > 5:
-        detail += f"; +{len(problems) - 5} more"
-    detail = detail.replace("|", "/")
+    detail = ("; " + "; ".join(problems[:MAX_PROBLEMS])) if problems else ""
+    if len(problems) > MAX_PROBLEMS:
+        detail += f"; +{len(problems) - MAX_PROBLEMS} more"
     perf = [f"nodes={len(report.nodes)};;;0", f"duration={report.duration_s:.3f}s;;;0"]
+    # One unreachable node is CRITICAL: critical above 0.
     unreachable = sum(1 for n in report.nodes if not n.reachable)
-    perf.append(f"unreachable={unreachable};;1;0")
+    perf.append(f"unreachable={unreachable};;0;0;{len(report.nodes)}")
     for node in report.nodes:
         if node.score is not None:
-            perf.append(f"{_label(node.name + '_score')}={node.score};{limits.score_warn};;0;100")
+            # WARNING below score_warn: range "70:" (alert when under 70).
+            perf.append(f"{_label(node.name + '_score')}={node.score};{limits.score_warn}:;;0;100")
         if node.sample is not None:
             temps = [g.temp_c for g in node.sample.gpus if g.temp_c is not None]
             if temps:
+                # WARNING / CRITICAL at the limit or above: ranges "@80:" and "@85:".
                 perf.append(
-                    f"{_label(node.name + '_gpu_temp_max')}={max(temps):.0f};"
-                    f"{limits.gpu_temp_warn_c:.0f};{limits.gpu_temp_crit_c:.0f}"
+                    f"{_label(node.name + '_gpu_temp_max')}={_num(max(temps))};"
+                    f"@{_num(limits.gpu_temp_warn_c)}:;@{_num(limits.gpu_temp_crit_c)}:"
                 )
-    return f"UGRO-HEALTH {status} - {summary}{detail} | {' '.join(perf)}"
+    return f"UGRO-HEALTH {status} - {nagios_text(summary + detail)} | {' '.join(perf)}"

@@ -1,0 +1,109 @@
+"""A node table that fits the terminal: the ``check`` and ``status`` tables share it.
+
+Pure: builds Rich renderables. On a narrow terminal the least useful columns go first (never the
+node's name or status); where the ALERTS column would then be too narrow to read, each node's
+alerts go on their own indented lines under its row instead of being folded mid-word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+ALERTS_MIN_WIDTH = 30  # narrower than this, alerts read better under their node
+GAP = 2  # between columns: Rich's default padding of one cell on each side
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    header: str
+    right: bool = False  # right-justified (numbers)
+    drop_rank: int = 0  # 0: always shown; on a narrow terminal the highest rank goes first
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    cells: Sequence[Text]  # one per column, each a single line
+    alerts: Text  # one alert per line; empty for none
+
+
+@dataclass(frozen=True, slots=True)
+class FittedTable:
+    """Lays itself out for the width it is rendered at (Rich's console protocol)."""
+
+    columns: Sequence[Column]
+    rows: Sequence[NodeRow]
+    footer: Text
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield fitted_table(self.columns, self.rows, options.max_width, self.footer)
+
+
+def fitted_table(
+    columns: Sequence[Column], rows: Sequence[NodeRow], width: int, footer: Text
+) -> RenderableType:
+    widths = [
+        max([cell_len(c.header)] + [_cell_width(row.cells[i]) for row in rows])
+        for i, c in enumerate(columns)
+    ]
+    shown = list(range(len(columns)))
+    for i in sorted(
+        (i for i, c in enumerate(columns) if c.drop_rank), key=lambda i: -columns[i].drop_rank
+    ):
+        if _used(widths, shown) <= width:
+            break
+        shown.remove(i)
+    if width - _used(widths, shown) - GAP >= ALERTS_MIN_WIDTH:
+        return Group(_inline(columns, rows, shown), footer)
+    return Group(*_stacked(columns, rows, shown, widths), footer)
+
+
+def _used(widths: list[int], shown: list[int]) -> int:
+    return sum(widths[i] for i in shown) + GAP * (len(shown) - 1)
+
+
+def _cell_width(text: Text) -> int:
+    return max(cell_len(line) for line in text.plain.split("\n"))
+
+
+def _inline(columns: Sequence[Column], rows: Sequence[NodeRow], shown: list[int]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
+    for i in shown:
+        table.add_column(
+            columns[i].header, justify="right" if columns[i].right else "left", no_wrap=True
+        )
+    table.add_column("ALERTS", overflow="fold")
+    for row in rows:
+        table.add_row(*(row.cells[i] for i in shown), row.alerts)
+    return table
+
+
+def _stacked(
+    columns: Sequence[Column], rows: Sequence[NodeRow], shown: list[int], widths: list[int]
+) -> list[RenderableType]:
+    """Aligned rows without an ALERTS column, each followed by its alerts, indented."""
+
+    def line(cells: Sequence[Text]) -> Text:
+        out = Text()
+        for n, i in enumerate(shown):
+            cell = cells[i].copy()
+            cell.align("right" if columns[i].right else "left", widths[i])
+            if n:
+                out.append(" " * GAP)
+            out.append_text(cell)
+        out.rstrip()
+        return out
+
+    header = line([Text(c.header, style="bold") for c in columns])
+    parts: list[RenderableType] = [header]
+    for row in rows:
+        parts.append(line(row.cells))
+        if row.alerts:
+            parts.append(Padding(row.alerts, (0, 0, 0, 2), expand=False))
+    return parts
