@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,14 +152,25 @@ def _int(data: Mapping[str, Any], key: str) -> int | None:
     return None if number is None else int(number)
 
 
-# C0 and C1 control characters (escape sequences, newlines, bells) as visible \xNN escapes.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+# What a terminal or a log reader would act on rather than show: C0 and C1 controls (ESC starts
+# escape sequences, CR and LF break lines), DEL, Unicode line separators and bidi overrides.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
-def printable(text: str) -> str:
-    """``text`` from a node made safe to print: control characters shown as ``\\xNN``, so
-    it can neither drive the terminal nor break a log or Nagios line."""
-    return text.translate(_CONTROLS)
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print on one line: control characters become ``\\xNN`` escapes.
+
+    For every string that came from a node (messages, GPU names, names from the store): nodes are
+    not trusted to keep escape sequences and line breaks out of the operator's terminal and logs.
+    Applied when a probe answer is read, and again by the renderers (the store may hold older
+    records). Rich markup is not a concern: renderers put such text in ``Text``, never markup.
+    """
+    return _UNPRINTABLE.sub(_escape, str(text))
 
 
 def _str(data: Mapping[str, Any], key: str) -> str | None:
@@ -167,7 +179,7 @@ def _str(data: Mapping[str, Any], key: str) -> str | None:
 
 
 def _text(value: Any) -> str:
-    return printable(value if isinstance(value, str) else str(value))
+    return printable(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-from ugro_health.model import NodeReport, Status
+from ugro_health.model import NodeReport, Status, printable
 
 STATUS_STYLE = {
     Status.OK: "green",
@@ -13,26 +11,6 @@ STATUS_STYLE = {
     Status.UNKNOWN: "magenta",
 }
 DASH = "—"
-
-# What a terminal or a log reader would act on rather than show: C0 and C1 controls (ESC starts
-# escape sequences, CR and LF break lines), DEL, Unicode line separators and bidi overrides.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable(text: object) -> str:
-    """``text`` safe to print on one line: control characters become ``\\xNN`` escapes.
-
-    For every string that came from a node (messages, GPU names, names from the store): nodes are
-    not trusted to keep escape sequences and line breaks out of the operator's terminal and logs.
-    Rich markup is not a concern here: renderers put such text in ``Text`` objects, never markup.
-    """
-    return _UNPRINTABLE.sub(_escape, str(text))
-
 
 def pct(value: float | None) -> str:
     return DASH if value is None else f"{value:.0f}%"
