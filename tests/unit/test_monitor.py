@@ -145,3 +145,22 @@ def test_job_started_elsewhere_shortens_the_interval_within_one_cycle(
     assert starts[3] - starts[2] == pytest.approx(5.0, abs=0.01)
     assert monitor.scheduler.interval == 5.0
     assert monitor.view.active_jobs == ["llama"]
+
+
+def test_a_job_past_its_ttl_ends_fast_polling_at_the_ttl(tmp_path: Path):
+    config = Config(
+        nodes=(NodeConfig(name="here", host="localhost", transport="local"),), thresholds=CALM
+    )
+    clock = FakeClock(start=time.time())
+    start_job(StateStore(tmp_path), "short", ["here"], clock.time(), ["here"], ttl_s=12.0)
+    monitor = make_monitor(config, tmp_path, clock)
+    results = []
+    monitor.run(on_cycle=results.append, max_cycles=5)
+    starts = [r.at - r.duration_s - results[0].at + results[0].duration_s for r in results]
+    events = [(e.at - results[0].at, e.alert.code) for r in results for e in r.events]
+    # Active: every 5 s (0, 5, 10); the TTL runs out at 12 s, which nothing writes to disk:
+    # the cycle at 15 s already sees the job finished and the interval relaxes after it.
+    assert starts[:4] == pytest.approx([0.0, 5.0, 10.0, 15.0], abs=0.05)
+    assert ("job_finished" in {code for at, code in events if at <= 15.1}), events
+    assert monitor.view.active_jobs == []
+    assert starts[4] - starts[3] > 5.0

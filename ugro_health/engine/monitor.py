@@ -255,7 +255,9 @@ class Monitor:
             stamp = self.store.path.stat().st_mtime_ns
         except OSError:
             stamp = None
-        if stamp is not None and stamp == self._state_stamp:
+        unchanged = stamp is not None and stamp == self._state_stamp
+        # A job whose TTL just ran out changes nothing on disk: reload, which finishes it.
+        if unchanged and not any(job.over_by(now) for job in self._jobs):
             self.scheduler.set_activity(len(self._jobs), self._last_activity, now)
             return
         self._state_stamp = stamp
