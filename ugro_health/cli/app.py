@@ -6,7 +6,11 @@ would read as CRITICAL) and never a traceback unless ``--debug``.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
+from typing import NoReturn
 
 import typer
 
@@ -16,6 +20,7 @@ from ugro_health.cli.context import AppContext
 from ugro_health.cli.help_format import TidyHelpGroup
 from ugro_health.cli.output import err_console, fail, use_nagios
 from ugro_health.config import ConfigError
+from ugro_health.engine import POLL_THREAD_PREFIX
 
 app = typer.Typer(
     name="ugro-health",
@@ -106,4 +111,25 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)")
-    sys.exit(code if isinstance(code, int) else 0)
+    _exit(code if isinstance(code, int) else 0)
+
+
+_EXIT_GRACE_S = 0.5  # for idle poll threads to notice the pool's shutdown
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with ``code``, never held by a poll thread stuck past its node's deadline.
+
+    Every remote call has a deadline, and the report already says which node did not answer;
+    but Python joins pool threads at exit, so one call that ignored its deadline (a library
+    bug, a wedged driver) would keep ``check`` from ever returning. Idle workers end at once.
+    """
+    end = time.monotonic() + _EXIT_GRACE_S
+    for thread in threading.enumerate():
+        if thread.name.startswith(POLL_THREAD_PREFIX):
+            thread.join(max(0.0, end - time.monotonic()))
+    if any(t.name.startswith(POLL_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

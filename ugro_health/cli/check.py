@@ -33,7 +33,8 @@ def check_command(
         "-t",
         min=0.1,
         metavar="SECONDS",
-        help="Bound the whole run; nodes still unanswered are reported as timed out.",
+        help="Bound the whole run: a node still unanswered is reported timed out, one whose "
+        "turn has not come, not polled.",
     ),
     accept_new: bool = typer.Option(
         False,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ugro_health.config import Config, NodeConfig
+from ugro_health.engine import POLL_THREAD_PREFIX
 from ugro_health.engine.jobs import Job, patterns_for, rank_alerts
 from ugro_health.engine.scoring import error_alert, judge
 from ugro_health.model import (
@@ -50,7 +51,9 @@ class Transports:
         """The poll threads, kept from run to run (``watch``: no thread starts per cycle)."""
         if self._pool is None or self._pool_workers < workers:  # threads start lazily
             self.discard_pool()
-            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ugro-poll")
+            self._pool = ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=POLL_THREAD_PREFIX
+            )
             self._pool_workers = workers
         return self._pool
 
