@@ -1513,10 +1513,23 @@ def _guard(fn: Callable[[], Any], errors: Dict[str, str], key: str) -> Any:
 # ---------------------------------------------------------------------------- remote main
 
 
+def _protocol_stream() -> Any:
+    """The protocol's own stream, on a copy of fd 1; fd 1 itself then points at stderr, so
+    neither a stray print() nor what a C library (NVML, psutil) writes to fd 1 can corrupt it."""
+    sys.stdout.flush()
+    out = sys.stdout  # type: Any
+    try:
+        out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+    except OSError:  # no fd 2 to point at: fd 1 stays, Python's prints at least are kept off
+        pass
+    sys.stdout = sys.stderr
+    return out
+
+
 def main() -> None:
     """Answer requests from stdin, one ``UGRO1 <json>`` line each, until EOF or op=exit."""
-    out = sys.stdout
-    sys.stdout = sys.stderr  # a stray print() must not corrupt the protocol stream
+    out = _protocol_stream()
     probe = Probe()
     try:
         while True:

@@ -226,3 +226,39 @@ def test_warm_ticks_ask_for_no_sampling_window(rig: SshdRig) -> None:
         assert time.monotonic() - start < 1.0
     finally:
         transport.close()
+
+
+def test_garbage_output_is_invalid_as_under_check(rig: SshdRig) -> None:
+    # The same judgement as one-shot `check` (test_ssh_transport's garbage test).
+    transport = rig.transport(persistent=True)
+    try:
+        node = rig.node_config("persist", python=rig.garbage_python)
+        with pytest.raises(TransportError) as info:
+            tick(transport, node)
+        assert info.value.kind is ErrorKind.PROBE_INVALID
+        assert info.value.message == "no probe answer in output: 'hello'"
+    finally:
+        transport.close()
+
+
+def test_a_tick_behind_an_overrunning_one_gives_up_at_its_own_deadline(rig: SshdRig) -> None:
+    settings = rig.settings(command_timeout=3.0)
+    transport = rig.transport(settings, persistent=True)
+    hung = rig.node_config("persist", python=rig.hang_python)
+    try:
+        before = {p.pid for p in rig.sessions("persist")}
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(tick, transport, hung)
+            # Once it has connected, the first tick holds the node's session.
+            assert wait_for(lambda: {p.pid for p in rig.sessions("persist")} - before)
+            start = time.monotonic()
+            with pytest.raises(TransportError) as info:
+                tick(transport, hung, timeout=0.5)
+            assert time.monotonic() - start < 0.5 + 0.5
+            assert info.value.kind is ErrorKind.TIMEOUT
+            assert info.value.message == "previous poll of this node still running"
+            with pytest.raises(TransportError) as info:
+                first.result(timeout=10)
+            assert info.value.message == "timed out after 3.0s waiting for probe output"
+    finally:
+        transport.close()

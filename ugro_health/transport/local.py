@@ -35,10 +35,18 @@ class LocalTransport:
         with self._lock:
             instance = self._probes.pop(node_name, None)
         if instance is not None:
-            instance.close()
+            _release(instance)
 
     def close(self) -> None:
         with self._lock:
-            for instance in self._probes.values():
-                instance.close()
+            instances = list(self._probes.values())
             self._probes.clear()
+        for instance in instances:
+            _release(instance)
+
+
+def _release(instance: probe.Probe) -> None:
+    """Shut NVML down, unless a sub-check is still hung: NVML's shutdown would wait behind a
+    hung NVML call (as the remote probe's ``main()`` knows), and with it ``watch``'s exit."""
+    if not instance.has_hung_checks:
+        instance.close()

@@ -24,7 +24,7 @@ from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
-from ugro_health.transport.ssh_hostkeys import Identities, KnownHosts, open_agent
+from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     IndexedSshConfig,
@@ -216,6 +216,7 @@ class Connector:
         self._known_hosts_override = known_hosts_files
         self._known = KnownHosts()
         self._identities = Identities(DEFAULT_IDENTITIES)
+        self._agent = SshAgent(settings.connect_timeout)
         self._lock = threading.Lock()
 
     def ssh_config(self) -> paramiko.SSHConfig | None:
@@ -344,40 +345,59 @@ class Connector:
     def _authenticate(
         self, attempt: Attempt, transport: paramiko.Transport, host: ResolvedHost, via: str
     ) -> None:
+        """Key files first, then (unless IdentitiesOnly) the agent's keys: the agent is asked
+        only when no file opens the door. A failing agent is named in the error."""
         attempt.begin(f"authentication{via}", self.settings.connect_timeout)
         tried: list[str] = []
         keys = self._identities.keys_for(host.identity_files, tried)
-        agent = None if host.identities_only else open_agent()
         try:
-            if agent is not None:
-                keys += [(f"agent:{k.get_name()}", k) for k in agent.get_keys()]
-            for label, key in keys:
-                if not transport.is_active() or attempt.remaining() <= 0:
-                    break
-                tried.append(label)
-                transport.auth_timeout = attempt.remaining()
-                try:
-                    transport.auth_publickey(host.user, key)
-                except paramiko.BadAuthenticationType as exc:
-                    raise TransportError(
-                        ErrorKind.AUTH_FAILED,
-                        f"{host.target}{via} does not accept public keys "
-                        f"(allows: {', '.join(exc.allowed_types)})",
-                    ) from exc
-                except paramiko.AuthenticationException:
-                    continue
-                if transport.is_authenticated():
+            if self._try_keys(attempt, transport, host, via, keys, tried):
+                return
+            if not host.identities_only and transport.is_active() and not attempt.overdue():
+                keys = self._agent.keys(attempt.phase_end)
+                if self._try_keys(attempt, transport, host, via, keys, tried):
                     return
-        finally:
-            if agent is not None:
-                agent.close()
-        if attempt.overdue():
-            raise attempt.timeout_error()
+        except AgentError as exc:
+            tried.append(str(exc))
+        else:
+            if attempt.overdue():
+                raise attempt.timeout_error()
         raise TransportError(
             ErrorKind.AUTH_FAILED,
             f"authentication failed for {host.user}@{host.hostname}{via} "
             f"(tried: {', '.join(tried) or 'no keys found'})",
         )
+
+    def _try_keys(
+        self,
+        attempt: Attempt,
+        transport: paramiko.Transport,
+        host: ResolvedHost,
+        via: str,
+        keys: list[tuple[str, paramiko.PKey]],
+        tried: list[str],
+    ) -> bool:
+        """Offer ``keys`` in turn until one is accepted (True); their labels go to ``tried``."""
+        for label, key in keys:
+            if not transport.is_active() or attempt.remaining() <= 0:
+                return False
+            tried.append(label)
+            transport.auth_timeout = attempt.remaining()
+            try:
+                transport.auth_publickey(host.user, key)
+            except AgentError:
+                raise  # the agent failed to sign (in paramiko's thread, which it stopped)
+            except paramiko.BadAuthenticationType as exc:
+                raise TransportError(
+                    ErrorKind.AUTH_FAILED,
+                    f"{host.target}{via} does not accept public keys "
+                    f"(allows: {', '.join(exc.allowed_types)})",
+                ) from exc
+            except paramiko.AuthenticationException:
+                continue
+            if transport.is_authenticated():
+                return True
+        return False
 
 
 def forward_error(

@@ -1,4 +1,4 @@
-"""Keys for the SSH transport: known_hosts (verify, enrol) and the user's identities.
+"""Keys for the SSH transport: known_hosts (verify, enrol), the user's identities, ssh-agent.
 
 Part of the SSH transport (imports paramiko; only the ``transport.ssh*`` modules import this one).
 The policy is OpenSSH's ``StrictHostKeyChecking yes``, or ``accept-new`` when enrolment is asked
@@ -10,10 +10,15 @@ the cache, so concurrent probes of many nodes see one consistent view.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import logging
 import os
+import socket
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import paramiko
 
@@ -86,8 +91,10 @@ class KnownHosts:
     def __init__(self) -> None:
         self._files: dict[str, _KnownFile] = {}
         # known_keys() answers by (name, files): paramiko's lookup scans every entry (an HMAC
-        # each when hashed), and each connection asks several times.
+        # each when hashed), and each connection asks several times. An enrolment clears them
+        # and bumps the generation, so an answer looked up before it is never stored after it.
         self._answers: dict[tuple[str, tuple[str, ...]], list[paramiko.PKey]] = {}
+        self._generation = 0
         self._lock = threading.Lock()
 
     def _file(self, path: str) -> _KnownFile:
@@ -99,7 +106,9 @@ class KnownHosts:
             return known
 
     def known_keys(self, name: str, files: tuple[str, ...]) -> list[paramiko.PKey]:
-        answer = self._answers.get((name, files))
+        with self._lock:
+            answer = self._answers.get((name, files))
+            generation = self._generation
         if answer is not None:
             return answer
         found: list[paramiko.PKey] = []
@@ -108,7 +117,8 @@ class KnownHosts:
             if entries is not None:
                 found.extend(entries[key_type] for key_type in entries)
         with self._lock:
-            self._answers[(name, files)] = found
+            if generation == self._generation:
+                self._answers[(name, files)] = found
         return found
 
     def preferred_key_types(
@@ -150,28 +160,25 @@ class KnownHosts:
         if any(k.asbytes() == key.asbytes() for k in known):
             return
         if known:
-            types = ", ".join(sorted({k.get_name() for k in known}))
-            raise TransportError(
-                ErrorKind.HOST_KEY_CHANGED,
-                f"HOST KEY CHANGED for {what}: offered {key.get_name()} {offered}, "
-                f"known_hosts has a different {types} key for {name}; if the change is "
-                f"expected, remove the old entry (ssh-keygen -R '{name}') and enrol again",
-            )
+            raise _changed(name, key, known, what)
         if enrol_path is None:
             raise TransportError(
                 ErrorKind.HOST_KEY_UNKNOWN,
                 f"host key for {what} is not in known_hosts ({key.get_name()} {offered}); "
                 f"enrol it with `ugro-health check --accept-new` or ssh-keyscan",
             )
-        self._enrol(name, key, enrol_path, hashed)
+        self._enrol(name, key, enrol_path, hashed, what)
 
-    def _enrol(self, name: str, key: paramiko.PKey, path: str, hashed: bool) -> None:
+    def _enrol(self, name: str, key: paramiko.PKey, path: str, hashed: bool, what: str) -> None:
         path = os.path.expanduser(path)
         known = self._file(path)
         with self._lock:
             entries = known.keys.lookup(name)
-            if entries is not None and key.get_name() in entries:
+            filed = [entries[key_type] for key_type in entries] if entries is not None else []
+            if any(k.asbytes() == key.asbytes() for k in filed):
                 return  # another thread enrolled this host a moment ago
+            if filed:  # another thread enrolled another key: one of the two is an impostor
+                raise _changed(name, key, filed, what)
             written = paramiko.HostKeys.hash_host(name) if hashed else name
             line = paramiko.hostkeys.HostKeyEntry([written], key).to_line()
             if line is None:
@@ -187,7 +194,20 @@ class KnownHosts:
                 os.close(fd)
             known.keys.add(name, key.get_name(), key)
             self._answers.clear()
+            self._generation += 1
         log.info("enrolled host key for %s (%s) in %s", name, fingerprint(key), path)
+
+
+def _changed(
+    name: str, key: paramiko.PKey, known: list[paramiko.PKey], what: str
+) -> TransportError:
+    types = ", ".join(sorted({k.get_name() for k in known}))
+    return TransportError(
+        ErrorKind.HOST_KEY_CHANGED,
+        f"HOST KEY CHANGED for {what}: offered {key.get_name()} {fingerprint(key)}, "
+        f"known_hosts has a different {types} key for {name}; if the change is "
+        f"expected, remove the old entry (ssh-keygen -R '{name}') and enrol again",
+    )
 
 
 def _ends_with_newline(path: str) -> bool:
@@ -197,7 +217,7 @@ def _ends_with_newline(path: str) -> bool:
 
 
 class Identities:
-    """The user's private keys, each parsed once per transport; and the ssh-agent's keys."""
+    """The user's private keys, each parsed once per transport."""
 
     def __init__(self, defaults: tuple[str, ...]) -> None:
         self._defaults = defaults  # tried when present, not reported when absent
@@ -235,12 +255,119 @@ class Identities:
         return result
 
 
-def open_agent() -> paramiko.Agent | None:
-    """The user's ssh-agent, for authentication only (nothing is ever forwarded to it)."""
-    if not os.environ.get("SSH_AUTH_SOCK"):
-        return None
+AGENT_REFRESH_S = 300.0  # how long the agent's key list (or why there is none) is kept
+_SIGN_MARGIN_S = 0.3  # a signature's deadline ends this much before the caller's (see keys())
+# An agent lists its keys in milliseconds: one silent this long (or the whole connect timeout,
+# if shorter) is stuck (a prompt, a touch), not slow, and is not asked again for a while.
+_AGENT_STUCK_S = 1.0
+
+
+class AgentError(paramiko.AuthenticationException):
+    """The ssh-agent failed or did not answer in time (listing its keys or signing)."""
+
+
+class _AgentTimeout(AgentError):
+    """The ssh-agent did not answer by the deadline."""
+
+
+class SshAgent:
+    """The user's ssh-agent (``SSH_AUTH_SOCK``), for authentication only: nothing is forwarded.
+
+    paramiko's ``Agent`` waits on the agent's socket without a deadline, and a confirm prompt,
+    a FIDO key waiting for a touch or a broken forwarded agent would hang a worker for ever (and
+    ``check`` with it at exit, which joins its workers). Here each request opens its own
+    connection under a deadline. The key list is asked for once and kept ``AGENT_REFRESH_S``
+    (``watch`` sees keys added later); so is a failure, unless the caller's deadline cut the
+    wait short (see ``_AGENT_STUCK_S``).
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout  # the longest one listing may wait
+        self._lock = threading.Lock()
+        self._path = ""
+        self._listed: tuple[tuple[bytes, str], ...] | str = ()  # (blob, comment)s, or an error
+        self._until = 0.0  # when the list above is asked for again (time.monotonic)
+
+    def keys(self, deadline: float) -> list[tuple[str, paramiko.PKey]]:
+        """The agent's keys, labelled; [] without an agent. Raises ``AgentError`` when it fails.
+
+        Their signatures end ``_SIGN_MARGIN_S`` before ``deadline``: paramiko signs in its
+        transport thread, and the caller, polling it, must see that error before its own timeout.
+        """
+        path = os.environ.get("SSH_AUTH_SOCK", "")
+        if not path:
+            return []
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _AgentTimeout(
+                f"ssh-agent at {path} did not answer in time (asked for another node)"
+            )
+        try:
+            if path != self._path or time.monotonic() >= self._until:
+                self._list(path, deadline)
+            listed = self._listed
+        finally:
+            self._lock.release()
+        if isinstance(listed, str):
+            raise AgentError(listed)
+        signer = _AgentCalls(path, deadline - _SIGN_MARGIN_S)
+        keys = [paramiko.AgentKey(signer, blob, comment) for blob, comment in listed]
+        return [(f"agent:{key.get_name()}", key) for key in keys]
+
+    def _list(self, path: str, deadline: float) -> None:
+        """Ask the agent for its keys; keep them, or why not (under ``_lock``)."""
+        wait = min(self._timeout, deadline - time.monotonic())
+        self._path = path
+        self._until = time.monotonic() + AGENT_REFRESH_S
+        try:
+            self._listed = _AgentCalls(path, time.monotonic() + wait).list_keys()
+        except AgentError as exc:
+            log.debug("%s", exc)
+            self._listed = str(exc)
+            if isinstance(exc, _AgentTimeout) and wait < min(self._timeout, _AGENT_STUCK_S):
+                self._until = 0.0  # the caller's deadline cut the wait short: ask again next time
+
+
+class _AgentCalls(paramiko.agent.AgentSSH):
+    """paramiko's agent client with each request on a connection of its own, bounded by
+    ``deadline``. Agent keys sign through it (``AgentKey.agent``): paramiko signs in the
+    transport's thread, which a silent agent must not hang either."""
+
+    def __init__(self, path: str, deadline: float) -> None:
+        super().__init__()
+        self._path = path
+        self._deadline = deadline
+
+    def list_keys(self) -> tuple[tuple[bytes, str], ...]:
+        """(blob, comment) of each key the agent holds."""
+        self._connect(None)  # type: ignore[attr-defined]  # asks through _send_message below
+        return tuple((key.blob, key.comment) for key in self.get_keys())
+
+    def _send_message(self, msg: Any) -> Any:
+        with _agent_socket(self._path, self._deadline) as sock:
+            one: Any = paramiko.agent.AgentSSH()  # its framing, on this request's connection
+            one._conn = sock
+            return one._send_message(msg)
+
+
+@contextlib.contextmanager
+def _agent_socket(path: str, deadline: float) -> Iterator[socket.socket]:
+    """A connection to the agent at ``path``; its every call ends by ``deadline`` (else
+    ``AgentError``, as is any failure talking to the agent)."""
+    wait = deadline - time.monotonic()
+    if wait <= 0:
+        raise _AgentTimeout(f"ssh-agent at {path} not asked: no time left")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        return paramiko.Agent()
-    except (paramiko.SSHException, OSError) as exc:
-        log.debug("ssh-agent unavailable: %s", exc)
-        return None
+        sock.settimeout(wait)
+        sock.connect(path)
+        yield sock
+    except AgentError:
+        raise
+    except TimeoutError as exc:
+        raise _AgentTimeout(f"ssh-agent at {path} did not answer within {wait:.1f}s") from exc
+    except OSError as exc:
+        raise AgentError(f"ssh-agent at {path} unusable: {exc.strerror or exc}") from exc
+    except paramiko.SSHException as exc:
+        raise AgentError(f"ssh-agent at {path} failed: {exc}") from exc
+    finally:
+        sock.close()

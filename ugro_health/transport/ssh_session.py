@@ -22,6 +22,7 @@ import logging
 import shlex
 import socket
 import threading
+import time
 from typing import Any
 
 import paramiko
@@ -29,7 +30,12 @@ import paramiko
 from ugro_health import probe
 from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
-from ugro_health.transport.base import TransportError, check_document, parse_response_line
+from ugro_health.transport.base import (
+    TransportError,
+    check_document,
+    parse_probe_output,
+    parse_response_line,
+)
 from ugro_health.transport.ssh_connect import Attempt, Connector, Watchdog, classify
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 4 * 1024 * 1024  # one answer line, noise included
 _CHUNK = 65536
 _STDERR_KEEP = 8192
+_NOISE_KEEP = 256
 _EXIT_REQUEST = b'{"op": "exit"}\n'
 _GOODBYE_TIMEOUT_S = 0.2
 # paramiko's reader thread wakes every 0.1 s by default to look for a close or a due keepalive:
@@ -59,6 +66,7 @@ class Session:
         self.channel: paramiko.Channel | None = None
         self.buffer = bytearray()  # stdout read past the last answer line
         self.stderr = bytearray()  # the probe's last words, for error messages
+        self.noise = bytearray()  # the start of what it printed that was not an answer
         self.warm = False  # the probe on this channel has answered: it holds CPU counters
         self.closed = False  # forgotten or transport closed: tear down whatever is built
         self.node: NodeConfig | None = None  # the configuration the session was built for
@@ -145,30 +153,41 @@ class Sessions:
             session = self._sessions.get(node.name)
             if session is None:
                 session = self._sessions[node.name] = Session(node.name)
-        with session.lock:
-            # The watchdog is armed only while connecting or starting the probe (_ensure): a
-            # tick on a live session waits in calls that time out by themselves.
-            attempt = Attempt(deadline)
-            try:
-                doc = self._tick(session, attempt, node, request)
-                # A probe that reports its own failure is alive and in step: keep the session.
-                return check_document(doc)
-            except TransportError as exc:
-                error = attempt.explain(exc)
-            except Exception as exc:
-                error = classify(exc, attempt)
-            finally:
-                self._watchdog.unwatch(attempt)
-                attempt.close()
-                if session.closed:  # forgotten meanwhile: leave nothing open behind
-                    session.close()
-            if error.kind is ErrorKind.PROBE_FAILED and session.warm:
-                pass  # the probe answered ok:false (check_document); the session is in step
-            elif error.kind is ErrorKind.TIMEOUT and attempt.phase == "probe output":
-                session.close_channel()  # the probe may still be busy; the connection is fine
-            else:
+        # A tick still running past its deadline (it should not) must not pile up the next
+        # ticks' threads behind it: they wait for it only until their own deadline.
+        if not session.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TransportError(ErrorKind.TIMEOUT, "previous poll of this node still running")
+        try:
+            return self._run_locked(session, node, request, deadline)
+        finally:
+            session.lock.release()
+
+    def _run_locked(
+        self, session: Session, node: NodeConfig, request: dict[str, Any], deadline: float
+    ) -> dict[str, Any]:
+        # The watchdog is armed only while connecting or starting the probe (_ensure): a
+        # tick on a live session waits in calls that time out by themselves.
+        attempt = Attempt(deadline)
+        try:
+            doc = self._tick(session, attempt, node, request)
+            # A probe that reports its own failure is alive and in step: keep the session.
+            return check_document(doc)
+        except TransportError as exc:
+            error = attempt.explain(exc)
+        except Exception as exc:
+            error = classify(exc, attempt)
+        finally:
+            self._watchdog.unwatch(attempt)
+            attempt.close()
+            if session.closed:  # forgotten meanwhile: leave nothing open behind
                 session.close()
-            raise error
+        if error.kind is ErrorKind.PROBE_FAILED and session.warm:
+            pass  # the probe answered ok:false (check_document); the session is in step
+        elif error.kind is ErrorKind.TIMEOUT and attempt.phase == "probe output":
+            session.close_channel()  # the probe may still be busy; the connection is fine
+        else:
+            session.close()
+        raise error
 
     def forget(self, name: str) -> None:
         """Drop ``name``'s session: close its probe and connection (next tick starts anew)."""
@@ -243,6 +262,7 @@ class Sessions:
         channel = session.transport.open_session(timeout=attempt.remaining())
         session.channel = channel
         session.stderr.clear()
+        session.noise.clear()
         channel.exec_command(probe_command(node.python))
         channel.settimeout(max(attempt.remaining(), 0.001))
         try:
@@ -278,6 +298,7 @@ class Sessions:
                     if attempt.watched:
                         attempt.release()
                     return doc
+                session.noise += line[: max(0, _NOISE_KEEP - len(session.noise))]
                 end = buffer.find(b"\n")
             if len(buffer) > MAX_LINE_BYTES:
                 raise TransportError(
@@ -313,6 +334,11 @@ class Sessions:
         transport = session.transport
         if status == -1 and (transport is None or not transport.is_active()):
             return TransportError(ErrorKind.SSH_ERROR, "connection lost while the probe ran")
+        if status == 0:  # it ended well without an answer: judged as one-shot output is
+            try:
+                parse_probe_output(bytes(session.noise + session.buffer))
+            except TransportError as exc:
+                return exc
         return probe_failed(python, status, bytes(session.stderr))
 
 
