@@ -31,8 +31,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 PROBE_VERSION = 1
 PREFIX = "UGRO1 "
 # The fixed remote command (after `<python> -c`): read the source length, the source, run it.
+# The fixed remote command's program. It parses on Python 2 too, to say why it cannot go on.
 BOOTSTRAP = (
-    "import sys;n=int(sys.stdin.buffer.readline());"
+    'import sys;sys.version_info<(3,6)and sys.exit("ugro-health: the probe needs Python 3.6 or'
+    ' newer; "+sys.executable+" is "+sys.version.split()[0]);'
+    "n=int(sys.stdin.buffer.readline());"
     'exec(compile(sys.stdin.buffer.read(n),"ugro_probe","exec"))'
 )
 DEFAULT_MAX_OUTPUT_BYTES = 1000000

@@ -70,6 +70,27 @@ def test_bootstrap_is_the_documented_command() -> None:
     assert f"<python> -c '{probe.BOOTSTRAP}'" in doc
 
 
+def test_bootstrap_has_no_single_quote() -> None:
+    assert "'" not in probe.BOOTSTRAP  # documented inside '...'; shlex.quote keeps it one word
+
+
+def test_an_old_python_is_told_why_it_cannot_run_the_probe() -> None:
+    # Python 2.7 is not among the interpreters the probe supports, so it is optional here.
+    if not any(
+        (Path(root) / "versions/2.7.18/bin/python").exists() for root in filter(None, PYENV_ROOTS)
+    ):
+        pytest.skip("Python 2.7.18 not installed")
+    result = run_remote(interpreter("2.7.18"), stream({"window_s": 0}))
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert (
+        result.stderr.decode()
+        .strip()
+        .startswith("ugro-health: the probe needs Python 3.6 or newer; ")
+    )
+    assert result.stderr.decode().strip().endswith(" is 2.7.18")
+
+
 @pytest.mark.parametrize("version", PYTHONS)
 def test_two_requests_over_one_channel(version: str) -> None:
     python = interpreter(version)
