@@ -19,12 +19,11 @@ from typing import Any
 
 from ugro_health.config_yaml import (
     ConfigError,
-    Where,
     YamlDoc,
     check_keys,
-    describe,
     parse_yaml,
     section,
+    str_list_problem,
 )
 
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
@@ -154,21 +153,6 @@ def _local_name() -> str:
 
 # --- loading -------------------------------------------------------------------------------
 
-_NODE_KEYS: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "host": (str,),
-    "port": (int,),
-    "user": (str,),
-    "identity_file": (str,),
-    "python": (str,),
-    "transport": (str,),
-    "gpus": (int,),
-    "nvlinks": (int,),
-    "mounts": (list,),
-    "tags": (list,),
-    "proxy_jump": (str,),
-}
-_DEFAULTS_KEYS = {k: v for k, v in _NODE_KEYS.items() if k != "name"}
 _TOP_KEYS = ("defaults", "ssh", "thresholds", "watch", "nodes", "jobs", "history")
 _JOB_KEYS = {"match": (list,)}
 _HISTORY_KEYS = {"retention_hours": (int, float), "max_size_mb": (int, float)}
@@ -194,119 +178,6 @@ def _dataclass_types(cls: type) -> dict[str, tuple[type, ...]]:
 _SSH_KEYS = _dataclass_types(SshSettings)
 _THRESHOLD_KEYS = _dataclass_types(Thresholds)
 _WATCH_KEYS = _dataclass_types(WatchSettings)
-
-
-def _str_list_problem(value: Any) -> str | None:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return None
-    return f"must be a list of strings, not {describe(value)}"
-
-
-def _mounts_problem(value: Any) -> str | None:
-    problem = _str_list_problem(value)
-    if problem is None:
-        for mount in value:
-            if not mount.startswith("/"):
-                return f"mount {mount!r} must be an absolute path"
-    return problem
-
-
-# Per node key: the problem with a (well-typed) value, or None. Checked in this order.
-_NODE_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "host": lambda v: None if HOST_RE.match(v) else f"invalid host {v!r}",
-    "port": lambda v: None if 1 <= v <= 65535 else f"port {v} is out of range 1-65535",
-    "python": lambda v: None if PYTHON_RE.match(v) else f"invalid interpreter path {v!r}",
-    "transport": lambda v: (
-        None if v in ("auto", "ssh", "local") else "must be one of auto, ssh, local"
-    ),
-    "gpus": lambda v: None if v >= 0 else "must be 0 or more",
-    "nvlinks": lambda v: None if v >= 0 else "must be 0 or more",
-    "mounts": _mounts_problem,
-    "tags": _str_list_problem,
-}
-
-
-def _nodes(doc: YamlDoc, data: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[NodeConfig]:
-    raw_nodes = data.get("nodes")
-    if not isinstance(raw_nodes, list) or not raw_nodes:
-        doc.problem(("nodes",), "must be a non-empty list of nodes")
-        return []
-    nodes: list[NodeConfig] = []
-    seen: dict[str, int] = {}
-    for index, raw in enumerate(raw_nodes):
-        for node in _node_from(doc, raw, defaults, index):
-            if node.name in seen:
-                doc.problem(
-                    ("nodes", index, "name"),
-                    f"duplicate node {node.name!r} (first at nodes[{seen[node.name]}])",
-                )
-                continue
-            seen[node.name] = index
-            nodes.append(node)
-    return nodes
-
-
-def _node_from(doc: YamlDoc, raw: Any, defaults: Mapping[str, Any], index: int) -> list[NodeConfig]:
-    where: Where = ("nodes", index)
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, dict):
-        doc.problem(where, f"a node must be a mapping with a `name`, not {describe(raw)}")
-        return []
-    valid = check_keys(doc, raw, _NODE_KEYS, where)
-    if "name" not in valid:
-        if "name" not in raw:  # a name of the wrong type is already reported
-            doc.problem(where, "a node needs a `name`")
-        return []
-    names = _expand(doc, str(valid["name"]), (*where, "name"))
-    if len(names) > 1 and "host" in valid:
-        doc.problem((*where, "host"), "a node range cannot share one `host`; omit it")
-        del valid["host"]
-    merged = {**defaults, **valid}
-    return [_build_node(doc, merged, set(valid), name, where) for name in names]
-
-
-def _expand(doc: YamlDoc, pattern: str, where: Where) -> list[str]:
-    names = [pattern]
-    if "[" in pattern:
-        from ClusterShell.NodeSet import NodeSet, NodeSetException
-
-        try:
-            names = list(NodeSet(pattern))
-        except NodeSetException as exc:
-            doc.problem(where, f"invalid node range {pattern!r}: {exc}")
-            return []
-    bad = [name for name in names if not NODE_NAME_RE.match(name)]
-    if bad:
-        doc.problem(where, f"invalid node name {bad[0]!r}: use letters, digits, '.', '_' and '-'")
-    return [name for name in names if name not in bad]
-
-
-def _build_node(
-    doc: YamlDoc, merged: Mapping[str, Any], own: set[str], name: str, where: Where
-) -> NodeConfig:
-    """One node from its merged keys; a bad value is reported where it was written (the node's
-    own key, else ``defaults``)."""
-    values = dict(merged)
-    for key, check in _NODE_CHECKS.items():
-        problem = check(values[key]) if key in values else None
-        if problem is not None:
-            doc.problem((*where, key) if key in own else ("defaults", key), problem)
-            del values[key]  # collecting: carry on with the default
-    return NodeConfig(
-        name=name,
-        host=values.get("host"),
-        port=values.get("port"),
-        user=values.get("user"),
-        identity_file=values.get("identity_file"),
-        python=values.get("python", "python3"),
-        transport=values.get("transport", "auto"),
-        gpus=values.get("gpus"),
-        nvlinks=values.get("nvlinks"),
-        mounts=tuple(values.get("mounts", ["/"])),
-        tags=tuple(values.get("tags", [])),
-        proxy_jump=values.get("proxy_jump"),
-    )
 
 
 def _settings(
@@ -344,7 +215,7 @@ def _bounded(
 def _job_match(doc: YamlDoc, data: Mapping[str, Any]) -> tuple[str, ...]:
     jobs = check_keys(doc, section(doc, data, "jobs"), _JOB_KEYS, ("jobs",))
     raw = jobs.get("match", list(DEFAULT_JOB_MATCH))
-    problem = _str_list_problem(raw)
+    problem = str_list_problem(raw)
     if problem is not None:
         doc.problem(("jobs", "match"), problem)
         return DEFAULT_JOB_MATCH
@@ -412,7 +283,9 @@ def _warn_not_above_crit(doc: YamlDoc, thresholds: Thresholds, warn: str, crit: 
 
 def _build_config(doc: YamlDoc, text: str) -> Config:
     data = check_keys(doc, parse_yaml(text, doc), _TOP_KEYS, ())
-    defaults = check_keys(doc, section(doc, data, "defaults"), _DEFAULTS_KEYS, ("defaults",))
+    from ugro_health.config_nodes import DEFAULTS_KEYS, parse_nodes
+
+    defaults = check_keys(doc, section(doc, data, "defaults"), DEFAULTS_KEYS, ("defaults",))
     ssh = _ssh(doc, data)
     thresholds = _thresholds(doc, data)
     watch = _settings(doc, data, "watch", WatchSettings, _WATCH_KEYS)
@@ -421,7 +294,7 @@ def _build_config(doc: YamlDoc, text: str) -> Config:
     watch = _bounded(
         doc, watch, "watch", ("failure_threshold",), lambda v: v >= 1, "must be at least 1"
     )
-    nodes = _nodes(doc, data, defaults)
+    nodes = parse_nodes(doc, data, defaults)
     match = _job_match(doc, data)
     history = check_keys(doc, section(doc, data, "history"), _HISTORY_KEYS, ("history",))
     return Config(
@@ -482,4 +355,6 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def expand_node_pattern(pattern: str) -> list[str]:
     """The node names a ``name:`` value stands for (``gpu[01-03]`` is three); raises a one-line
     ``ConfigError`` for an invalid name or range."""
-    return _expand(YamlDoc("<name>"), pattern, ())
+    from ugro_health.config_nodes import expand
+
+    return expand(YamlDoc("<name>"), pattern, ())

@@ -189,6 +189,12 @@ def describe(value: Any) -> str:
     return repr(value)
 
 
+def str_list_problem(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return None
+    return f"must be a list of strings, not {describe(value)}"
+
+
 def section(doc: YamlDoc, data: Mapping[str, Any], name: str) -> dict[str, Any]:
     """``data[name]`` as a mapping: absent or empty is ``{}``, anything else is a problem."""
     value = data.get(name)
