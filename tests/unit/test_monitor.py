@@ -161,6 +161,6 @@ def test_a_job_past_its_ttl_ends_fast_polling_at_the_ttl(tmp_path: Path):
     # Active: every 5 s (0, 5, 10); the TTL runs out at 12 s, which nothing writes to disk:
     # the cycle at 15 s already sees the job finished and the interval relaxes after it.
     assert starts[:4] == pytest.approx([0.0, 5.0, 10.0, 15.0], abs=0.05)
-    assert ("job_finished" in {code for at, code in events if at <= 15.1}), events
+    assert "job_finished" in {code for at, code in events if at <= 15.1}, events
     assert monitor.view.active_jobs == []
     assert starts[4] - starts[3] > 5.0

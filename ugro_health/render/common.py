@@ -12,6 +12,7 @@ STATUS_STYLE = {
 }
 DASH = "—"
 
+
 def pct(value: float | None) -> str:
     return DASH if value is None else f"{value:.0f}%"
 
