@@ -127,9 +127,10 @@ def _run_headless(monitor: Monitor) -> None:
     from ugro_health.render.common import printable
 
     def on_cycle(result: CycleResult) -> None:
-        _log(cycle_line(monitor, result))
+        # Events carry the cycle's start time, its summary the end: log them in that order.
         for event in result.events:
             _log(event_line(event))
+        _log(cycle_line(monitor, result))
         for problem in result.store_problems:
             _log(printable(f"{_stamp(result.at)} STORE {problem}"))
 
