@@ -31,14 +31,16 @@ pytestmark = pytest.mark.ssh
 
 _REQUEST_IDENTITIES = 11
 _IDENTITIES_ANSWER = 12
+_AGENT_FAILURE = 5
 
 
 class StuckAgent:
     """An agent socket that never answers; with ``keys`` it lists them and never signs."""
 
-    def __init__(self, path: Path, keys: tuple[bytes, ...] = ()) -> None:
+    def __init__(self, path: Path, keys: tuple[bytes, ...] = (), refuse: bool = False) -> None:
         self.path = path
         self.keys = keys
+        self.refuse = refuse  # answer SSH_AGENT_FAILURE to the key listing (a locked agent)
         self.requests: list[int] = []  # the message type of each request received
         self.open = 0  # client connections not closed by the client
         self._conns: list[socket.socket] = []
@@ -65,7 +67,9 @@ class StuckAgent:
                 body = conn.recv(struct.unpack(">I", header)[0], socket.MSG_WAITALL)
                 with self._lock:
                     self.requests.append(body[0])
-                if body[0] == _REQUEST_IDENTITIES and self.keys:
+                if body[0] == _REQUEST_IDENTITIES and self.refuse:
+                    conn.sendall(_frame(bytes([_AGENT_FAILURE])))
+                elif body[0] == _REQUEST_IDENTITIES and self.keys:
                     conn.sendall(_frame(_identities_answer(self.keys)))
                 # anything else: never answered
         except OSError:
@@ -100,8 +104,8 @@ def agent_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
     """Start a ``StuckAgent`` and point SSH_AUTH_SOCK at it."""
     agents: list[StuckAgent] = []
 
-    def start(keys: tuple[bytes, ...] = ()) -> StuckAgent:
-        agent = StuckAgent(tmp_path / f"agent{len(agents)}.sock", keys)
+    def start(keys: tuple[bytes, ...] = (), refuse: bool = False) -> StuckAgent:
+        agent = StuckAgent(tmp_path / f"agent{len(agents)}.sock", keys, refuse)
         agents.append(agent)
         monkeypatch.setenv("SSH_AUTH_SOCK", str(agent.path))
         return agent
@@ -161,6 +165,22 @@ def test_a_silent_agent_is_reported_within_the_deadline(
     finally:
         transport.close()
     assert agent.requests == [_REQUEST_IDENTITIES]  # asked once per transport, not per node
+
+
+def test_an_agent_that_refuses_to_list_its_keys_is_named_in_auth_failed(
+    sshd_rig: SshdRig, agent_socket: Callable[..., StuckAgent]
+) -> None:
+    agent = agent_socket(refuse=True)
+    transport = sshd_rig.transport(sshd_rig.settings(connect_timeout=1.5))
+    node = sshd_rig.node_config("node1", identity_file=str(sshd_rig.wrong_key))
+    try:
+        for _ in range(2):  # the second node hears the same reason, not an empty agent
+            error = bounded(lambda: transport.run_probe(node, REQUEST, time.monotonic() + 8), 5)
+            assert isinstance(error, TransportError), error
+            assert error.kind is ErrorKind.AUTH_FAILED, error.message
+            assert f"ssh-agent at {agent.path} failed: could not get keys" in error.message
+    finally:
+        transport.close()
 
 
 def test_an_agent_that_never_signs_is_reported_and_let_go(

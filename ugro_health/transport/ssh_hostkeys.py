@@ -338,9 +338,16 @@ class _AgentCalls(paramiko.agent.AgentSSH):
         self._deadline = deadline
 
     def list_keys(self) -> tuple[tuple[bytes, str], ...]:
-        """(blob, comment) of each key the agent holds."""
-        self._connect(None)  # type: ignore[attr-defined]  # asks through _send_message below
-        return tuple((key.blob, key.comment) for key in self.get_keys())
+        """(blob, comment) of each key the agent holds; ``AgentError`` for any failure."""
+        try:
+            self._connect(None)  # type: ignore[attr-defined]  # asks through _send_message below
+            return tuple((key.blob, key.comment) for key in self.get_keys())
+        except AgentError:
+            raise
+        except (paramiko.SSHException, UnicodeDecodeError, ValueError) as exc:
+            # e.g. SSH_AGENT_FAILURE to the key listing ("could not get keys from ssh-agent"),
+            # or a key comment that is not UTF-8
+            raise AgentError(f"ssh-agent at {self._path} failed: {exc}") from exc
 
     def _send_message(self, msg: Any) -> Any:
         with _agent_socket(self._path, self._deadline) as sock:
