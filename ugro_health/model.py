@@ -529,6 +529,11 @@ class NodeReport:
         """False when the node was never tried (its result says nothing about the node)."""
         return self.error is None or self.error.kind is not ErrorKind.NOT_POLLED
 
+    @property
+    def unreachable(self) -> bool:
+        """Tried (or isolated after failures) and not sampled; a node never tried is not."""
+        return not self.reachable and self.polled
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,

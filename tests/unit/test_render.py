@@ -170,3 +170,19 @@ def test_nagios_thresholds_follow_configured_limits_without_rounding():
     perf = nagios_line(report(), limits).split(" | ")[1].split()
     assert "'gpu1_score'=74;65:;;0;100" in perf
     assert "'gpu1_gpu_temp_max'=82;@82.5:;@90:" in perf
+
+
+def test_a_node_never_polled_is_unknown_not_unreachable():
+    from ugro_health.engine.collect import failed_report
+    from ugro_health.render.common import counts_line
+
+    base = report()
+    never = failed_report(
+        "gpu9", NodeError(ErrorKind.NOT_POLLED, "not polled: the run's time ran out"), 1000.0, 0
+    )
+    cluster = ClusterReport(1000.0, (*base.nodes, never))
+    assert never.status is Status.UNKNOWN and not never.unreachable
+    assert counts_line(cluster.nodes).endswith("(1 unreachable)")  # the refused one only
+    assert "unreachable=1;;0;0;4" in nagios_line(cluster, Thresholds())
+    row = next(line for line in render(check_table(cluster)).splitlines() if "gpu9" in line)
+    assert "UNKNOWN" in row and "UNREACHABLE" not in row

@@ -51,7 +51,7 @@ def counts_line(reports: tuple[NodeReport, ...] | list[NodeReport]) -> str:
     for report in reports:
         counts[report.status] += 1
     parts = [f"{n} {s.label}" for s, n in counts.items() if n]
-    unreachable = sum(1 for r in reports if not r.reachable)
+    unreachable = sum(1 for r in reports if r.unreachable)
     tail = f" ({unreachable} unreachable)" if unreachable else ""
     noun = "node" if len(reports) == 1 else "nodes"
     return f"{len(reports)} {noun}: {', '.join(parts) or 'none'}{tail}"

@@ -57,7 +57,7 @@ def _header(view: WatchView) -> Text:
         if row.report is None:
             continue
         counts[row.report.status] += 1
-        unreachable += 0 if row.report.reachable else 1
+        unreachable += 1 if row.report.unreachable else 0
     text = Text("ugro-health  ", style="bold")
     for status, word in (
         (Status.OK, "ok"),
@@ -119,7 +119,7 @@ def _cells(name: str, row: NodeRow) -> list[Text]:
             + [Text(DASH)] * 9
             + [Text(breaker), Text(age)]
         )
-    status = report.status.name if report.reachable else "UNREACHABLE"
+    status = "UNREACHABLE" if report.unreachable else report.status.name
     values = _metric_cells(report)
     return [
         Text(printable(name)),

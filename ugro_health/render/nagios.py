@@ -44,7 +44,7 @@ def nagios_line(report: ClusterReport, limits: Thresholds) -> str:
         detail += f"; +{len(problems) - MAX_PROBLEMS} more"
     perf = [f"nodes={len(report.nodes)};;;0", f"duration={report.duration_s:.3f}s;;;0"]
     # One unreachable node is CRITICAL: critical above 0.
-    unreachable = sum(1 for n in report.nodes if not n.reachable)
+    unreachable = sum(1 for n in report.nodes if n.unreachable)
     perf.append(f"unreachable={unreachable};;0;0;{len(report.nodes)}")
     for node in report.nodes:
         if node.score is not None:
