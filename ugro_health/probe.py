@@ -302,7 +302,8 @@ def parse_xid_lines(text: str, limit: int = MAX_XIDS) -> List[Json]:
             named = None
         gpu_named = _GPU_NAMED_RE.search(line)
         if gpu_named:
-            named = gpu_named.group(1).rstrip(".:")
+            # as Xid lines name it: domain:bus:device, without the PCI function (".0")
+            named = gpu_named.group(1).rstrip(".:").rsplit(".", 1)[0]
         match = _XID_RE.search(line)
         if match:
             device = match.group(1).strip()
@@ -1421,10 +1422,11 @@ class Probe(object):
             errors["nvidia-smi"] = problems[0][:MESSAGE_CHARS]
         gpus = [smi_row_to_gpu(row) for row in rows]
         self._smi_attach_apps(exe, deadline, gpus, errors)
-        self._smi_attach_nvlink(exe, deadline, gpus, errors)
         versions = self._smi_version(exe, deadline)
         if not self._smi_xml_useless and any(g["remapped_rows_pending"] is None for g in gpus):
             versions = self._smi_merge_xml(exe, deadline, gpus, errors) or versions
+        # Last: a slow `nvlink --status` must not leave the remapped rows (CRITICAL) no time.
+        self._smi_attach_nvlink(exe, deadline, gpus, errors)
         info = {"source": "nvidia-smi", "driver_version": None, "cuda_version": None}
         info.update({k: v for k, v in versions.items() if v})
         if info["driver_version"] is None and rows:

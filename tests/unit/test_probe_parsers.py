@@ -268,10 +268,10 @@ def test_xid_79_and_kernel_timestamp() -> None:
     # the multi-line "fallen off the bus" report carries no Xid number: it counts as Xid 79
     # for the GPU its first line names, stamped with that line's time
     assert [(e["xid"], e["gpu"], e["kernel_time_s"]) for e in events] == [
-        (79, "0000:b3:00.0", 1843.308145),
+        (79, "0000:b3:00", 1843.308145),  # as Xid lines name the GPU
         (79, "0000:44:00", None),  # the unstamped Xid line
     ]
-    assert events[0]["message"] == "NVRM: GPU 0000:b3:00.0 has fallen off the bus (no Xid line)"
+    assert events[0]["message"] == "NVRM: GPU 0000:b3:00 has fallen off the bus (no Xid line)"
     stamped = "[ 1843.308145] " + events[1]["message"]
     assert probe.parse_xid_lines(stamped)[0]["kernel_time_s"] == 1843.308145
 
@@ -286,7 +286,7 @@ def test_fallen_off_the_bus_on_one_line_and_unrelated_nvrm_lines() -> None:
     )
     events = probe.parse_xid_lines(text)
     assert [(e["xid"], e["gpu"], e["kernel_time_s"]) for e in events] == [
-        (79, "0000:01:00.0", 49.261458)
+        (79, "0000:01:00", 49.261458)
     ]
 
 
