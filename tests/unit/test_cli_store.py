@@ -211,5 +211,9 @@ def test_a_job_past_its_ttl_is_finished_for_list_start_and_check(cluster: Path):
     (job,) = json.loads(run_cli("jobs", "list", "--json", cwd=cluster).stdout)["jobs"]
     assert not job["active"] and job["finish_reason"] == "ttl"
     assert job["finished_at"] == job["started_at"] + 2
+    # the launcher's own `jobs finish`, late: not an error for its script
+    late = run_cli("jobs", "finish", "t2", cwd=cluster)
+    assert late.returncode == 0, late.stderr
+    assert late.stdout.startswith("job t2 had already finished: its TTL ran out after 2s")
     again = run_cli("jobs", "start", "t2", "--nodes", "here", cwd=cluster)
     assert again.returncode == 0, again.stderr

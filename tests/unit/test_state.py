@@ -179,15 +179,21 @@ def _job(started: float, ttl: float | None) -> dict:
     return {"name": "j", "nodes": ["a"], "started_at": started, "ttl_s": ttl, "finished_at": None}
 
 
-def test_a_job_past_its_ttl_is_finished_by_the_first_reader_for_all(tmp_path: Path) -> None:
-    writer = StateStore(tmp_path, clock=lambda: T0)
+def test_a_job_past_its_ttl_reads_finished_for_all_and_readers_write_nothing(
+    tmp_path: Path,
+) -> None:
+    writer = StateStore(tmp_path, clock=lambda: T0 - 100)
     writer.update(lambda s: s["jobs"].update(old=_job(T0 - 100, 60), new=_job(T0 - 100, 600)))
+    before = (tmp_path / "state.json").read_bytes()
     state, warning = StateStore(tmp_path, clock=lambda: T0).load()
     assert warning is None
     old, new = state["jobs"]["old"], state["jobs"]["new"]
     # finished at the moment its TTL ran out (the same for every reader), not at the read
     assert (old["finished_at"], old["finish_reason"]) == (T0 - 40, "ttl")
     assert new["finished_at"] is None
+    assert (tmp_path / "state.json").read_bytes() == before  # a reader never writes
+    # the next update (any writer) persists it
+    StateStore(tmp_path, clock=lambda: T0).update(lambda s: None)
     on_disk = json.loads((tmp_path / "state.json").read_text())["jobs"]["old"]
     assert (on_disk["finished_at"], on_disk["finish_reason"]) == (T0 - 40, "ttl")
 

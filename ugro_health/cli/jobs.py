@@ -98,7 +98,10 @@ def finish(
     except (JobError, StoreError) as exc:
         fail(str(exc))
     took = (job.finished_at or 0.0) - job.started_at
-    console.print(f"job {job.name} finished after {_age(took)}", markup=False)
+    if job.finish_reason == "ttl":
+        console.print(f"job {job.name} had already finished: its TTL ran out after {_age(took)}")
+    else:
+        console.print(f"job {job.name} finished after {_age(took)}", markup=False)
 
 
 @app.command("list")

@@ -140,12 +140,19 @@ def start_job(
 
 
 def finish_job(store: StateUpdater, name: str, now: float, reason: str = "finished") -> Job:
-    """Mark an active job finished; raises ``JobError`` when there is no such active job."""
+    """Mark an active job finished; raises ``JobError`` when there is no such active job.
+
+    A job its TTL already finished is returned as it is: the launcher that ends it late (its
+    ``jobs finish`` after a long run) has done nothing wrong, and must not fail its script.
+    """
     finished: list[Job] = []
 
     def apply(state: dict[str, Any]) -> None:
         jobs = state.setdefault("jobs", {})
         data = jobs.get(name)
+        if data is not None and data.get("finish_reason") == "ttl":
+            finished.append(Job.from_json(data))
+            return
         if data is None or data.get("finished_at") is not None:
             active = ", ".join(sorted(n for n, j in jobs.items() if j.get("finished_at") is None))
             raise JobError(f"no active job {name!r} (active: {active or 'none'})")

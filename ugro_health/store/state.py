@@ -10,12 +10,13 @@ Standard library only (and ``_fs``). One JSON document::
 Every change is a read-modify-write under ``flock`` on ``state.lock`` and lands with an atomic
 replace (temporary file 0600 in the same directory, fsync, ``os.replace``, fsync of the
 directory): concurrent ``check`` from cron, ``watch`` and ``jobs start`` lose nothing, and a crash
-leaves either the old or the new file. Readers take no lock. A corrupt or foreign ``state.json``
-is set aside as ``state.json.corrupt-<time>`` and reported, never fatal.
+leaves either the old or the new file. Readers take no lock and write nothing (``status`` run by
+another user must not take the file over). A corrupt or foreign ``state.json`` is set aside as
+``state.json.corrupt-<time>`` and reported, never fatal.
 
-A job past its ``ttl_s`` is finished for everyone: every load and every update marks it finished
-(reason ``ttl``, at the moment its TTL ran out), and a reader that meets one writes that under the
-lock, so ``jobs list``, ``jobs start``, ``check`` and ``watch`` agree whoever looks first.
+A job past its ``ttl_s`` is finished for everyone: every load marks it finished in memory (reason
+``ttl``, at the moment its TTL ran out) and the next update persists that, so ``jobs list``,
+``jobs start``, ``check`` and ``watch`` agree whoever looks first.
 """
 
 from __future__ import annotations
@@ -127,14 +128,10 @@ class StateStore:
     # -- internals ---------------------------------------------------------------------------
 
     def _with_ttl_expired(self, state: dict[str, Any]) -> Loaded:
-        """``state`` with its jobs past their TTL finished, persisted when we may write."""
-        now = self.clock()
-        if not expire_ttl_jobs(state, now):
-            return Loaded(state, None)
-        try:
-            return self.update(lambda _state: None)  # the update finishes them under the lock
-        except StoreError:  # a read-only store: readers still agree, each finishes them alike
-            return Loaded(state, None)
+        """``state`` with its jobs past their TTL finished: in memory only (every reader
+        finishes them alike; the next update writes it)."""
+        expire_ttl_jobs(state, self.clock())
+        return Loaded(state, None)
 
     def _load_locked(self) -> Loaded:
         try:
