@@ -10,9 +10,10 @@ Standard library only (and ``_fs``). One JSON document::
 Every change is a read-modify-write under ``flock`` on ``state.lock`` and lands with an atomic
 replace (temporary file 0600 in the same directory, fsync, ``os.replace``, fsync of the
 directory): concurrent ``check`` from cron, ``watch`` and ``jobs start`` lose nothing, and a crash
-leaves either the old or the new file. Readers take no lock and write nothing (``status`` run by
-another user must not take the file over). A corrupt or foreign ``state.json`` is set aside as
-``state.json.corrupt-<time>`` and reported, never fatal.
+leaves either the old or the new file. Readers take no lock and do not rewrite the file
+(``status`` run by another user must not take it over). A corrupt or foreign ``state.json`` is
+set aside as ``state.json.corrupt-<time>`` (the one thing a reader does, under the lock) and
+reported, never fatal.
 
 A job past its ``ttl_s`` is finished for everyone: every load marks it finished in memory (reason
 ``ttl``, at the moment its TTL ran out) and the next update persists that, so ``jobs list``,
