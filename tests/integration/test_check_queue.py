@@ -14,7 +14,7 @@ from sshd_rig import SshdRig
 
 pytestmark = pytest.mark.ssh
 
-HANGING = 6  # nodes whose probe never answers: each holds a worker for its command timeout
+HANGING = 8  # nodes whose probe never answers: each holds a worker for its command timeout
 
 
 def write_cluster(rig: SshdRig, path: Path) -> Path:
@@ -27,7 +27,7 @@ def write_cluster(rig: SshdRig, path: Path) -> Path:
     path.write_text(
         CALM_THRESHOLDS
         + f"defaults:\n  user: {rig.user}\n  identity_file: {rig.key}\n  python: /usr/bin/python3\n"
-        # one node's budget: 3 x 1 s connect phases + 2 s command = 5 s; two workers
+        # one node's budget: 4 x 1 s connect phases + 2 s command = 6 s; two workers
         + "ssh:\n  connect_timeout: 1\n  command_timeout: 2\n  max_workers: 2\n  ssh_config: ''\n"
         + f"  known_hosts: {rig.known_hosts}\n"
         + "nodes:\n"
@@ -50,8 +50,8 @@ def check(config: Path, tmp_path: Path, *args: str) -> tuple[int, dict]:
 
 
 def test_queued_nodes_get_their_own_budget(sshd_rig: SshdRig, tmp_path: Path):
-    # The two good nodes start only after three waves of hanging ones (about 6.3 s), past one
-    # node's 5 s budget: counted from the start of the run they would time out unpolled.
+    # The two good nodes start only after four waves of hanging ones (about 8.3 s), past one
+    # node's 6 s budget: counted from the start of the run they would time out unpolled.
     config = write_cluster(sshd_rig, tmp_path / "cluster.yaml")
     code, nodes = check(config, tmp_path, "--no-record")
     assert code == 2

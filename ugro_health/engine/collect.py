@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ugro_health.config import Config, NodeConfig
@@ -46,6 +46,7 @@ class Transports:
     _ssh: Transport | None = None
     _pool: ThreadPoolExecutor | None = None
     _pool_workers: int = 0
+    _budgets: dict[str, float] = field(default_factory=dict)
 
     def pool(self, workers: int) -> ThreadPoolExecutor:
         """The poll threads, kept from run to run (``watch``: no thread starts per cycle)."""
@@ -79,6 +80,21 @@ class Transports:
             else:
                 self._ssh = SshTransport(self.config.ssh, accept_new=self.accept_new)
         return self._ssh
+
+    def budget(self, node: NodeConfig) -> float:
+        """The longest ``node`` may take: ``node_budget``, plus the connect phases (forward,
+        banner, authentication) of each jump host before it."""
+        budget = self._budgets.get(node.name)
+        if budget is None:  # once per node: ssh_config does not change during a run
+            hops = 0
+            if not node.is_local:
+                from ugro_health.transport.ssh import SshTransport
+
+                transport = self.for_node(node)
+                hops = transport.jump_hops(node) if isinstance(transport, SshTransport) else 0
+            budget = node_budget(self.config) + 3 * hops * self.config.ssh.connect_timeout
+            self._budgets[node.name] = budget
+        return budget
 
     def forget(self, node: str) -> None:
         """Drop what is kept for ``node`` (its breaker opened)."""
@@ -201,8 +217,9 @@ def _not_polled() -> NodeError:
 
 
 def node_budget(config: Config) -> float:
-    """The longest one node may take: connect, banner and auth phases, then the command."""
-    return 3 * config.ssh.connect_timeout + config.ssh.command_timeout
+    """The longest one node may take without jump hosts: the DNS, TCP, banner and auth phases
+    (``connect_timeout`` each), then the command."""
+    return 4 * config.ssh.connect_timeout + config.ssh.command_timeout
 
 
 def collect_cluster(
@@ -220,7 +237,10 @@ def collect_cluster(
     reported timed out, one not yet started as not polled (UNKNOWN, and not recorded).
     """
     started_wall, started = clock(), time.monotonic()
-    budget = node_budget(config) if timeout is None else min(timeout, node_budget(config))
+    budgets = {node.name: transports.budget(node) for node in nodes}
+    if timeout is not None:
+        budgets = {name: min(timeout, budget) for name, budget in budgets.items()}
+    longest = max(budgets.values(), default=node_budget(config))
     reports: dict[str, NodeReport] = {}
     workers = max(1, config.ssh.max_workers)
     if transports.persistent:
@@ -228,7 +248,7 @@ def collect_cluster(
         # request at once, which measured cheaper than waves (docs/benchmarks.md, watch cycles).
         workers = max(workers, min(len(nodes), MAX_PERSISTENT_WORKERS))
     waves = max(1, -(-len(nodes) // workers))
-    run_budget = waves * budget if timeout is None else min(timeout, waves * budget)
+    run_budget = waves * longest if timeout is None else min(timeout, waves * longest)
     run_deadline = started + run_budget
     pool = transports.pool(workers)
     finished = False
@@ -239,7 +259,7 @@ def collect_cluster(
                 config,
                 node,
                 transports.for_node(node),
-                budget,
+                budgets[node.name],
                 run_deadline,
                 jobs,
                 clock,
@@ -255,7 +275,7 @@ def collect_cluster(
             if future.cancel():  # never started
                 error = _not_polled()
             else:
-                error = NodeError(ErrorKind.TIMEOUT, f"no answer within {budget:.1f}s")
+                error = NodeError(ErrorKind.TIMEOUT, f"no answer within {budgets[node.name]:.1f}s")
             reports[node.name] = failed_report(node.name, error, started_wall, started)
         finished = not pending
     finally:

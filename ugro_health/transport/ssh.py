@@ -121,6 +121,14 @@ class SshTransport:
             self._watchdog.unwatch(attempt)
             attempt.close()
 
+    def jump_hops(self, node: NodeConfig) -> int:
+        """How many jump hosts stand before ``node`` (each costs its own connect phases);
+        0 when its ProxyJump cannot be resolved (connecting will say why)."""
+        try:
+            return len(self._connector.jump_chain(self._connector.resolve(node)))
+        except TransportError:
+            return 0
+
     def forget(self, node_name: str) -> None:
         """Drop ``node_name``'s persistent session (e.g. its breaker opened); a no-op when
         one-shot. Its next ``run_probe`` connects and starts the probe anew."""
