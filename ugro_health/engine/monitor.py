@@ -178,6 +178,8 @@ class Monitor:
         problems = self.recorder.record(self._with_skipped(report, skipped), self._put_breakers)
         finished = self.clock.time()
         self.scheduler.cycle_done(started, finished, self._statuses(finished))
+        # A node whose turn never came (the round ran out of time) is due again at once.
+        self.scheduler.forget({node.name for node in report.nodes if not node.polled})
         self.view.cycles += 1
         return CycleResult(finished, finished - started, tuple(allowed), skipped, events, problems)
 
@@ -204,7 +206,7 @@ class Monitor:
     ) -> list[AlertEvent]:
         events: list[AlertEvent] = []
         for node in report.nodes:
-            if not node.polled:  # its turn never came: no verdict either way, still due
+            if not node.polled:  # its turn never came: no verdict either way (re-polled soon)
                 self.view.reports.setdefault(node.name, node)
                 continue
             if node.error is None:

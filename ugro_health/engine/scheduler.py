@@ -223,7 +223,8 @@ class Scheduler:
         self._next_cycle_at = max(anchor + self._interval, finished)
 
     def forget(self, names: set[str]) -> None:
-        """Drop per-node state of nodes no longer monitored."""
+        """Drop per-node state of nodes no longer monitored, or never reached in their round
+        (they are then due at once, as a node never polled)."""
         for name in names:
             self._node_due.pop(name, None)
 
