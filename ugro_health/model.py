@@ -170,7 +170,10 @@ def printable(text: object) -> str:
     Applied when a probe answer is read, and again by the renderers (the store may hold older
     records). Rich markup is not a concern: renderers put such text in ``Text``, never markup.
     """
-    return _UNPRINTABLE.sub(_escape, str(text))
+    text = str(text)
+    if text.isprintable():  # the usual case, in C: no control, separator or format character
+        return text
+    return _UNPRINTABLE.sub(_escape, text)
 
 
 def _str(data: Mapping[str, Any], key: str) -> str | None:
