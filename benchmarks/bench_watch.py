@@ -97,6 +97,15 @@ def bench_size(count: int, args: argparse.Namespace) -> dict[int, dict[str, floa
     cluster = SimCluster.start(count, sshd=min(args.sshd, count))
     if pin:  # ... and the control side the others
         os.sched_setaffinity(0, cores[:-1])
+    try:
+        return _bench_cluster(cluster, count, args)
+    finally:  # every size starts from all cores (the next one pins again)
+        os.sched_setaffinity(0, cores)
+
+
+def _bench_cluster(
+    cluster: SimCluster, count: int, args: argparse.Namespace
+) -> dict[int, dict[str, float]]:
     results: dict[int, dict[str, float]] = {}
     with cluster:
         # With persistent sessions collect_cluster runs a thread per node (at least
@@ -210,12 +219,11 @@ def notes(results: Results) -> list[str]:
         "the control core goes idle and wakes again between answers.",
         "- Control CPU per tick is paramiko's Python packet handling (one request packet out, "
         "one answer in), a wake-up of the connection's reader thread and of the poll thread, "
-        "then decoding and judging the answer (JSON ~8 µs, `NodeSample.from_probe` ~14 µs "
+        "then decoding and judging the answer (JSON ~9 µs, `NodeSample.from_probe` ~16 µs "
         "without GPUs, `judge` ~6 µs) and the pool's futures. Per-thread accounting (schedstat) "
         "puts about two thirds in the poll threads and one third in paramiko's reader threads. "
-        "It moves a lot from run to run here (the same 32-node case measured 0.24, 0.28 and "
-        "0.38 ms in three runs; 128 nodes with 32 threads 0.44 each time), with the simulated "
-        "nodes' fork-heavy probes busy on the other core; unpinned it is ~15-30% higher.",
+        "It moves from run to run here, with the simulated nodes' fork-heavy probes busy on "
+        "the other core; unpinned it is higher (see the last note).",
         f"- Wall time here is bound by the nodes' side, not the control host: the {big} probe "
         f"processes run on this machine too, {r['nodes_cpu_per_node'] * 1000:.1f} ms of CPU "
         "per node per tick (all-core busy time minus the control process), against "
@@ -224,15 +232,19 @@ def notes(results: Results) -> list[str]:
         "probe's tick is mostly its /proc scan (processes, CPU, network) over this machine's "
         "several hundred processes; its Xid check, which started `dmesg` and `journalctl -k` "
         "on every tick (two thirds of the tick in an earlier run), is now read at most every "
-        "30 s. On a real cluster each node does its own share in parallel, so the cycle's wall "
-        "time is one node's tick plus the control side's ~0.25 ms per node.",
+        "30 s, and its process scan reads each /proc file with one os.open/os.read. On a real "
+        "cluster each node does its own share in parallel, so the cycle's wall time is one "
+        f"node's tick plus the control side's ~{r['cpu_per_node'] * 1000:.2f} ms per node.",
         "- Found and fixed while measuring: paramiko's reader thread woke every 0.1 s per "
         "connection (~0.9 ms of CPU per idle session per second), now every 5 s while a session "
         "is open (closing wakes it at once); AES-GCM is preferred (paramiko verifies the "
         "CTR+HMAC MAC byte by byte in Python); a live session's tick skips the watchdog and "
         "re-encoding an unchanged request; `collect_cluster` keeps its poll threads from cycle "
         "to cycle (a fresh pool only after a cycle left threads running) and waits once per "
-        "cycle instead of re-arming every pending future after each answer.",
+        "cycle instead of re-arming every pending future after each answer. In this benchmark: "
+        "every size after the first ran unpinned (the first size's pinning was kept), which put "
+        "earlier 128-node results at 0.25-0.34 ms per node per cycle; pinned, the same code "
+        "measures ~0.19 ms.",
     ]
 
 
