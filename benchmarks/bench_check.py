@@ -205,7 +205,8 @@ def notes(results: dict[int, dict[str, dict[str, float]]]) -> list[str]:
         "How to read it:",
         f"- Both tools run the same probe on the same {big} local sshd, so the simulated nodes' "
         "work (an sshd session and a probe interpreter per node: Python start-up, compiling the "
-        "54 KB probe, its 0.2 s CPU window) is the same for both and shares this machine's two "
+        f"{len(probe.source_bytes()) // 1000} KB probe, its 0.2 s CPU window) is the same for "
+        "both and shares this machine's two "
         f"cores with the control side: about {per_node * 1000:.0f} ms of CPU per node in the "
         f"check runs at {big} nodes. At 32 nodes and more the machine is saturated (wall time is "
         "about all-core CPU / 2), so check's wall time cannot fall below half of that work, "
