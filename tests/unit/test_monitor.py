@@ -106,6 +106,14 @@ def test_breakers_survive_a_restart(cluster: Config, tmp_path: Path):
     again = make_monitor(cluster, tmp_path, clock, fixed_interval_s=5.0)
     assert again.breakers["dead"].state is BreakerState.OPEN
     assert again.breakers["dead"].next_try_at == monitor.breakers["dead"].next_try_at
+    # the alert panel of the new run shows why "dead" is isolated, before any poll
+    (event,) = again.view.events
+    assert (event.node, event.alert.code, event.alert.severity) == (
+        "dead",
+        "node_isolated",
+        Severity.CRITICAL,
+    )
+    assert "refused" in event.alert.message
 
 
 def test_cycles_are_recorded_and_status_can_read_them(cluster: Config, tmp_path: Path):

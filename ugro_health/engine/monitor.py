@@ -97,6 +97,18 @@ class Monitor:
         self._state_stamp: int | None = None
         self._jobs_known = False  # the first look at the jobs is not news
         self._pending: list[AlertEvent] = []  # job news seen while waiting
+        self._show_restored_isolation()
+
+    def _show_restored_isolation(self) -> None:
+        """Nodes still isolated by a breaker restored from the state: their alert goes in the
+        panel, which would otherwise say "no alerts" beside a node shown unreachable."""
+        now = self.clock.time()
+        for name, breaker in self.breakers.items():
+            if breaker.state is BreakerState.CLOSED:
+                continue
+            why = breaker.last_error or "repeated failures"
+            alert = Alert(Severity.CRITICAL, "node_isolated", f"isolated before this start ({why})")
+            self.view.events.append(AlertEvent(breaker.opened_at or now, name, alert, "raised"))
 
     def _restore_breakers(self, policy: BreakerPolicy) -> BreakerBoard:
         state = self.store.load().state
