@@ -102,6 +102,14 @@ class Alert:
     message: str  # for a person
     value: float | str | None = None  # the measured value that raised it
     gpu: int | None = None  # GPU index when the alert is about one GPU
+    # What else it is about when a node can have several (a mount, an interface, a job, a
+    # process): with ``code`` and ``gpu``, it tells one alert from another across polls.
+    subject: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int | None, str | None]:
+        """The same alert from poll to poll, whatever its measured value does."""
+        return (self.code, self.gpu, self.subject)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +118,7 @@ class Alert:
             "message": self.message,
             "value": self.value,
             "gpu": self.gpu,
+            "subject": self.subject,
         }
 
     @classmethod
@@ -120,6 +129,7 @@ class Alert:
             message=str(data["message"]),
             value=data.get("value"),
             gpu=data.get("gpu"),
+            subject=data.get("subject"),
         )
 
 

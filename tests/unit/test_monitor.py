@@ -172,3 +172,37 @@ def test_a_job_past_its_ttl_ends_fast_polling_at_the_ttl(tmp_path: Path):
     assert "job_finished" in {code for at, code in events if at <= 15.1}, events
     assert monitor.view.active_jobs == []
     assert starts[4] - starts[3] > 5.0
+
+
+def test_each_gpu_and_each_subject_raises_and_clears_its_own_alert(tmp_path: Path):
+    from ugro_health.model import Alert, NodeReport
+
+    config = Config(
+        nodes=(NodeConfig(name="here", host="localhost", transport="local"),), thresholds=CALM
+    )
+    monitor = make_monitor(config, tmp_path, FakeClock(start=time.time()))
+
+    def report(*alerts: Alert) -> NodeReport:
+        return NodeReport("here", Status.WARNING, 70, 0.0, 0.0, alerts=alerts)
+
+    def hot(gpu: int, temp: float) -> Alert:
+        return Alert(Severity.WARNING, "gpu_temp_warning", f"GPU {gpu}: {temp}", temp, gpu)
+
+    def zombie(pid: int) -> Alert:
+        return Alert(Severity.WARNING, "gpu_zombie_holder", f"GPU 0: {pid}", pid, 0, str(pid))
+
+    def diff(new: NodeReport) -> list[tuple[str, int | None, str | None]]:
+        events = monitor._diff(new, 0.0)
+        monitor.view.reports["here"] = new
+        return [(e.kind, e.alert.gpu, e.alert.subject) for e in events]
+
+    assert diff(report(hot(0, 82))) == [("raised", 0, None)]
+    assert diff(report(hot(0, 83))) == []  # the same alert, its value moved
+    assert diff(report(hot(1, 82))) == [("raised", 1, None), ("cleared", 0, None)]
+    assert diff(report(hot(0, 82), hot(1, 84))) == [("raised", 0, None)]
+    zombies = diff(report(zombie(11), zombie(12), zombie(13)))
+    assert sorted(e for e in zombies if e[0] == "raised") == [
+        ("raised", 0, "11"),
+        ("raised", 0, "12"),
+        ("raised", 0, "13"),
+    ]

@@ -135,6 +135,7 @@ def test_json_contract_fields():
         "message": "GPU 1: temperature 82 °C",
         "value": 82.0,
         "gpu": 1,
+        "subject": None,  # a mount, interface, job or process where a node can have several
     }
     assert doc["nodes"][0]["gpus"][1]["temp_c"] == 66.0
     assert doc["nodes"][0]["metrics"]["disks"]["/"]["util_pct"] == 55.0

@@ -289,6 +289,7 @@ def rank_alerts(node: str, sample: NodeSample, jobs: Sequence[Job]) -> list[Aler
                     "job_ranks_low",
                     f"job {job.name}: {seen} of {job.ranks} rank processes running",
                     seen,
+                    subject=job.name,
                 )
             )
     return alerts

@@ -250,8 +250,8 @@ class Monitor:
         previous = self.view.reports.get(node.name)
         # A sub-check that cannot run (dmesg needs privileges on most nodes) is a standing
         # condition, visible in check/status; as a stream of events it would drown the rest.
-        before = {a.code: a for a in previous.alerts if a.code not in QUIET} if previous else {}
-        after = {a.code: a for a in node.alerts if a.code not in QUIET}
+        before = {a.key: a for a in previous.alerts if a.code not in QUIET} if previous else {}
+        after = {a.key: a for a in node.alerts if a.code not in QUIET}
         events = [
             AlertEvent(now, node.name, a, "raised") for c, a in after.items() if c not in before
         ]

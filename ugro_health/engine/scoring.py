@@ -154,10 +154,15 @@ def _judge_gpu(
     tag = f"GPU {gpu.index}"
 
     def add(
-        severity: Severity, code: str, message: str, value: float | str | None, cost: float
+        severity: Severity,
+        code: str,
+        message: str,
+        value: float | str | None,
+        cost: float,
+        subject: str | None = None,
     ) -> None:
         nonlocal health
-        alerts.append(Alert(severity, code, f"{tag}: {message}", value, gpu.index))
+        alerts.append(Alert(severity, code, f"{tag}: {message}", value, gpu.index, subject))
         health -= cost
 
     if gpu.temp_c is not None:
@@ -206,6 +211,7 @@ def _judge_gpu(
                 f"process {proc.pid} holds GPU memory but no longer exists",
                 proc.pid,
                 15,
+                subject=str(proc.pid),
             )
     return alerts, max(0.0, health)
 
@@ -274,13 +280,19 @@ def _ramp(value: float | None, warn: float, crit: float) -> float:
     return 50.0 + 50.0 * (value - crit) / max(100 - crit, 1e-9)
 
 
-def _level(value: float | None, warn: float, crit: float, code: str, label: str) -> Iterable[Alert]:
+def _level(
+    value: float | None, warn: float, crit: float, code: str, label: str, subject: str | None = None
+) -> Iterable[Alert]:
     if value is None:
         return
     if value >= crit:
-        yield Alert(CRIT, f"{code}_critical", f"{label} {value:.0f} %", round(value, 1))
+        yield Alert(
+            CRIT, f"{code}_critical", f"{label} {value:.0f} %", round(value, 1), None, subject
+        )
     elif value >= warn:
-        yield Alert(WARN, f"{code}_warning", f"{label} {value:.0f} %", round(value, 1))
+        yield Alert(
+            WARN, f"{code}_warning", f"{label} {value:.0f} %", round(value, 1), None, subject
+        )
 
 
 def _judge_system(
@@ -295,7 +307,13 @@ def _judge_system(
     for disk in sample.disks:
         if disk.error:
             alerts.append(
-                Alert(WARN, "disk_check_failed", f"{disk.mount}: {disk.error}", disk.mount)
+                Alert(
+                    WARN,
+                    "disk_check_failed",
+                    f"{disk.mount}: {disk.error}",
+                    disk.mount,
+                    subject=disk.mount,
+                )
             )
             penalty += 25
             continue
@@ -306,6 +324,7 @@ def _judge_system(
                 limits.disk_crit_pct,
                 "disk",
                 f"{disk.mount} full",
+                disk.mount,
             )
         )
         penalty = max(penalty, _ramp(disk.util_pct, limits.disk_warn_pct, limits.disk_crit_pct))
@@ -351,7 +370,13 @@ def _judge_network(sample: NodeSample, limits: Thresholds) -> tuple[list[Alert],
         rate = (net.rx_errors_per_s or 0.0) + (net.tx_errors_per_s or 0.0)
         if rate >= limits.net_errors_warn_per_s:
             alerts.append(
-                Alert(WARN, "net_errors", f"{net.iface}: {rate:.1f} errors/s", round(rate, 2))
+                Alert(
+                    WARN,
+                    "net_errors",
+                    f"{net.iface}: {rate:.1f} errors/s",
+                    round(rate, 2),
+                    subject=net.iface,
+                )
             )
             penalty += 30
     return alerts, max(0.0, 100.0 - penalty)
