@@ -105,7 +105,7 @@ class NodeConfig:
     def is_local(self) -> bool:
         if self.transport == "local":
             return True
-        if self.transport == "ssh":
+        if self.transport == "ssh" or self.proxy_jump:  # behind a jump host: its localhost
             return False
         return (self.host or self.name) in LOCAL_HOSTS and self.port is None
 

@@ -37,6 +37,14 @@ def test_a_glob_that_matches_nothing_is_a_usage_error(cluster: Path, command, no
     assert result.stdout == ""
 
 
+def test_an_empty_nodes_option_is_a_usage_error_not_every_node(cluster: Path):
+    result = run_cli("check", "--nodes", "", "--no-record", cwd=cluster, timeout=30)
+    assert result.returncode == 3, result
+    assert result.stderr == (
+        "ugro-health: --nodes is empty: give node names or globs, or leave the option out\n"
+    )
+
+
 def test_nagios_check_reports_unreachable_as_critical_perfdata(cluster: Path):
     result = run_cli("check", "--nagios", "--no-record", cwd=cluster)
     assert result.returncode == 2, result

@@ -93,6 +93,11 @@ def test_localhost_with_port_goes_over_ssh():
     assert [n.is_local for n in config.nodes] == [False, False]
 
 
+def test_localhost_behind_a_jump_host_is_that_hosts_localhost():
+    config = parse("nodes:\n  - name: inner\n    host: localhost\n    proxy_jump: bastion\n")
+    assert not config.nodes[0].is_local
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

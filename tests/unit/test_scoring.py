@@ -209,6 +209,8 @@ def test_throttle_pcie_nvlink_and_zombie_holder():
         (0, None, 18, "0 of 18 expected NVLinks active"),
         (0, 12, 12, "0 of 12 expected NVLinks active"),
         (18, 18, 18, None),
+        (16, 18, 0, "2 of 18 NVLinks down"),  # a partial loss alerts whatever is expected
+        (16, 18, 12, "2 of 18 NVLinks down"),
         (None, None, 18, None),  # unknown (no NVLink data): not a fault by itself
     ],
 )

@@ -35,3 +35,11 @@ def test_an_overflowing_number_parses_and_the_model_drops_it() -> None:
     assert doc is not None
     sample = NodeSample.from_probe(doc)
     assert (sample.cpu_util_pct, sample.cpu_cores) == (None, 2)
+
+
+def test_an_answer_nested_too_deep_is_invalid_not_a_crash() -> None:
+    deep = b"UGRO1 " + b"[" * 200_000 + b"]" * 200_000
+    with pytest.raises(TransportError) as info:
+        parse_response_line(deep)
+    assert info.value.kind is ErrorKind.PROBE_INVALID
+    assert "nested too deep" in info.value.message

@@ -41,6 +41,8 @@ def select_nodes(config: Config, pattern: str | None) -> tuple[NodeConfig, ...]:
     """
     from ugro_health.cli.output import fail
 
+    if pattern is not None and not pattern.strip():  # `--nodes "$UNSET"`: not "every node"
+        fail("--nodes is empty: give node names or globs, or leave the option out")
     globs = [p.strip() for p in (pattern or "").split(",") if p.strip()]
     unmatched = [g for g in globs if not config.select(g)]
     if pattern and not globs:

@@ -261,7 +261,7 @@ def _judge_nvlink(gpu: GpuSample, expected: int | None, add: _Add) -> None:
         return
     if expected is not None and active < expected:
         add(WARN, "gpu_nvlink_down", f"{active} of {expected} expected NVLinks active", active, 30)
-    elif expected is None and total and 0 < active < total:
+    elif total and 0 < active < total:  # some links trained, others not: always a fault
         add(WARN, "gpu_nvlink_down", f"{total - active} of {total} NVLinks down", active, 30)
 
 

@@ -57,6 +57,10 @@ def parse_response_line(line: bytes) -> dict[str, Any] | None:
         raise TransportError(
             ErrorKind.PROBE_INVALID, f"probe answered invalid JSON: {exc}"
         ) from exc
+    except RecursionError as exc:  # [[[[...]]]] deep enough to exhaust the parser's stack
+        raise TransportError(
+            ErrorKind.PROBE_INVALID, "probe answered JSON nested too deep"
+        ) from exc
     if not isinstance(doc, dict):
         raise TransportError(ErrorKind.PROBE_INVALID, "probe answered JSON that is not an object")
     return doc
