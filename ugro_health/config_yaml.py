@@ -11,6 +11,7 @@ Imports only the standard library and PyYAML.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -168,6 +169,9 @@ def check_type(doc: YamlDoc, value: Any, types: tuple[type, ...], where: Where) 
     """Whether ``value`` is one of ``types`` (a YAML true/false is not an integer); if not, a
     problem."""
     if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+        if isinstance(value, float) and not math.isfinite(value):  # YAML's .inf and .nan
+            doc.problem(where, f"must be a finite number, not {value}")
+            return False
         return True
     wanted = " or ".join(
         _TYPE_NAMES[t.__name__] for t in types if not (t is int and float in types)

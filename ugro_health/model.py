@@ -133,6 +133,9 @@ class Alert:
         )
 
 
+MAX_DURATION_S = 10 * 365 * 86400.0  # the longest --since, --ttl or ttl_s accepted
+
+
 def human_duration(seconds: float) -> str:
     """``45s``, ``12m``, ``3.5h``, ``2.1d``: an age or a delay for people."""
     seconds = max(0.0, seconds)

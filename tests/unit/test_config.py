@@ -334,6 +334,19 @@ def test_validate_refuses_settings_that_break_runs():
     ]
 
 
+def test_infinite_and_nan_numbers_are_refused():
+    text = (
+        "ssh:\n  connect_timeout: .inf\n  command_timeout: .Inf\n"
+        "thresholds:\n  net_errors_warn_per_s: .nan\nnodes: [a]\n"
+    )
+    problems = [p.one_line() for p in validate_config(text, "c.yaml")]
+    assert problems == [
+        "c.yaml:2: ssh.connect_timeout: must be a finite number, not inf",
+        "c.yaml:3: ssh.command_timeout: must be a finite number, not inf",
+        "c.yaml:5: thresholds.net_errors_warn_per_s: must be a finite number, not nan",
+    ]
+
+
 def test_equal_warn_and_crit_and_the_bounds_themselves_are_valid():
     text = (
         "thresholds: {gpu_temp_warn_c: 85, gpu_temp_crit_c: 85, disk_warn_pct: 0,"

@@ -63,3 +63,16 @@ def test_import_is_cheap():
     code = "import sys, ugro_health; print(sorted(m for m in ('paramiko', 'typer', 'rich') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("ttl_s", [0.0, -5.0, float("inf"), float("nan")])
+def test_a_ttl_that_is_not_a_positive_finite_time_is_refused(
+    cluster: Path, tmp_path: Path, ttl_s: float
+):
+    with (
+        pytest.raises(JobError, match="the TTL must be more than 0 and at most 10 years"),
+        ugro_health.track_job(
+            "x", nodes=["gpu1"], config=cluster, state_dir=tmp_path / "state", ttl_s=ttl_s
+        ),
+    ):
+        pass

@@ -73,7 +73,9 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "h", "10", "5x", "-1h", "0m", "1h 2", "1 hour"])
+@pytest.mark.parametrize(
+    "text", ["", "h", "10", "5x", "-1h", "0m", "1h 2", "1 hour", "522w", "9" * 400 + "w"]
+)
 def test_parse_duration_rejects_with_a_message(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)

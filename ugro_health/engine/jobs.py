@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ugro_health.config import NODE_NAME_RE
-from ugro_health.model import Alert, NodeSample, Severity, as_float
+from ugro_health.model import MAX_DURATION_S, Alert, NodeSample, Severity, as_float
 
 FINISHED_KEEP_S = 24 * 3600.0  # how long finished jobs stay listed
 DEFAULT_GRACE_S = 300.0  # processes gone from every node this long => the job is over
@@ -125,6 +125,8 @@ def start_job(
     the store finishes it as it loads) is replaced."""
     nodes = list(dict.fromkeys(nodes))
     _validate(name, nodes, known_nodes, ranks, match)
+    if ttl_s is not None and not (0 < ttl_s <= MAX_DURATION_S):  # NaN fails this too
+        raise JobError(f"the TTL must be more than 0 and at most 10 years, not {ttl_s}")
     job = Job(name=name, nodes=tuple(nodes), started_at=now, ranks=ranks, match=match, ttl_s=ttl_s)
 
     def apply(state: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ugro_health.model import as_float
+from ugro_health.model import MAX_DURATION_S, as_float
 
 Report = Mapping[str, Any]
 
@@ -116,6 +116,8 @@ def parse_duration(text: str) -> float:
     seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise ValueError(f"invalid duration {text!r}: must be more than zero")
+    if seconds > MAX_DURATION_S:  # 1e400w is inf; centuries overflow dates and timestamps
+        raise ValueError(f"invalid duration {text!r}: at most 10 years")
     return seconds
 
 
