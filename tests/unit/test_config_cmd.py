@@ -125,15 +125,20 @@ def test_init_from_an_empty_ssh_config_fails(tmp_path: Path, home):
 def test_node_entries_sanitize_and_skip():
     entries, skipped = node_entries(["ok", "my host", "[::1]", "a@b", "ok", "x.y:2"])
     assert [(e.name, e.host) for e in entries] == [("ok", None), ("1", "[::1]"), ("x.y-2", "x.y:2")]
-    assert skipped == ["skipping 'my host': not a host name", "skipping 'a@b': not a host name"]
+    assert skipped == [
+        "skipping 'my host': not a host name",
+        "skipping 'a@b': not a host name",
+        "skipping 'ok': given twice",
+    ]
 
 
 def test_node_entries_skip_a_host_an_earlier_range_or_name_already_gives():
-    entries, skipped = node_entries(["gpu[01-03]", "gpu02", "gpu[03-04]", "x.y:2", "x.y-2"])
-    assert [e.name for e in entries] == ["gpu[01-03]", "x.y-2"]
+    entries, skipped = node_entries(["gpu[01-03]", "gpu02", "gpu[03-05]", "x.y:2", "x.y-2"])
+    # an overlapping range keeps the nodes nothing earlier gives
+    assert [e.name for e in entries] == ["gpu[01-03]", "gpu[04-05]", "x.y-2"]
     assert skipped == [
         "skipping 'gpu02': node 'gpu02' already comes from 'gpu[01-03]'",
-        "skipping 'gpu[03-04]': node 'gpu03' already comes from 'gpu[01-03]'",
+        "keeping 'gpu[04-05]' of 'gpu[03-05]': gpu03 already comes from 'gpu[01-03]'",
         "skipping 'x.y-2': node 'x.y-2' already comes from 'x.y:2'",
     ]
 

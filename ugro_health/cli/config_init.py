@@ -31,24 +31,48 @@ def node_entries(hosts: list[str]) -> tuple[list[NodeEntry], list[str]]:
     """One entry per distinct usable host, and a reason for each host that was skipped.
 
     A host that is a valid node name (or range) is the node's name; any other host name gets a
-    sanitized ``name`` and the original as ``host``. A host whose node (or one of whose range's
-    nodes) an earlier host already gives is skipped: ``gpu02`` after ``gpu[01-03]``."""
+    sanitized ``name`` and the original as ``host``. A host whose node an earlier host already
+    gives is skipped (``gpu02`` after ``gpu[01-03]``); a range keeps the nodes no earlier host
+    gives (``gpu[02-05]`` after ``gpu[01-03]`` becomes ``gpu[04-05]``)."""
     entries: list[NodeEntry] = []
     skipped: list[str] = []
     owner: dict[str, str] = {}  # node name -> the host that gave it
-    for host in dict.fromkeys(hosts):
+    given: set[str] = set()
+    for host in hosts:
+        if host in given:
+            skipped.append(f"skipping {host!r}: given twice")
+            continue
+        given.add(host)
         entry = _entry(host)
         if entry is None:
             skipped.append(f"skipping {host!r}: not a host name")
             continue
         names = expand_node_pattern(entry.name)
-        taken = next((name for name in names if name in owner), None)
-        if taken is not None:
-            skipped.append(f"skipping {host!r}: node {taken!r} already comes from {owner[taken]!r}")
-            continue
+        taken = [name for name in names if name in owner]
+        if taken:
+            first = taken[0]
+            if len(taken) == len(names):
+                skipped.append(
+                    f"skipping {host!r}: node {first!r} already comes from {owner[first]!r}"
+                )
+                continue
+            names = [name for name in names if name not in owner]
+            entry = NodeEntry(name=_fold(names))
+            verb = "comes" if len(taken) == 1 else "come"
+            skipped.append(
+                f"keeping {entry.name!r} of {host!r}: {', '.join(taken)} already {verb} from "
+                f"{owner[first]!r}"
+            )
         owner.update(dict.fromkeys(names, host))
         entries.append(entry)
     return entries, skipped
+
+
+def _fold(names: list[str]) -> str:
+    """Node names back into one range pattern: ``gpu4, gpu5`` -> ``gpu[4-5]``."""
+    from ClusterShell.NodeSet import NodeSet
+
+    return str(NodeSet.fromlist(names))
 
 
 def _entry(host: str) -> NodeEntry | None:
