@@ -90,6 +90,9 @@ class ErrorKind(enum.Enum):
 class NodeError:
     kind: ErrorKind
     message: str
+    # A timeout that came when the deadline it was given ran out (not a phase's own limit):
+    # with a deadline the run cut short, it says nothing about the node.
+    at_deadline: bool = False
 
     def __str__(self) -> str:
         return f"{self.kind.value}: {self.message}"

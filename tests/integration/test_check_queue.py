@@ -90,3 +90,27 @@ def test_nodes_whose_turn_never_comes_are_not_polled_and_not_recorded(
     )
     recorded = {s["node"] for s in json.loads(history.stdout)["samples"]}
     assert recorded == polled, recorded  # nothing was learnt about the others
+
+
+def test_a_node_cut_short_by_the_runs_timeout_is_not_polled_not_critical(
+    sshd_rig: SshdRig, tmp_path: Path
+):
+    # One worker: the good node starts only when the hanging one gives up (its 2 s command
+    # timeout), and --timeout leaves it far less than a probe takes (a 0.2 s CPU window alone).
+    port = sshd_rig.nodes["node1"].port
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        CALM_THRESHOLDS
+        + f"defaults:\n  user: {sshd_rig.user}\n  identity_file: {sshd_rig.key}\n"
+        + "  python: /usr/bin/python3\n"
+        + "ssh:\n  connect_timeout: 1\n  command_timeout: 2\n  max_workers: 1\n  ssh_config: ''\n"
+        + f"  known_hosts: {sshd_rig.known_hosts}\n"
+        + "nodes:\n"
+        + f"  - name: hang\n    host: 127.0.0.1\n    port: {port}\n    python: {sshd_rig.hang_python}\n"
+        + f"  - name: good\n    host: 127.0.0.1\n    port: {port}\n"
+    )
+    code, nodes = check(config, tmp_path, "--timeout", "2.15", "--no-record")
+    assert nodes["hang"]["error_kind"] == "timeout"  # it had its whole command timeout
+    good = nodes["good"]
+    assert (good["status"], good["error_kind"]) == ("unknown", "not_polled"), good["error"]
+    assert code == 2  # the hanging node is CRITICAL; the good one is not counted against it

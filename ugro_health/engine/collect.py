@@ -135,7 +135,8 @@ def poll_node(
         doc = transport.run_probe(node, probe_request(config, node, match), deadline)
         sample = NodeSample.from_probe(doc)
     except TransportError as exc:
-        return failed_report(node.name, NodeError(exc.kind, exc.message), started_wall, started)
+        error = NodeError(exc.kind, exc.message, exc.at_deadline)
+        return failed_report(node.name, error, started_wall, started)
     except Exception as exc:  # a bug in one node's path must not lose the others
         error = NodeError(ErrorKind.PROBE_INVALID, f"{type(exc).__name__}: {exc}")
         return failed_report(node.name, error, started_wall, started)
@@ -179,7 +180,7 @@ def _judged(
 
 def failed_report(name: str, error: NodeError, polled_at: float, started: float) -> NodeReport:
     # The message may quote the node (its stderr, its answer): never its control characters.
-    error = NodeError(error.kind, printable(error.message))
+    error = NodeError(error.kind, printable(error.message), error.at_deadline)
     return NodeReport(
         name=name,
         # Unreachable is CRITICAL; a node never tried is UNKNOWN: nothing was learnt about it.
@@ -206,7 +207,22 @@ def _poll_in_turn(
     now = time.monotonic()
     if run_deadline - now <= 0:
         return failed_report(node.name, _not_polled(), clock(), now)
-    return poll_node(config, node, transport, min(now + budget, run_deadline), jobs, clock)
+    deadline = min(now + budget, run_deadline)
+    report = poll_node(config, node, transport, deadline, jobs, clock)
+    cut_short = (
+        deadline < now + budget
+        and report.error is not None
+        and report.error.kind is ErrorKind.TIMEOUT
+        and report.error.at_deadline
+    )
+    if cut_short:  # the run's time, not the node's, ran out: nothing was learnt about it
+        error = NodeError(
+            ErrorKind.NOT_POLLED,
+            f"not polled to the end: the run's time left it {deadline - now:.1f}s of its"
+            f" {budget:.1f}s (raise --timeout)",
+        )
+        return failed_report(node.name, error, report.polled_at, now)
+    return report
 
 
 def _not_polled() -> NodeError:

@@ -17,10 +17,12 @@ RESPONSE_PREFIX = b"UGRO1 "
 
 
 class TransportError(Exception):
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    def __init__(self, kind: ErrorKind, message: str, *, at_deadline: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        # A timeout whose phase the caller's deadline cut shorter than the phase's own limit.
+        self.at_deadline = at_deadline
 
 
 class Transport(Protocol):

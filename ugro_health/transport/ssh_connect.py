@@ -56,6 +56,7 @@ class Attempt:
         self.deadline = deadline
         self.phase = "connection"
         self.budget = 0.0
+        self.bound_by_deadline = False
         self.phase_end = deadline
         self.expired = False
         self.watched = False  # registered with a Watchdog
@@ -66,9 +67,12 @@ class Attempt:
         now = time.monotonic()
         self.phase = phase
         self.budget = min(limit, self.deadline - now)
+        self.bound_by_deadline = self.deadline - now < limit
         self.phase_end = now + self.budget
         if self.budget <= 0:
-            raise TransportError(ErrorKind.TIMEOUT, f"deadline passed before {phase}")
+            raise TransportError(
+                ErrorKind.TIMEOUT, f"deadline passed before {phase}", at_deadline=True
+            )
         return self.budget
 
     def remaining(self) -> float:
@@ -79,7 +83,9 @@ class Attempt:
 
     def timeout_error(self) -> TransportError:
         return TransportError(
-            ErrorKind.TIMEOUT, f"timed out after {self.budget:.1f}s waiting for {self.phase}"
+            ErrorKind.TIMEOUT,
+            f"timed out after {self.budget:.1f}s waiting for {self.phase}",
+            at_deadline=self.bound_by_deadline,
         )
 
     def explain(self, exc: TransportError) -> TransportError:
@@ -265,7 +271,12 @@ class Connector:
     def _tcp(self, attempt: Attempt, host: ResolvedHost, via: str) -> socket.socket:
         name = host.hostname.strip("[]")
         attempt.begin(f"DNS lookup of {name}{via}", self.settings.connect_timeout)
-        addresses = lookup(name, host.port, attempt.remaining())
+        try:
+            addresses = lookup(name, host.port, attempt.remaining())
+        except TransportError as exc:
+            if exc.kind is ErrorKind.DNS and attempt.bound_by_deadline and attempt.overdue():
+                raise attempt.timeout_error() from exc  # the caller's time ran out, not DNS's
+            raise
         attempt.begin(f"TCP connect to {name}:{host.port}{via}", self.settings.connect_timeout)
         last: OSError | None = None
         for family, kind, proto, _, addr in addresses:
