@@ -95,22 +95,26 @@ def test_nodes_whose_turn_never_comes_are_not_polled_and_not_recorded(
 def test_a_node_cut_short_by_the_runs_timeout_is_not_polled_not_critical(
     sshd_rig: SshdRig, tmp_path: Path
 ):
-    # One worker: the good node starts only when the hanging one gives up (its 2 s command
-    # timeout), and --timeout leaves it far less than a probe takes (a 0.2 s CPU window alone).
-    port = sshd_rig.nodes["node1"].port
+    # "slow" is healthy but takes 5 s to start its probe: --timeout 2.5 cuts its command phase
+    # short (10 s of its own). "dark" never sends a banner: its 1 s banner phase runs out first,
+    # inside the run's time, so that one is a real timeout.
+    slow_python = sshd_rig.root / "slow_python"
+    slow_python.write_text('#!/bin/sh\nsleep 5\nexec /usr/bin/python3 "$@"\n')
+    slow_python.chmod(0o755)
     config = tmp_path / "cluster.yaml"
     config.write_text(
         CALM_THRESHOLDS
         + f"defaults:\n  user: {sshd_rig.user}\n  identity_file: {sshd_rig.key}\n"
-        + "  python: /usr/bin/python3\n"
-        + "ssh:\n  connect_timeout: 1\n  command_timeout: 2\n  max_workers: 1\n  ssh_config: ''\n"
+        + "ssh:\n  connect_timeout: 1\n  command_timeout: 10\n  ssh_config: ''\n"
         + f"  known_hosts: {sshd_rig.known_hosts}\n"
         + "nodes:\n"
-        + f"  - name: hang\n    host: 127.0.0.1\n    port: {port}\n    python: {sshd_rig.hang_python}\n"
-        + f"  - name: good\n    host: 127.0.0.1\n    port: {port}\n"
+        + f"  - name: dark\n    host: 127.0.0.1\n    port: {sshd_rig.blackhole_port}\n"
+        + f"  - name: slow\n    host: 127.0.0.1\n    port: {sshd_rig.nodes['node1'].port}\n"
+        + f"    python: {slow_python}\n"
     )
-    code, nodes = check(config, tmp_path, "--timeout", "2.15", "--no-record")
-    assert nodes["hang"]["error_kind"] == "timeout"  # it had its whole command timeout
-    good = nodes["good"]
-    assert (good["status"], good["error_kind"]) == ("unknown", "not_polled"), good["error"]
-    assert code == 2  # the hanging node is CRITICAL; the good one is not counted against it
+    code, nodes = check(config, tmp_path, "--timeout", "2.5", "--no-record")
+    assert nodes["dark"]["error_kind"] == "timeout", nodes["dark"]["error"]
+    slow = nodes["slow"]
+    assert (slow["status"], slow["error_kind"]) == ("unknown", "not_polled"), slow["error"]
+    assert "the run's time left it" in slow["error"]
+    assert code == 2  # "dark" is CRITICAL; "slow" is not counted against the cluster
