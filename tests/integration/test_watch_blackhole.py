@@ -10,21 +10,17 @@ import os
 import re
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from sshd_rig import SshdRig
+from watch_rig import running_monitor, wait_for
 
 from ugro_health.config import Config
 from ugro_health.engine.breaker import BreakerPolicy, BreakerState
-from ugro_health.engine.collect import Transports
-from ugro_health.engine.monitor import CycleResult, Monitor
-from ugro_health.engine.scheduler import PollPolicy
-from ugro_health.store.state import StateStore
+from ugro_health.engine.monitor import CycleResult
 
 pytestmark = [
     pytest.mark.ssh,
@@ -102,15 +98,6 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def events(cycles: list[CycleResult], code: str) -> list[str]:
     return [e.node for c in cycles for e in c.events if e.alert.code == code]
 
@@ -121,18 +108,9 @@ def test_a_cut_link_is_isolated_without_holding_the_others_and_recovers(
     far = replace(sshd_rig.node_config("node1"), name="far", host=far_node.address, port=PORT)
     nodes = (sshd_rig.node_config("node1"), sshd_rig.node_config("node2"), far)
     config = Config(nodes=nodes, ssh=sshd_rig.settings(connect_timeout=1.0, command_timeout=2.0))
-    monitor = Monitor(
-        config,
-        config.nodes,
-        StateStore(tmp_path),
-        Transports(config, persistent=True),
-        PollPolicy(fixed_interval_s=1.0, problem_interval_s=1.0),
-        BreakerPolicy(failure_threshold=2, reset_base_s=2.0, reset_max_s=4.0),
-    )
-    cycles: list[CycleResult] = []
-    thread = threading.Thread(target=monitor.run, kwargs={"on_cycle": cycles.append, "tick_s": 0.1})
-    thread.start()
-    try:
+    with running_monitor(
+        config, tmp_path, BreakerPolicy(failure_threshold=2, reset_base_s=2.0, reset_max_s=4.0)
+    ) as (monitor, cycles):
         wait_for(lambda: len(cycles) >= 2, 30, "two healthy cycles")
         assert all(report.reachable for report in monitor.view.reports.values())
         far_node.cut()
@@ -155,8 +133,3 @@ def test_a_cut_link_is_isolated_without_holding_the_others_and_recovers(
         wait_for(lambda: "far" in events(cycles, "node_recovered"), 40, "far recovered")
         assert monitor.breakers["far"].state is BreakerState.CLOSED
         wait_for(lambda: monitor.view.reports["far"].reachable, 10, "a good poll of far")
-    finally:
-        monitor.stop()
-        thread.join(timeout=30)
-        monitor.transports.close()
-    assert not thread.is_alive()

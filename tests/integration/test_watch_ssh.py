@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from sshd_rig import SshdRig
+from watch_rig import running_monitor, wait_for
 
 from ugro_health.config import Config
 from ugro_health.engine.breaker import BreakerPolicy, BreakerState
-from ugro_health.engine.collect import Transports
-from ugro_health.engine.monitor import CycleResult, Monitor
-from ugro_health.engine.scheduler import PollPolicy
 from ugro_health.store.state import StateStore
 
 pytestmark = pytest.mark.ssh
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_node_down_is_isolated_others_stay_on_time_then_it_recovers(
@@ -37,18 +24,9 @@ def test_node_down_is_isolated_others_stay_on_time_then_it_recovers(
         nodes=tuple(sshd_rig.node_config(n) for n in names),
         ssh=sshd_rig.settings(connect_timeout=2.0, command_timeout=5.0),
     )
-    monitor = Monitor(
-        config,
-        config.nodes,
-        StateStore(tmp_path),
-        Transports(config, persistent=True),
-        PollPolicy(fixed_interval_s=1.0, problem_interval_s=1.0),
-        BreakerPolicy(failure_threshold=3, reset_base_s=2.0, reset_max_s=4.0),
-    )
-    cycles: list[CycleResult] = []
-    thread = threading.Thread(target=monitor.run, kwargs={"on_cycle": cycles.append, "tick_s": 0.1})
-    thread.start()
-    try:
+    with running_monitor(
+        config, tmp_path, BreakerPolicy(failure_threshold=3, reset_base_s=2.0, reset_max_s=4.0)
+    ) as (monitor, cycles):
         wait_for(lambda: len(cycles) >= 2, 30, "two healthy cycles")
         assert all(monitor.view.reports[n].reachable for n in names)
         sshd_rig.stop_node("flaky")
@@ -78,10 +56,5 @@ def test_node_down_is_isolated_others_stay_on_time_then_it_recovers(
         assert recovered.node == "flaky" and recovered.alert.severity.value == "info"
         assert monitor.breakers["flaky"].state is BreakerState.CLOSED
         wait_for(lambda: monitor.view.reports["flaky"].reachable, 10, "a good poll of flaky")
-    finally:
-        monitor.stop()
-        thread.join(timeout=30)
-        monitor.transports.close()
-    assert not thread.is_alive()
     state = StateStore(tmp_path).load().state
     assert state["nodes"]["flaky"]["breaker"]["state"] == "closed"
