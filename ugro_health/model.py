@@ -197,10 +197,6 @@ def _str(data: Mapping[str, Any], key: str) -> str | None:
     return printable(value) if isinstance(value, str) else None
 
 
-def _text(value: Any) -> str:
-    return printable(value)
-
-
 @dataclass(frozen=True, slots=True)
 class GpuProcess:
     pid: int
@@ -417,7 +413,7 @@ class NodeSample:
             swap_util_pct=_num(mem, "swap_util_pct"),
             disks=tuple(
                 DiskSample(
-                    mount=_text(d.get("mount")),
+                    mount=printable(d.get("mount")),
                     total_bytes=_int(d, "total_bytes"),
                     used_bytes=_int(d, "used_bytes"),
                     error=_str(d, "error"),
@@ -427,7 +423,7 @@ class NodeSample:
             ),
             net=tuple(
                 NetSample(
-                    iface=_text(n.get("iface")),
+                    iface=printable(n.get("iface")),
                     rx_bytes_per_s=_num(n, "rx_bytes_per_s"),
                     tx_bytes_per_s=_num(n, "tx_bytes_per_s"),
                     rx_errors_per_s=_num(n, "rx_errors_per_s"),
@@ -449,7 +445,7 @@ class NodeSample:
             xids=tuple(
                 XidEvent(
                     xid=int(x.get("xid", 0)),
-                    message=_text(x.get("message", "")),
+                    message=printable(x.get("message", "")),
                     gpu=_str(x, "gpu"),
                     kernel_time_s=_num(x, "kernel_time_s"),
                 )
@@ -461,7 +457,7 @@ class NodeSample:
                 for p in doc.get("matched_processes") or ()
                 if isinstance(p, dict)
             ),
-            errors={_text(k): _text(v) for k, v in (doc.get("errors") or {}).items()},
+            errors={printable(k): printable(v) for k, v in (doc.get("errors") or {}).items()},
         )
 
     def metrics(self, clock_skew_s: float | None = None) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 PROBE_VERSION = 1
 PREFIX = "UGRO1 "
 # The fixed remote command (after `<python> -c`): read the source length, the source, run it.
-# The fixed remote command's program. It parses on Python 2 too, to say why it cannot go on.
+# It parses on Python 2 too, to say why it cannot go on.
 BOOTSTRAP = (
     'import sys;sys.version_info<(3,6)and sys.exit("ugro-health: the probe needs Python 3.6 or'
     ' newer; "+sys.executable+" is "+sys.version.split()[0]);'
@@ -1104,14 +1104,14 @@ def scan_processes(patterns: List[Tuple[str, Any]], exclude: Iterable[int]) -> J
             continue
         pid = int(entry)
         try:
-            stat = _read_head("%s/%d/stat" % (PROC, pid), 512)  # the state is in the first 300
-            end = stat.rindex(b")")  # of the command name, which may itself hold ") "
-            state = stat[end + 2 : end + 3]
+            # The state is within the first 300 bytes; latin-1 decodes any byte, and cheaply.
+            stat = _read_head("%s/%d/stat" % (PROC, pid), 512).decode("latin-1")
+            state = parse_pid_stat_state(stat)
             cmdline = _cmdline(pid) if patterns and pid not in skip else ""
         except (OSError, ValueError, IndexError):
             continue  # exited while we looked
         count += 1
-        zombies += state == b"Z"
+        zombies += state == "Z"
         pattern = _match(cmdline, patterns) if cmdline else None
         if pattern is not None and len(matched) < MAX_MATCHED:
             matched.append({"pid": pid, "cmdline": cmdline[:CMDLINE_CHARS], "pattern": pattern})

@@ -109,9 +109,14 @@ def _judge_xids(sample: NodeSample, limits: Thresholds) -> list[Alert]:
     fault fixed hours ago does not keep the node CRITICAL until its next reboot."""
     recent: list[XidEvent] = []
     old: list[XidEvent] = []
+    old_ages: list[float] = []
     for event in sample.xids:
         age = event.age_s(sample.uptime_s)
-        (old if age is not None and age > limits.xid_window_s else recent).append(event)
+        if age is not None and age > limits.xid_window_s:
+            old.append(event)
+            old_ages.append(age)
+        else:
+            recent.append(event)
     fatal = [x for x in recent if x.xid in limits.xid_critical]
     other = [x for x in recent if x.xid not in limits.xid_critical]
     alerts = []
@@ -129,12 +134,11 @@ def _judge_xids(sample: NodeSample, limits: Thresholds) -> list[Alert]:
             Alert(WARN, "gpu_xid", f"XID {_codes(other)} in the kernel log", other[-1].xid)
         )
     if old:
-        ages = [x.age_s(sample.uptime_s) or 0.0 for x in old]
         alerts.append(
             Alert(
                 INFO,
                 "gpu_xid_old",
-                f"XID {_codes(old)} last logged {human_duration(min(ages))} ago,"
+                f"XID {_codes(old)} last logged {human_duration(min(old_ages))} ago,"
                 " outside thresholds.xid_window_s",
                 old[-1].xid,
             )

@@ -1,6 +1,6 @@
 """Cluster state: ``<state dir>/state.json``, what ``status`` reads without touching history.
 
-Standard library only (and ``_fs``). One JSON document::
+Standard library only (and ``_fs``, ``model.as_float``). One JSON document::
 
     {"v": 1, "updated_at": <epoch>,
      "nodes": {name: {"status", "score", "reachable", "error", "error_kind", "alerts",
@@ -27,8 +27,9 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple
 
+from ugro_health.model import as_float
 from ugro_health.store._fs import (
     LOCK_TIMEOUT_S,
     StoreError,
@@ -182,10 +183,10 @@ def ttl_deadline(job: Mapping[str, Any]) -> float | None:
     """When an active job's TTL runs out; None for a finished job or one without a TTL."""
     if job.get("finished_at") is not None:
         return None
-    ttl, started = job.get("ttl_s"), job.get("started_at")
-    if not (_is_number(ttl) and _is_number(started)):
+    ttl, started = as_float(job.get("ttl_s")), as_float(job.get("started_at"))
+    if ttl is None or started is None:
         return None
-    return float(started) + float(ttl)
+    return started + ttl
 
 
 def expire_ttl_jobs(state: dict[str, Any], now: float) -> list[str]:
@@ -202,10 +203,6 @@ def expire_ttl_jobs(state: dict[str, Any], now: float) -> list[str]:
             job["finish_reason"] = "ttl"
             expired.append(name)
     return expired
-
-
-def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
 def merge_node(entry: dict[str, Any], record: Mapping[str, Any], now: float | None = None) -> None:
