@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 from rich.console import Console
@@ -113,8 +114,8 @@ def test_wide_dashboard_shows_everything():
     gpu3 = line_of(text, "gpu3")
     assert "UNREACHABLE" in gpu3 and "open, retry 42s" in gpu3 and "2m" in gpu3
     assert "pending" in line_of(text, "gpu4")
-    # latest alerts first
-    alerts = text[text.index("latest alerts") :]
+    # recent events, newest first
+    alerts = text[text.index("recent events") :]
     assert alerts.index("gpu2: GPU 1: temperature 81 °C") < alerts.index("gpu3: node isolated")
     assert "2m ago" in alerts
 
@@ -137,3 +138,56 @@ def test_no_alerts_panel_says_so():
     empty = WatchView(now=NOW, rows=[], interval_s=40, next_poll_in_s=40, last_cycle_s=None)
     text = render(empty, 100)
     assert "no alerts" in text and "cycle —" in text.splitlines()[0]
+
+
+def test_active_alerts_are_apart_from_history_with_severity_words_and_cleared_marked():
+    base = view()
+    cleared = TimedAlert(
+        NOW - 60,
+        "gpu1",
+        Alert(Severity.WARNING, "mem_warning", "memory 91% used"),
+        kind="cleared",
+    )
+    raised = TimedAlert(NOW - 300, "gpu1", cleared.alert)
+    rows = list(base.rows)
+    down = rows[2][1]
+    isolated = Alert(Severity.CRITICAL, "node_unreachable", "unreachable (skipped): isolated")
+    assert down.report is not None
+    rows[2] = ("gpu3", replace(down, report=replace(down.report, alerts=(isolated,))))
+    text = render(replace(base, rows=rows, alerts=[raised, *base.alerts, cleared]), 160)
+    active = text[text.index("active alerts") : text.index("recent events")]
+    events = text[text.index("recent events") :]
+    # Active: the latest reports' alerts, worst first, the severity as a word.
+    assert "WARNING  gpu2: GPU 1: temperature 81 °C" in active
+    assert "memory 91%" not in active  # it cleared: history only
+    assert "CRITICAL gpu3: unreachable (skipped): isolated" in active
+    assert active.index("CRITICAL") < active.index("WARNING")
+    cleared_line = next(line for line in events.splitlines() if "1m ago" in line)
+    assert "WARNING  gpu1: cleared: memory 91% used" in cleared_line
+    raised_line = next(line for line in events.splitlines() if "5m ago" in line)
+    assert "gpu1: memory 91% used" in raised_line and "cleared" not in raised_line
+
+
+def test_header_does_not_claim_an_interval_before_the_first_round():
+    text = render(replace(view(), interval_s=None), 120)
+    header = text.splitlines()[0]
+    assert "every" not in header and "first poll in progress" in header
+
+
+def test_header_says_stopping_while_the_poll_in_flight_finishes():
+    header = render(replace(view(), stopping=True), 120).splitlines()[0]
+    assert "stopping" in header and "every" not in header
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_breaker_back_off_after_a_recovery_is_shown_at_any_width(width: int):
+    base = view()
+    rows = list(base.rows)
+    rows[0] = ("gpu1", replace(rows[0][1], backoff_s=120.0))
+    text = render(replace(base, rows=rows), width)
+    if width >= 90:
+        assert "closed, back-off 2m" in line_of(text, "gpu1")
+    else:
+        assert "breaker gpu1: closed, back-off 2m" in text
+        assert "breaker gpu3: open, retry 42s" in text
+    assert all(len(line) <= width for line in text.splitlines())

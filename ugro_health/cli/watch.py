@@ -17,7 +17,8 @@ from ugro_health.cli.output import console
 
 if TYPE_CHECKING:
     from ugro_health.engine.monitor import AlertEvent, CycleResult, Monitor
-    from ugro_health.render.dashboard import WatchView
+    from ugro_health.model import NodeReport
+    from ugro_health.render.dashboard import NodeRow, WatchView
 
 
 def watch_command(
@@ -151,36 +152,57 @@ def _run_dashboard(monitor: Monitor) -> None:
     def view() -> RenderableType:
         return dashboard(watch_view(monitor), console.width)
 
-    with Live(console=console, auto_refresh=False, screen=False, transient=False) as live:
-        live.update(view(), refresh=True)
+    # Redrawn every second by Live's own thread as well: after Ctrl-C the main thread waits
+    # for the poll in flight, and the header must say "stopping" meanwhile.
+    with Live(
+        console=console,
+        get_renderable=view,
+        auto_refresh=True,
+        refresh_per_second=1,
+        screen=False,
+        transient=False,
+    ) as live:
 
         def refresh(*_: object) -> None:
-            live.update(view(), refresh=True)
+            live.refresh()
 
+        monitor.on_progress = refresh  # a node answered mid-round: draw it now
         monitor.run(on_cycle=refresh, on_tick=refresh, tick_s=1.0)
 
 
 def watch_view(monitor: Monitor) -> WatchView:
-    """Snapshot the monitor for the dashboard renderer."""
-    from ugro_health.engine.breaker import BreakerState
-    from ugro_health.render.dashboard import NodeRow, TimedAlert, WatchView
+    """Snapshot the monitor for the dashboard renderer (also from Live's refresh thread, so
+    the monitor's containers are copied before they are iterated)."""
+    from ugro_health.render.dashboard import TimedAlert, WatchView
 
     now = time.time()
-    rows = []
-    for name in monitor.nodes:
-        report = monitor.view.reports.get(name)
-        breaker = monitor.breakers.get(name)
-        state = breaker.state.value if breaker else BreakerState.CLOSED.value
-        retry = breaker.seconds_until_retry(now) if breaker and state == "open" else None
-        age = None if report is None else now - report.polled_at
-        rows.append((name, NodeRow(report, state, retry, age)))
-    alerts = [TimedAlert(e.at, e.node, e.alert) for e in monitor.view.events]
+    reports, partial = dict(monitor.view.reports), dict(monitor.view.partial)
+    rows = [
+        (name, _node_row(monitor, name, reports.get(name) or partial.get(name), now))
+        for name in monitor.nodes
+    ]
+    events = tuple(monitor.view.events)
+    alerts = [TimedAlert(e.at, e.node, e.alert, e.kind) for e in events]
+    first = monitor.view.cycles == 0 and monitor.scheduler.policy.fixed_interval_s is None
     return WatchView(
         now=now,
         rows=rows,
-        interval_s=monitor.scheduler.interval,
+        interval_s=None if first else monitor.scheduler.interval,
         next_poll_in_s=monitor.scheduler.seconds_until_next(now),
         last_cycle_s=monitor.scheduler.last_cycle_s,
-        active_jobs=monitor.view.active_jobs,
+        active_jobs=list(monitor.view.active_jobs),
         alerts=alerts,
+        stopping=monitor.stop_event.is_set(),
     )
+
+
+def _node_row(monitor: Monitor, name: str, report: NodeReport | None, now: float) -> NodeRow:
+    from ugro_health.render.dashboard import NodeRow
+
+    breaker = monitor.breakers.get(name)
+    if breaker is None:
+        return NodeRow(report, age_s=None if report is None else now - report.polled_at)
+    state = breaker.state.value
+    retry = breaker.seconds_until_retry(now) if state == "open" else None
+    age = None if report is None else now - report.polled_at
+    return NodeRow(report, state, retry, age, breaker.backoff_s())

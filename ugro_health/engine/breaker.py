@@ -13,7 +13,8 @@ Backoff and flapping: each opening waits ``reset_base_s * backoff ** (openings -
 ``reset_max_s`` (defaults 30, 60, 120, 240, 300, 300 ... s: a node that comes back is polled
 again within 5 minutes). A recovery does not forget the openings at once: a node that flaps
 (recovers, fails again a minute later) keeps its longer delay. Only once it has stayed closed
-for ``stable_s`` does the next success reset ``openings`` to 0.
+for ``stable_s`` does the next success reset ``openings`` to 0. ``reset()`` forgets everything
+at once (``ugro-health breaker reset NODE``: an operator who fixed the node says so).
 """
 
 from __future__ import annotations
@@ -138,6 +139,25 @@ class Breaker:
     @property
     def last_error(self) -> str | None:
         return self._last_error
+
+    @property
+    def closed_at(self) -> float | None:
+        """The last recovery, while past openings still count (None: none to remember)."""
+        return self._closed_at
+
+    def backoff_s(self) -> float | None:
+        """The wait a new isolation would get when it is longer than the first one (a recent
+        recovery is remembered); None while the next isolation would wait the base time."""
+        if self._state is not BreakerState.CLOSED or self._openings == 0:
+            return None
+        return self.policy.reset_delay(self._openings + 1)
+
+    def reset(self) -> None:
+        """Back to a new breaker: CLOSED, no failures, no openings remembered."""
+        self._state = BreakerState.CLOSED
+        self._failures = self._openings = 0
+        self._opened_at = self._next_try_at = self._closed_at = self._trial_at = None
+        self._last_error = None
 
     def seconds_until_retry(self, now: float | None = None) -> float:
         """0 when a poll would be allowed now; else how long until the next trial."""
@@ -301,6 +321,9 @@ class BreakerBoard(Mapping[str, Breaker]):
     ) -> Transition | None:
         return self.get_or_create(node).record_failure(now, reason)
 
+    def reset(self, node: str) -> None:
+        self.get_or_create(node).reset()
+
     def retain(self, names: Iterable[str]) -> None:
         """Forget breakers of nodes no longer monitored."""
         keep = set(names)
@@ -318,3 +341,32 @@ class BreakerBoard(Mapping[str, Breaker]):
                 if isinstance(name, str) and name:
                     board._breakers[name] = Breaker.from_json(entry, policy, clock, name)
         return board
+
+
+def describe_saved(data: Any, policy: BreakerPolicy, now: float) -> str | None:
+    """One line on a breaker entry read from the store, true however old it is: what state it
+    was left in, how long ago, and whether its trial is still to come or overdue (no ``watch``
+    ran it). None for a closed breaker with nothing remembered."""
+    if not isinstance(data, Mapping):
+        return None
+    state, openings = data.get("state"), _count(data.get("openings"))
+    opened, next_try = _finite(data.get("opened_at")), _finite(data.get("next_try_at"))
+    if state in ("open", "half_open") and next_try is not None:
+        since = "" if opened is None else f" {human_duration(now - opened)} ago"
+        due = (
+            f"trial in {human_duration(next_try - now)}"
+            if next_try > now
+            else f"trial overdue by {human_duration(now - next_try)} (is watch running?)"
+        )
+        error = data.get("last_error")
+        why = f": {error}" if isinstance(error, str) and error else ""
+        return f"breaker open: isolated{since}, {due}{why}"
+    if openings:
+        closed = _finite(data.get("closed_at"))
+        when = "" if closed is None else f" {human_duration(now - closed)} ago"
+        return (
+            f"breaker closed{when} after {openings} opening(s): a new isolation would wait "
+            f"{human_duration(policy.reset_delay(openings + 1))} until it has been stable "
+            f"{human_duration(policy.stable_s)}"
+        )
+    return None

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ugro_health.config import Config, NodeConfig
@@ -178,6 +179,11 @@ def _judged(
     )
 
 
+def _report_done(on_report: Callable[[NodeReport], None], future: Future[NodeReport]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        on_report(future.result())
+
+
 def failed_report(name: str, error: NodeError, polled_at: float, started: float) -> NodeReport:
     # The message may quote the node (its stderr, its answer): never its control characters.
     error = NodeError(error.kind, printable(error.message), error.at_deadline)
@@ -245,8 +251,12 @@ def collect_cluster(
     timeout: float | None = None,
     jobs: Sequence[Job] = (),
     clock: Callable[[], float] = time.time,
+    on_report: Callable[[NodeReport], None] | None = None,
 ) -> ClusterReport:
     """Poll ``nodes`` concurrently; the report lists them in configuration order.
+
+    ``on_report`` (called from a poll thread) gets each node's report as soon as it is done,
+    so a live display need not wait for the slowest node.
 
     Each node gets ``node_budget`` from when a worker takes it up. The run lasts at most as
     many budgets as there are waves of workers, or ``timeout``: a node still running then is
@@ -282,6 +292,9 @@ def collect_cluster(
             ): node
             for node in nodes
         }
+        if on_report is not None:
+            for future in futures:
+                future.add_done_callback(partial(_report_done, on_report))
         # One wait for all (a FIRST_COMPLETED loop re-arms every pending future each time).
         done, pending = wait(futures, timeout=max(0.0, run_deadline + 0.5 - time.monotonic()))
         for future in done:

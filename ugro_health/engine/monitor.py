@@ -9,6 +9,10 @@ seen within one cycle), ask the scheduler which nodes are due, let the breakers 
 nodes, poll the rest, feed successes and failures back to the breakers (their transitions become
 alerts: CRITICAL when isolated, INFO when recovered), expire finished jobs, record history and
 state (breakers included, so they survive a restart), then wait for the next wake-up or a stop.
+
+A breaker changed in the state store by someone else (``breaker reset NODE``, or a ``check``
+that reached the node) carries a ``breaker_override`` stamp; the loop adopts a newer one at its
+next look at the store (within a tick) and polls that node at once.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ugro_health.model import (
     NodeReport,
     Severity,
     Status,
+    as_float,
     worst_status,
 )
 from ugro_health.store.state import StateStore
@@ -65,6 +70,8 @@ class MonitorState:
     """What the front displays: the latest report per node and the recent alert events."""
 
     reports: dict[str, NodeReport] = field(default_factory=dict)
+    # This round's answers so far, so the front can draw a node as soon as it answers.
+    partial: dict[str, NodeReport] = field(default_factory=dict)
     events: deque[AlertEvent] = field(default_factory=lambda: deque(maxlen=ALERTS_KEPT))
     active_jobs: list[str] = field(default_factory=list)
     cycles: int = 0
@@ -87,7 +94,10 @@ class Monitor:
         self.transports = transports
         self.clock = clock or SystemClock()
         self.scheduler = Scheduler(poll_policy or PollPolicy(), self.clock)
-        self.breakers = self._restore_breakers(breaker_policy or BreakerPolicy())
+        saved = self.store.load().state
+        self.breakers = self._restore_breakers(saved, breaker_policy or BreakerPolicy())
+        self._overrides_seen = {name: _override(saved, name)[0] for name in self.nodes}
+        self.on_progress: Callable[[], None] | None = None  # the front's redraw, any thread
         self.view = MonitorState()
         self.recorder = Recorder(store.directory, config)
         self.stop_event = threading.Event()
@@ -110,8 +120,7 @@ class Monitor:
             alert = Alert(Severity.CRITICAL, "node_isolated", f"isolated before this start ({why})")
             self.view.events.append(AlertEvent(breaker.opened_at or now, name, alert, "raised"))
 
-    def _restore_breakers(self, policy: BreakerPolicy) -> BreakerBoard:
-        state = self.store.load().state
+    def _restore_breakers(self, state: dict[str, Any], policy: BreakerPolicy) -> BreakerBoard:
         saved = {
             name: entry.get("breaker")
             for name, entry in (state.get("nodes") or {}).items()
@@ -176,13 +185,16 @@ class Monitor:
                 self.view.reports[name] = self._isolated_report(name, retry_in, now)
             self.scheduler.cycle_done(started, started, self._statuses(started))
             return None
+        self.view.partial = {}
         report = collect_cluster(
             self.config,
             [self.nodes[name] for name in allowed],
             self.transports,
             jobs=self._jobs,
             clock=self.clock.time,
+            on_report=self._answered,
         )
+        self.view.partial = {}
         events, self._pending = self._pending, []
         events.extend(self._absorb(report, skipped, started))
         events.extend(self._expire_jobs(report, started))
@@ -196,6 +208,13 @@ class Monitor:
         return CycleResult(finished, finished - started, tuple(allowed), skipped, events, problems)
 
     # -- pieces of a round ------------------------------------------------------------------
+
+    def _answered(self, node: NodeReport) -> None:
+        """A node answered mid-round (a poll thread): show it now if nothing was shown yet."""
+        if node.name not in self.view.reports:
+            self.view.partial[node.name] = node
+            if self.on_progress is not None:
+                self.on_progress()
 
     def _statuses(self, now: float) -> dict[str, Status]:
         """Each node's status as the scheduler should see it.
@@ -238,7 +257,8 @@ class Monitor:
     def _isolated_report(self, name: str, retry_in: float, now: float) -> NodeReport:
         breaker = self.breakers[name]
         why = breaker.last_error or "repeated failures"
-        error = NodeError(ErrorKind.SKIPPED, f"isolated, next try in {retry_in:.0f}s ({why})")
+        # No countdown in the text: it is stored, and read back by `status` long after.
+        error = NodeError(ErrorKind.SKIPPED, f"isolated by its circuit breaker ({why})")
         previous = self.view.reports.get(name)
         report = failed_report(name, error, now, self.clock.monotonic())
         if previous is not None:
@@ -260,7 +280,7 @@ class Monitor:
             for c, a in before.items()
             if c not in after and a.severity is not Severity.INFO
         ]
-        self.view.events.extend(e for e in events if e.kind == "raised")
+        self.view.events.extend(events)
         return events
 
     def _refresh_jobs(self, now: float) -> None:
@@ -276,6 +296,7 @@ class Monitor:
             return
         self._state_stamp = stamp
         state = self.store.load().state
+        self._adopt_overrides(state, now)
         self._last_activity = joblib.last_activity(state)
         jobs = joblib.active_jobs(state)
         names = sorted(j.name for j in jobs)
@@ -285,6 +306,29 @@ class Monitor:
         self._jobs = jobs
         self.view.active_jobs = names
         self.scheduler.set_activity(len(jobs), self._last_activity, now)
+
+    def _adopt_overrides(self, state: dict[str, Any], now: float) -> None:
+        """Breakers reset by hand or closed by a ``check`` since the last look: adopt them."""
+        for name in self.nodes:
+            at, by = _override(state, name)
+            if at is None or at <= (self._overrides_seen.get(name) or float("-inf")):
+                continue
+            self._overrides_seen[name] = at
+            breaker = self.breakers.get(name)
+            if breaker is None or (by != "reset" and breaker.state is BreakerState.CLOSED):
+                continue
+            was = breaker.state
+            if by == "reset":
+                self.breakers.reset(name)
+                why = f"breaker reset by hand (was {was.value}); polled again"
+            else:
+                self.breakers.record_success(name, now)
+                why = "node recovered: a check reached it; polled again"
+            alert = Alert(Severity.INFO, "node_recovered", why, "closed")
+            self._pending.append(AlertEvent(now, name, alert, "raised"))
+            self.view.events.append(self._pending[-1])
+            self.scheduler.forget({name})
+            self.wake_event.set()
 
     def _job_news(self, jobs: list[joblib.Job], before: set[str], now: float) -> None:
         """INFO events for jobs started or finished since the last look (by anyone)."""
@@ -337,6 +381,16 @@ class Monitor:
         nodes = state.setdefault("nodes", {})
         for name, entry in self.breakers.to_json().items():
             nodes.setdefault(name, {})["breaker"] = entry
+
+
+def _override(state: dict[str, Any], name: str) -> tuple[float | None, str | None]:
+    """A node's ``breaker_override`` stamp in the state: (when, by whom), or (None, None)."""
+    entry = (state.get("nodes") or {}).get(name)
+    note = entry.get("breaker_override") if isinstance(entry, dict) else None
+    if not isinstance(note, dict):
+        return None, None
+    by = note.get("by")
+    return as_float(note.get("at")), by if isinstance(by, str) else None
 
 
 def _with_alert(node: NodeReport, alert: Alert) -> NodeReport:

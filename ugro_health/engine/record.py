@@ -3,6 +3,10 @@
 A store failure (full disk, read-only directory) never hides the cluster's health: it comes
 back as a one-line problem for the caller to print, and the command still reports and exits
 with the cluster's status.
+
+A node that ``check`` reached counts as a successful trial for its circuit breaker: a breaker
+left open by a stopped ``watch`` is closed in the state, and a running ``watch`` adopts that
+(``breaker_override``, read by ``engine.monitor``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ugro_health.config import Config
+from ugro_health.engine.breaker import Breaker, BreakerPolicy, BreakerState
+from ugro_health.engine.clock import SystemClock
 from ugro_health.model import ClusterReport
 from ugro_health.store._fs import StoreError
 from ugro_health.store.history import HistoryStore, record_from_report
@@ -56,5 +62,45 @@ class Recorder:
 
 
 def record_report(state_dir: Path, config: Config, report: ClusterReport) -> list[str]:
-    """Record one report (``check``): history line per node, then the cluster state."""
-    return Recorder(state_dir, config).record(report)
+    """Record one report (``check``): history line per node, then the cluster state, closing
+    the breakers of the nodes that answered."""
+    closer = close_answered_breakers(report, breaker_policy(config))
+    return Recorder(state_dir, config).record(report, closer)
+
+
+def breaker_policy(config: Config) -> BreakerPolicy:
+    """The breakers' policy from ``watch:`` (``watch`` and ``check`` judge alike)."""
+    w = config.watch
+    return BreakerPolicy(
+        failure_threshold=w.failure_threshold,
+        reset_base_s=w.reset_base_s,
+        reset_max_s=w.reset_max_s,
+    )
+
+
+def override_breaker(entry: dict[str, Any], breaker: Breaker, at: float, by: str) -> None:
+    """Store ``breaker`` in a node's state ``entry`` with a note that a running ``watch``
+    picks up: ``by`` is ``check`` (a successful poll) or ``reset`` (by hand)."""
+    entry["breaker"] = breaker.to_json()
+    entry["breaker_override"] = {"at": at, "by": by}
+
+
+def close_answered_breakers(
+    report: ClusterReport, policy: BreakerPolicy
+) -> Callable[[dict[str, Any]], None]:
+    """A state change: every node of ``report`` that answered closes its stored breaker."""
+    answered = [n.name for n in report.nodes if n.polled and n.error is None]
+
+    def close(state: dict[str, Any]) -> None:
+        nodes = state.get("nodes") or {}
+        for name in answered:
+            entry = nodes.get(name)
+            if not isinstance(entry, dict) or not isinstance(entry.get("breaker"), dict):
+                continue
+            breaker = Breaker.from_json(entry["breaker"], policy, SystemClock(), name)
+            if breaker.state is BreakerState.CLOSED:
+                continue
+            breaker.record_success(report.generated_at)
+            override_breaker(entry, breaker, report.generated_at, "check")
+
+    return close

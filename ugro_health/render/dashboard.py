@@ -1,7 +1,9 @@
-"""The ``watch`` dashboard: a header, a row per node, and the latest alerts.
+"""The ``watch`` dashboard: a header, a row per node, the active alerts and the recent events.
 
 Pure: ``dashboard(view, width)`` builds a Rich renderable from a ``WatchView`` snapshot; the
-caller owns the ``Live`` display. Columns are dropped, least useful first, on narrow terminals.
+caller owns the ``Live`` display. Columns are dropped, least useful first, on narrow terminals;
+what the BREAKER column said (an isolation, or the longer wait a recent recovery leaves) then
+goes on a line of its own under the table. Severities are written as words, not only colours.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class NodeRow:
     breaker: str = "closed"  # closed | open | half_open
     retry_in_s: float | None = None  # when the breaker is open
     age_s: float | None = None  # how old the data is
+    backoff_s: float | None = None  # closed, but a recent recovery: a new isolation waits this
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,21 +36,31 @@ class TimedAlert:
     at: float
     node: str
     alert: Alert
+    kind: str = "raised"  # or "cleared"
 
 
 @dataclass(frozen=True, slots=True)
 class WatchView:
     now: float
     rows: Sequence[tuple[str, NodeRow]]
-    interval_s: float
+    interval_s: float | None  # None: not known before the first round (job activity)
     next_poll_in_s: float
     last_cycle_s: float | None
     active_jobs: Sequence[str] = ()
-    alerts: Sequence[TimedAlert] = field(default_factory=tuple)
+    alerts: Sequence[TimedAlert] = field(default_factory=tuple)  # events, oldest first
+    stopping: bool = False  # asked to stop: the poll in flight is finishing
+
+
+BREAKER_COLUMN_WIDTH = 90  # narrower: breakers that are not plainly closed get a note line
 
 
 def dashboard(view: WatchView, width: int = 120, max_alerts: int = 8) -> RenderableType:
-    return Group(_header(view), _table(view, width), _alerts_panel(view, max_alerts))
+    parts: list[RenderableType] = [_header(view), _table(view, width)]
+    if width < BREAKER_COLUMN_WIDTH:
+        parts.extend(_breaker_notes(view))
+    parts.append(_active_panel(view, max_alerts))
+    parts.append(_events_panel(view, max_alerts))
+    return Group(*parts)
 
 
 def _header(view: WatchView) -> Text:
@@ -70,9 +83,15 @@ def _header(view: WatchView) -> Text:
     jobs = ", ".join(map(printable, view.active_jobs)) if view.active_jobs else "none"
     text.append(f"jobs: {jobs}  ")
     cycle = DASH if view.last_cycle_s is None else f"{view.last_cycle_s:.2f}s"
-    text.append(
-        f"every {view.interval_s:.0f}s, next {max(0.0, view.next_poll_in_s):.0f}s, cycle {cycle}"
-    )
+    if view.stopping:
+        text.append("stopping: finishing the poll in flight", style="bold yellow")
+    elif view.interval_s is None:
+        text.append("first poll in progress")
+    else:
+        text.append(
+            f"every {view.interval_s:.0f}s, next {max(0.0, view.next_poll_in_s):.0f}s, "
+            f"cycle {cycle}"
+        )
     return text
 
 
@@ -89,7 +108,7 @@ _COLUMNS = (
     ("MEM", 60),
     ("DISK", 80),
     ("NET", 110),
-    ("BREAKER", 90),
+    ("BREAKER", BREAKER_COLUMN_WIDTH),
     ("AGE", 50),
 )
 
@@ -107,11 +126,27 @@ def _table(view: WatchView, width: int) -> Table:
     return table
 
 
+def _breaker_text(row: NodeRow) -> str:
+    if row.breaker == "open" and row.retry_in_s is not None:
+        return f"open, retry {human_duration(row.retry_in_s)}"
+    if row.breaker == "closed" and row.backoff_s is not None:
+        return f"closed, back-off {human_duration(row.backoff_s)}"
+    return row.breaker
+
+
+def _breaker_notes(view: WatchView) -> list[Text]:
+    """The BREAKER column's news when the column does not fit: one line per such node."""
+    notes = []
+    for name, row in view.rows:
+        text = _breaker_text(row)
+        if text != "closed":
+            notes.append(Text(f"breaker {printable(name)}: {text}", style="yellow"))
+    return notes
+
+
 def _cells(name: str, row: NodeRow) -> list[Text]:
     report = row.report
-    breaker = row.breaker
-    if breaker == "open" and row.retry_in_s is not None:
-        breaker = f"open, retry {human_duration(row.retry_in_s)}"
+    breaker = _breaker_text(row)
     age = DASH if row.age_s is None else human_duration(row.age_s)
     if report is None:
         return (
@@ -164,15 +199,51 @@ def _rate(bytes_per_s: float) -> str:
     return DASH
 
 
-def _alerts_panel(view: WatchView, max_alerts: int) -> Panel:
+def _severity(alert: Alert) -> Text:
+    word = alert.severity.value.upper()
+    return Text(f"{word:<8} ", style=SEVERITY_STYLE[alert.severity])
+
+
+def _active_panel(view: WatchView, max_alerts: int) -> Panel:
+    """What is wrong now: the alerts of each node's latest report, worst first."""
+    order = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+    active = [
+        (name, alert)
+        for name, row in view.rows
+        if row.report is not None
+        for alert in row.report.alerts
+        if alert.severity is not Severity.INFO
+    ]
+    active.sort(key=lambda item: order[item[1].severity])
+    lines = Text()
+    for name, alert in active[:max_alerts]:
+        if lines:
+            lines.append("\n")
+        lines.append_text(_severity(alert))
+        lines.append(f"{printable(name)}: ", style="bold")
+        lines.append(printable(alert.message))
+    if len(active) > max_alerts:
+        lines.append(f"\n+{len(active) - max_alerts} more")
+    if not lines:
+        lines.append("no active alerts", style="dim")
+    return Panel(lines, title="active alerts", title_align="left", border_style="dim")
+
+
+def _events_panel(view: WatchView, max_alerts: int) -> Panel:
+    """What happened: alerts raised and cleared, newest first; cleared ones say so."""
     lines = Text()
     for timed in list(view.alerts)[-max_alerts:][::-1]:
         if lines:
             lines.append("\n")
         ago = human_duration(view.now - timed.at)
         lines.append(f"{ago:>4} ago  ", style="dim")
+        lines.append_text(_severity(timed.alert))
         lines.append(f"{printable(timed.node)}: ", style="bold")
-        lines.append(printable(timed.alert.message), style=SEVERITY_STYLE[timed.alert.severity])
+        if timed.kind == "cleared":
+            lines.append("cleared: ", style="green")
+            lines.append(printable(timed.alert.message), style="dim")
+        else:
+            lines.append(printable(timed.alert.message))
     if not lines:
         lines.append("no alerts", style="dim")
-    return Panel(lines, title="latest alerts", title_align="left", border_style="dim")
+    return Panel(lines, title="recent events", title_align="left", border_style="dim")
