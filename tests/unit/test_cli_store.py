@@ -217,3 +217,86 @@ def test_a_job_past_its_ttl_is_finished_for_list_start_and_check(cluster: Path):
     assert late.stdout.startswith("job t2 had already finished: its TTL ran out after 2s")
     again = run_cli("jobs", "start", "t2", "--nodes", "here", cwd=cluster)
     assert again.returncode == 0, again.stderr
+
+
+def _state(cluster: Path) -> Path:
+    return cluster / "state" / "ugro-health" / "state.json"
+
+
+def test_status_shows_the_configured_nodes_and_agrees_with_check(cluster: Path):
+    run_cli("check", cwd=cluster)  # records "here" and "spare"
+    (cluster / "cluster.yaml").write_text("nodes:\n  - name: here\n    host: localhost\n")
+    checked = run_cli("check", cwd=cluster)
+    result = run_cli("status", cwd=cluster)
+    assert result.returncode == checked.returncode
+    assert "spare" not in result.stdout
+    assert "1 more in the store, not configured (--all shows, --prune removes)" in result.stdout
+    doc = json.loads(run_cli("status", "--json", cwd=cluster).stdout)
+    assert [n["name"] for n in doc["nodes"]] == ["here"] and doc["nodes"][0]["configured"]
+    # --all: shown, marked, and still not counted in the exit code
+    shown = run_cli("status", "--all", cwd=cluster)
+    assert shown.returncode == checked.returncode
+    assert "not configured" in shown.stdout.split("spare", 1)[1]
+    every = json.loads(run_cli("status", "--all", "--json", cwd=cluster).stdout)
+    assert [(n["name"], n["configured"]) for n in every["nodes"]] == [
+        ("here", True),
+        ("spare", False),
+    ]
+    # --prune: gone from the store for good
+    pruned = run_cli("status", "--prune", cwd=cluster)
+    assert "removed from the store: spare" in pruned.stderr
+    assert set(json.loads(_state(cluster).read_text())["nodes"]) == {"here"}
+
+
+def _open_breaker(cluster: Path, node: str, opened_ago: float) -> None:
+    """What a `watch` stopped while ``node`` was isolated leaves in the state."""
+    run_cli("check", cwd=cluster)
+    doc = json.loads(_state(cluster).read_text())
+    now = doc["updated_at"]
+    doc["nodes"][node]["breaker"] = {
+        "state": "open",
+        "failures": 3,
+        "opened_at": now - opened_ago,
+        "next_try_at": now - opened_ago + 30,
+        "openings": 1,
+        "last_error": "refused: connection refused",
+        "closed_at": None,
+    }
+    _state(cluster).write_text(json.dumps(doc))
+
+
+def test_status_tells_a_stopped_watchs_breaker_as_it_is(cluster: Path):
+    _open_breaker(cluster, "here", opened_ago=600)
+    text = run_cli("status", cwd=cluster, env={"COLUMNS": "200"}).stdout
+    assert "breaker open: isolated 10m ago, trial overdue by 10m (is watch running?)" in text
+    doc = json.loads(run_cli("status", "--json", cwd=cluster).stdout)
+    here = doc["nodes"][0]
+    assert here["breaker"]["state"] == "open"
+    assert here["breaker_note"].startswith("breaker open: isolated 10m ago")
+
+
+def test_a_successful_check_closes_the_nodes_breaker(cluster: Path):
+    _open_breaker(cluster, "here", opened_ago=600)
+    run_cli("check", cwd=cluster)
+    doc = json.loads(run_cli("status", "--json", cwd=cluster).stdout)
+    here = doc["nodes"][0]
+    assert here["breaker"]["state"] == "closed" and here["breaker"]["failures"] == 0
+    # closed, but the opening is remembered for a while: status says what that means
+    assert "a new isolation would wait 1m" in here["breaker_note"]
+    assert json.loads(_state(cluster).read_text())["nodes"]["here"]["breaker_override"]["by"] == (
+        "check"
+    )
+
+
+def test_breaker_reset_by_hand(cluster: Path):
+    _open_breaker(cluster, "here", opened_ago=60)
+    result = run_cli("breaker", "reset", "here", cwd=cluster)
+    assert result.returncode == 0, result.stderr
+    assert "breaker reset: here (was open, 1 opening(s))" in result.stdout
+    entry = json.loads(_state(cluster).read_text())["nodes"]["here"]
+    assert entry["breaker"]["state"] == "closed" and entry["breaker"]["openings"] == 0
+    assert entry["breaker_override"]["by"] == "reset"
+    doc = json.loads(run_cli("status", "--json", cwd=cluster).stdout)
+    assert doc["nodes"][0]["breaker_note"] is None
+    unknown = run_cli("breaker", "reset", "nope", cwd=cluster)
+    assert unknown.returncode == 3 and "not configured: nope" in unknown.stderr

@@ -98,3 +98,27 @@ def test_check_table_keeps_alerts_readable(width: int):
     assert "GPU 1: temperature 82 °C" in text
     gpu2 = next(line for line in lines if line.startswith("gpu2 "))
     assert gpu2.split()[1] == "UNREACHABLE"
+
+
+LONG = (
+    'reached, but the probe failed: Traceback (most recent call last): File "<string>", '
+    "line 1, in <module> ModuleNotFoundError: No module named 'encodings'; the node's python3 "
+    "is broken (PYTHONHOME points at a removed virtualenv), so nothing could be measured there"
+)
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_a_long_alert_goes_under_its_node_instead_of_a_tall_column(width: int):
+    nodes = [NODES[0], node("gpu-worker-17", "critical", (LONG,))]
+    lines = lines_at(width, status_table(nodes, FOOTER))
+    assert "ALERTS" not in lines[0]
+    at = next(i for i, line in enumerate(lines) if line.startswith("gpu-worker-17 "))
+    assert lines[at + 1].startswith("  reached, but the probe failed: Traceback")
+    assert len([line for line in lines if line.startswith("  ")]) <= len(LONG) // (width - 2) + 1
+
+
+@pytest.mark.parametrize("width", [60, 120])
+def test_piped_tables_have_no_trailing_spaces(width: int):
+    for renderable in (status_table(NODES, FOOTER), check_table(report())):
+        text = render(renderable, width)
+        assert text.strip() and all(line == line.rstrip() for line in text.splitlines()), text

@@ -15,7 +15,7 @@ from typing import NoReturn
 import typer
 
 from ugro_health import __version__, paths
-from ugro_health.cli import check, config_cmd, history, jobs, status, watch
+from ugro_health.cli import breaker, check, config_cmd, history, jobs, status, watch
 from ugro_health.cli.context import AppContext
 from ugro_health.cli.help_format import TidyHelpGroup
 from ugro_health.cli.output import err_console, fail, use_nagios
@@ -82,6 +82,7 @@ app.command("status")(status.status_command)
 app.command("history")(history.history_command)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(breaker.app, name="breaker")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,18 +1,27 @@
-"""``ugro-health status``: the last known state of every node, from the store, no network."""
+"""``ugro-health status``: the last known state of every node, from the store, no network.
+
+It shows the configured nodes, as ``check`` polls them, so the two agree on the exit code. Nodes
+the store still holds but the configuration no longer names (recorded under another
+``--config``, or the built-in local node of a first run) are shown only with ``--all``, marked
+and left out of the exit code; ``--prune`` removes them from the store.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ugro_health.cli.context import from_typer
-from ugro_health.cli.output import console, warn
-from ugro_health.config import WatchSettings
+from ugro_health.cli.output import console, err_console, fail, warn
 from ugro_health.model import JSON_SCHEMA, ErrorKind, Status, worst_status
+
+if TYPE_CHECKING:
+    from ugro_health.engine.breaker import BreakerPolicy
+    from ugro_health.store.state import StateStore
 
 _ERROR_KINDS = frozenset(k.value for k in ErrorKind)
 
@@ -28,27 +37,44 @@ def status_command(
         help="Data older than this is marked STALE and counts as UNKNOWN in the exit code "
         "(default: watch.stale_after_s, 600).",
     ),
+    show_all: bool = typer.Option(
+        False,
+        "--all",
+        "-a",
+        help="Also show nodes the store holds but the configuration does not name (marked, "
+        "not counted in the exit code).",
+    ),
+    prune: bool = typer.Option(
+        False, "--prune", help="Remove nodes the configuration does not name from the store."
+    ),
 ) -> None:
     """Show the last known state of every node (no network); exit with the worst status.
 
-    Exits 3 when nothing has been recorded yet, or when a node's data is stale.
+    Exits 3 when nothing has been recorded yet, or when a node's data is stale. Only the
+    configured nodes count, as in check.
 
     Example: [bold]ugro-health status --json | jq '.nodes[] | {name, status, age_s}'[/bold]
     """
+    from ugro_health.engine.record import breaker_policy
     from ugro_health.store.state import StateStore
 
     app = from_typer(ctx)
-    loaded = StateStore(app.state_dir).load()
+    # The configuration (the built-in one without a file): its nodes, order and staleness limit.
+    config = app.load_config()
+    configured = [n.name for n in config.nodes]
+    store = StateStore(app.state_dir)
+    if prune:
+        _prune(store, configured)
+    loaded = store.load()
     if loaded.warning:
         warn(loaded.warning)
-    # The configuration, when there is a file: its node order and its staleness limit.
-    config = app.load_config() if app.config_path is not None else None
-    configured = [n.name for n in config.nodes] if config else []
     if stale_after is None:
-        stale_after = (config.watch if config else WatchSettings()).stale_after_s
+        stale_after = config.watch.stale_after_s
     now = time.time()
-    nodes = node_documents(loaded.state, configured, now, stale_after)
-    status = worst_status((_effective(n) for n in nodes), default=Status.UNKNOWN)
+    every = node_documents(loaded.state, configured, now, stale_after, breaker_policy(config))
+    nodes = [n for n in every if n["configured"] or show_all]
+    hidden = len(every) - len(nodes)
+    status = worst_status((_effective(n) for n in nodes if n["configured"]), default=Status.UNKNOWN)
     if as_json:
         updated = loaded.state.get("updated_at")
         doc = {
@@ -68,23 +94,54 @@ def status_command(
     else:
         from ugro_health.render.status import status_table
 
-        stale = sum(1 for n in nodes if n["stale"])
-        noun = "node" if len(nodes) == 1 else "nodes"
+        stale = sum(1 for n in nodes if n["stale"] and n["configured"])
+        noun = "node" if len(configured) == 1 else "nodes"
         footer = (
-            f"{status.name}  {len(nodes)} {noun}, {stale} stale (older than {stale_after:.0f}s)"
+            f"{status.name}  {len(configured)} {noun}, {stale} stale "
+            f"(older than {stale_after:.0f}s)"
         )
+        if hidden:
+            footer += f"; {hidden} more in the store, not configured (--all shows, --prune removes)"
         console.print(status_table(nodes, footer))
     raise typer.Exit(status.exit_code)
 
 
+def _prune(store: StateStore, configured: list[str]) -> None:
+    """Remove from the state store every node the configuration does not name."""
+    from ugro_health.store._fs import StoreError
+
+    removed: list[str] = []
+
+    def drop(state: dict[str, Any]) -> None:
+        nodes = state.get("nodes") or {}
+        removed.extend(sorted(name for name in nodes if name not in configured))
+        for name in removed:
+            del nodes[name]
+
+    try:
+        store.update(drop)
+    except StoreError as exc:
+        fail(str(exc))
+    names = ", ".join(removed) if removed else "none"
+    err_console.print(f"ugro-health: removed from the store: {names}", markup=False)
+
+
 def node_documents(
-    state: dict[str, Any], configured: list[str], now: float, stale_after: float
+    state: dict[str, Any],
+    configured: list[str],
+    now: float,
+    stale_after: float,
+    policy: BreakerPolicy | None = None,
 ) -> list[dict[str, Any]]:
-    """Contract-shaped node documents with ``age_s`` and ``stale``, in configuration order.
+    """Contract-shaped node documents with ``age_s``, ``stale``, ``configured`` and
+    ``breaker_note``, in configuration order.
 
     Configured nodes never polled appear as UNKNOWN; nodes in the state but no longer
-    configured are still shown (after the configured ones) rather than silently hidden.
+    configured come after them with ``configured: false`` (the caller hides them or not).
     """
+    from ugro_health.engine.breaker import BreakerPolicy, describe_saved
+
+    policy = policy or BreakerPolicy()
     stored = state.get("nodes") or {}
     names = configured + sorted(n for n in stored if n not in configured)
     docs = []
@@ -109,6 +166,8 @@ def node_documents(
                 "age_s": None if age is None else round(age, 1),
                 "stale": age is None or age > stale_after,
                 "breaker": entry.get("breaker"),
+                "breaker_note": describe_saved(entry.get("breaker"), policy, now),
+                "configured": name in configured,
             }
         )
     return docs

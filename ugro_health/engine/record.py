@@ -104,3 +104,27 @@ def close_answered_breakers(
             override_breaker(entry, breaker, report.generated_at, "check")
 
     return close
+
+
+def reset_breakers(
+    store: StateStore, names: list[str], policy: BreakerPolicy, now: float
+) -> dict[str, str]:
+    """Reset the stored breakers of ``names`` (by hand: forget failures and openings); a
+    running ``watch`` adopts it at its next look. Returns each node's breaker state before.
+
+    Raises ``StoreError`` when the state cannot be written.
+    """
+    before: dict[str, str] = {}
+
+    def reset(state: dict[str, Any]) -> None:
+        nodes = state.setdefault("nodes", {})
+        for name in names:
+            entry = nodes.setdefault(name, {})
+            old = Breaker.from_json(entry.get("breaker"), policy, SystemClock(), name)
+            before[name] = old.state.value + (
+                f", {old.openings} opening(s)" if old.openings else ""
+            )
+            override_breaker(entry, Breaker(policy, SystemClock(), name), now, "reset")
+
+    store.update(reset)
+    return before

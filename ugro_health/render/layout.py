@@ -1,8 +1,10 @@
 """A node table that fits the terminal: the ``check`` and ``status`` tables share it.
 
 Pure: builds Rich renderables. On a narrow terminal the least useful columns go first (never the
-node's name or status); where the ALERTS column would then be too narrow to read, each node's
-alerts go on their own indented lines under its row instead of being folded mid-word.
+node's name or status); where the ALERTS column would then be too narrow to read (or a long
+alert would wrap onto more than three lines), each node's alerts go on their own indented lines
+under its row instead of being folded into a tall thin column. No line ends in spaces (Rich
+pads table cells), so piped output stays clean.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from dataclasses import dataclass
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.padding import Padding
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 ALERTS_MIN_WIDTH = 30  # narrower than this, alerts read better under their node
+ALERT_MAX_LINES = 3  # an alert that would wrap onto more lines goes under its node too
 GAP = 2  # between columns: Rich's default padding of one cell on each side
 
 
@@ -42,7 +46,23 @@ class FittedTable:
     footer: Text
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield fitted_table(self.columns, self.rows, options.max_width, self.footer)
+        table = fitted_table(self.columns, self.rows, options.max_width, self.footer)
+        for line in console.render_lines(table, options, pad=False):
+            yield from _rstrip(line)
+            yield Segment.line()
+
+
+def _rstrip(line: list[Segment]) -> list[Segment]:
+    """``line`` without the spaces at its end (the padding of the last cells)."""
+    line = list(line)
+    while line and not line[-1].control:
+        last = line[-1]
+        text = last.text.rstrip(" ")
+        if text:
+            line[-1] = Segment(text, last.style)
+            break
+        line.pop()
+    return line
 
 
 def fitted_table(
@@ -59,7 +79,9 @@ def fitted_table(
         if _used(widths, shown) <= width:
             break
         shown.remove(i)
-    if width - _used(widths, shown) - GAP >= ALERTS_MIN_WIDTH:
+    room = width - _used(widths, shown) - GAP
+    longest = max((_cell_width(row.alerts) for row in rows if row.alerts), default=0)
+    if room >= ALERTS_MIN_WIDTH and longest <= room * ALERT_MAX_LINES:
         return Group(_inline(columns, rows, shown), footer)
     return Group(*_stacked(columns, rows, shown, widths), footer)
 

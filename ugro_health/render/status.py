@@ -49,6 +49,10 @@ def _status_row(node: Mapping[str, Any]) -> NodeRow:
         for a in node.get("alerts") or ()
         if a.get("severity") != "info"
     ]
+    # Said first: a stored error or alert about an isolation is as old as the data.
+    notes = [printable(note)] if (note := node.get("breaker_note")) else []
+    if node.get("configured") is False:
+        notes.insert(0, "not configured: not counted in the exit code (--prune removes it)")
     score = node.get("score")
     cells = [
         Text(printable(node.get("name"))),
@@ -62,7 +66,7 @@ def _status_row(node: Mapping[str, Any]) -> NodeRow:
         age_text,
     ]
     more = [f"+{len(alerts) - 3} more"] if len(alerts) > 3 else []
-    return NodeRow(cells, Text("\n".join(alerts[:3] + more)))
+    return NodeRow(cells, Text("\n".join(notes + alerts[:3] + more)))
 
 
 def history_table(
