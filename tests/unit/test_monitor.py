@@ -206,3 +206,71 @@ def test_each_gpu_and_each_subject_raises_and_clears_its_own_alert(tmp_path: Pat
         ("raised", 0, "12"),
         ("raised", 0, "13"),
     ]
+
+
+def test_watch_adopts_a_breaker_reset_by_hand_from_the_store(cluster: Config, tmp_path: Path):
+    from ugro_health.engine.record import reset_breakers
+
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(cluster, tmp_path, clock, fixed_interval_s=5.0)
+    monitor.run(max_cycles=3)
+    assert monitor.breakers["dead"].state is BreakerState.OPEN
+    # `ugro-health breaker reset dead` from another shell, while this watch runs
+    reset_breakers(StateStore(tmp_path), ["dead"], BreakerPolicy(), clock.time())
+    results = []
+    monitor.run(on_cycle=results.append, max_cycles=1)
+    (result,) = results
+    assert "dead" in result.polled  # polled at once, not after the breaker's wait
+    recovered = [e for e in result.events if e.alert.code == "node_recovered"]
+    assert recovered and "reset by hand (was open)" in recovered[0].alert.message
+    breaker = monitor.breakers["dead"]
+    assert breaker.openings == 0 and breaker.state is BreakerState.CLOSED
+    # ... and its write does not undo the reset
+    entry = StateStore(tmp_path).load().state["nodes"]["dead"]
+    assert entry["breaker"]["openings"] == 0 and entry["breaker"]["state"] == "closed"
+
+
+def test_watch_adopts_a_breaker_closed_by_a_check(cluster: Config, tmp_path: Path):
+    from ugro_health.engine.record import close_answered_breakers
+    from ugro_health.model import ClusterReport, NodeReport
+
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(cluster, tmp_path, clock, fixed_interval_s=5.0)
+    monitor.run(max_cycles=3)
+    answered = NodeReport("dead", Status.OK, 99, clock.time(), 0.1)
+    report = ClusterReport(clock.time(), (answered,), 0.1)
+    StateStore(tmp_path).update(close_answered_breakers(report, BreakerPolicy()))
+    monitor._refresh_jobs(clock.time())
+    assert monitor.breakers["dead"].state is BreakerState.CLOSED
+    assert monitor.breakers["dead"].openings == 1  # a recovery, not a reset: remembered
+
+
+def test_cleared_alerts_reach_the_event_history(cluster: Config, tmp_path: Path):
+    from ugro_health.model import Alert, NodeReport
+
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(cluster, tmp_path, clock)
+    hot = Alert(Severity.WARNING, "gpu_temp_warning", "GPU 0: temperature 81 °C", 81.0, 0)
+    monitor.view.reports["here"] = NodeReport("here", Status.WARNING, 80, 1.0, 0.1, alerts=(hot,))
+    events = monitor._diff(NodeReport("here", Status.OK, 99, 2.0, 0.1), 2.0)
+    assert [(e.kind, e.alert.code) for e in events] == [("cleared", "gpu_temp_warning")]
+    assert [(e.kind, e.alert.code) for e in monitor.view.events] == [
+        ("cleared", "gpu_temp_warning")
+    ]
+
+
+def test_a_node_is_shown_as_soon_as_it_answers(cluster: Config, tmp_path: Path):
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(cluster, tmp_path, clock)
+    seen = []
+
+    def progress() -> None:  # the dashboard's redraw, from a poll thread
+        seen.append((set(monitor.view.partial), set(monitor.view.reports)))
+
+    monitor.on_progress = progress
+    monitor.run(max_cycles=1)
+    # each answer was there to draw before the round ended (nothing in `reports` yet)
+    assert any("here" in partial for partial, _ in seen)
+    assert any("dead" in partial for partial, _ in seen)
+    assert all(reports == set() for _, reports in seen)
+    assert monitor.view.partial == {} and set(monitor.view.reports) == {"here", "dead"}
