@@ -187,3 +187,19 @@ def test_a_node_never_polled_is_unknown_not_unreachable():
     assert "unreachable=1;;0;0;4" in nagios_line(cluster, Thresholds())
     row = next(line for line in render(check_table(cluster)).splitlines() if "gpu9" in line)
     assert "UNKNOWN" in row and "UNREACHABLE" not in row
+
+
+def test_an_unreadable_kernel_log_is_said_once_with_its_fix():
+    from dataclasses import replace
+
+    base = report()
+    denied = {"xid": "dmesg: dmesg: read kernel buffer failed: Operation not permitted"}
+    nodes = tuple(
+        replace(n, sample=replace(n.sample, errors=denied)) if n.sample is not None else n
+        for n in base.nodes
+    )
+    text = " ".join(render(check_table(replace(base, nodes=nodes)), 100).split())
+    assert text.count("XID errors are not checked") == 1
+    assert "not checked on gpu-master, gpu1:" in text
+    assert "`adm` group" in text and "kernel.dmesg_restrict=0" in text
+    assert "not checked" not in render(check_table(base), 100)

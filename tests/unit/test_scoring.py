@@ -165,12 +165,25 @@ def test_xids_older_than_the_window_are_info_only():
         ({"load1": 70.0}, "load_high", Severity.WARNING),
         ({"zombie_count": 25}, "zombies_high", Severity.WARNING),
         ({"net": (NetSample("ib0", rx_errors_per_s=5.0),)}, "net_errors", Severity.WARNING),
-        ({"errors": {"xid": "dmesg: Operation not permitted"}}, "probe_partial", Severity.INFO),
+        ({"errors": {"xid": "dmesg: timeout after 3s"}}, "probe_partial", Severity.INFO),
     ],
 )
 def test_system_alerts(kw, code, severity):
     verdict = judge(healthy(**kw), NODE, LIMITS)
     assert codes(verdict).get(code) is severity
+
+
+def test_an_unreadable_kernel_log_is_no_alert_but_a_fact_of_the_node():
+    from ugro_health.engine.scoring import kernel_log_denied
+
+    error = (
+        "dmesg: dmesg: read kernel buffer failed: Operation not permitted; journalctl: Hint: "
+        "You are currently not seeing messages from other users and the system."
+    )
+    sample = healthy(errors={"xid": error})
+    verdict = judge(sample, NODE, LIMITS)
+    assert verdict.alerts == () and verdict.status is Status.OK
+    assert kernel_log_denied(sample) and not kernel_log_denied(healthy())
 
 
 def test_info_alert_leaves_node_ok():

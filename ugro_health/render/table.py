@@ -5,9 +5,10 @@ Pure: builds Rich renderables from a ``ClusterReport``; printing is the caller's
 
 from __future__ import annotations
 
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.text import Text
 
+from ugro_health.engine.scoring import kernel_log_denied
 from ugro_health.model import ClusterReport, NodeReport, Severity
 from ugro_health.render.common import (
     DASH,
@@ -42,7 +43,22 @@ def check_table(report: ClusterReport) -> RenderableType:
         (report.status.name, style),
         f"  {counts_line(list(report.nodes))} in {report.duration_s:.2f}s",
     )
-    return FittedTable(COLUMNS, [_row(node) for node in report.nodes], footer)
+    table = FittedTable(COLUMNS, [_row(node) for node in report.nodes], footer)
+    note = kernel_log_note(report)
+    return table if note is None else Group(table, note)
+
+
+def kernel_log_note(report: ClusterReport) -> Text | None:
+    """Once per run, the nodes whose kernel log the probe may not read, with the fix."""
+    denied = [printable(n.name) for n in report.nodes if kernel_log_denied(n.sample)]
+    if not denied:
+        return None
+    return Text(
+        f"note: XID errors are not checked on {', '.join(denied)}: the SSH user may not read "
+        "the kernel log. Fix on the node: add the user to the `adm` group (or "
+        "`systemd-journal`, for journalctl -k), or set the sysctl kernel.dmesg_restrict=0.",
+        style="dim",
+    )
 
 
 def _row(node: NodeReport) -> NodeRow:
