@@ -223,3 +223,15 @@ def test_show_with_a_broken_file_is_one_line_exit_3(tmp_path: Path, home):
     result = run_cli("config", "show", cwd=tmp_path, env=home)
     assert result.returncode == 3 and result.stdout == ""
     assert result.stderr.startswith("ugro-health: cluster.yaml:3: nodes[0].prot: unknown key")
+
+
+def test_show_takes_a_path_like_validate(tmp_path: Path, home):
+    other = tmp_path / "elsewhere" / "lab.yaml"
+    other.parent.mkdir()
+    other.write_text(SHOW)
+    result = run_cli("config", "show", "--json", str(other), cwd=tmp_path, env=home)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["source"] == str(other) and [n["name"] for n in doc["nodes"]][1] == "gpu1"
+    missing = run_cli("config", "show", str(tmp_path / "nope.yaml"), cwd=tmp_path, env=home)
+    assert missing.returncode == 3 and "nope.yaml" in missing.stderr

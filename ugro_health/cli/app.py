@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -74,6 +75,21 @@ def root(
         state_dir=paths.state_dir(state_dir),
         debug=debug,
     )
+    if ctx.invoked_subcommand != "config":
+        problem = _state_dir_problem(ctx.obj.state_dir)
+        if problem is not None:
+            fail(f"state directory {ctx.obj.state_dir}: {problem} (see --state-dir)")
+
+
+def _state_dir_problem(path: Path) -> str | None:
+    """Why ``path`` can never be the state directory (a file in the way), else None.
+
+    Checked up front: the store would otherwise report ``File exists`` or ``Not a directory``
+    against a path the user did not name."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else f"{candidate} is a file, not a directory"
+    return None
 
 
 app.command("check")(check.check_command)
@@ -94,9 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     use_nagios("--nagios" in options)
     try:
         code = app(args=argv, prog_name="ugro-health", standalone_mode=False)
-    except typer.Abort:
-        err_console.print("ugro-health: interrupted")
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        _interrupted()
     except typer.TyperException as exc:  # Click's usage errors, vendored by Typer
         if type(exc).__name__ == "NoArgsIsHelpError":
             print(exc.format_message())
@@ -106,13 +121,23 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{exc.format_message()}{hint}")
     except ConfigError as exc:
         fail(exc.one_line())
-    except KeyboardInterrupt:
-        sys.exit(130)
     except Exception as exc:
         if debug:
             raise
         fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)")
+    if code == EXIT_INTERRUPTED:  # Typer's answer to a KeyboardInterrupt in a command
+        _interrupted()
     _exit(code if isinstance(code, int) else 0)
+
+
+EXIT_INTERRUPTED = 130  # as a shell reports a process killed by SIGINT
+
+
+def _interrupted() -> NoReturn:
+    """Ctrl-C (outside ``watch``, which stops cleanly and exits 0): one line, exit 130, at
+    once; a poll still in flight is abandoned, not awaited, and nothing of it is recorded."""
+    err_console.print("ugro-health: interrupted", markup=False)
+    _exit(EXIT_INTERRUPTED)
 
 
 _EXIT_GRACE_S = 0.5  # for idle poll threads to notice the pool's shutdown

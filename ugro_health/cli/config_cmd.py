@@ -63,6 +63,9 @@ def validate(
 @app.command("show")
 def show(
     ctx: typer.Context,
+    path: str | None = typer.Argument(
+        None, metavar="PATH", help="The file to show (default: the one --config finds)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of YAML."),
 ) -> None:
     """Print every setting with its default filled in, and where each node connects.
@@ -72,7 +75,9 @@ def show(
 
     Example: [bold]ugro-health config show --json | jq '.nodes[].connect'[/bold]
     """
-    config = from_typer(ctx).load_config()
+    from ugro_health.config import load_config
+
+    config = load_config(Path(path)) if path else from_typer(ctx).load_config()
     document = effective_document(config)
     if as_json:
         print(json.dumps(document, indent=2))

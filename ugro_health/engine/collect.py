@@ -9,7 +9,7 @@ reported as timed out while the others are reported on time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
@@ -179,6 +179,22 @@ def _judged(
     )
 
 
+SIGNAL_SLICE_S = 0.5  # the longest a Ctrl-C waits to be noticed during a poll
+
+
+def _wait_all(
+    futures: Iterable[Future[NodeReport]], until: float
+) -> tuple[set[Future[NodeReport]], set[Future[NodeReport]]]:
+    """``wait`` for all until ``until`` (monotonic), in slices: a SIGINT that the kernel hands
+    to a poll thread reaches Python's handler only when the main thread wakes up, and a
+    single long wait would hold Ctrl-C for the whole run."""
+    while True:
+        remaining = until - time.monotonic()
+        done, pending = wait(futures, timeout=max(0.0, min(remaining, SIGNAL_SLICE_S)))
+        if not pending or remaining <= SIGNAL_SLICE_S:
+            return done, pending
+
+
 def _report_done(on_report: Callable[[NodeReport], None], future: Future[NodeReport]) -> None:
     if not future.cancelled() and future.exception() is None:
         on_report(future.result())
@@ -296,7 +312,7 @@ def collect_cluster(
             for future in futures:
                 future.add_done_callback(partial(_report_done, on_report))
         # One wait for all (a FIRST_COMPLETED loop re-arms every pending future each time).
-        done, pending = wait(futures, timeout=max(0.0, run_deadline + 0.5 - time.monotonic()))
+        done, pending = _wait_all(futures, run_deadline + 0.5)
         for future in done:
             reports[futures[future].name] = future.result()
         for future in pending:
