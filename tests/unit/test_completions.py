@@ -71,6 +71,24 @@ def test_node_names_are_offered(cluster: Path, line: str, expected: list[str]):
     assert bash_protocol(cluster, line) == expected
 
 
+def test_metrics_and_active_job_names_are_offered(cluster: Path):
+    assert bash_protocol(cluster, "ugro-health history --metric gpu_") == [
+        "gpu_temp",
+        "gpu_util",
+        "gpu_mem",
+    ]
+    assert bash_protocol(cluster, "ugro-health history -m s") == ["score"]
+    for name in ("llama", "lora", "bert"):
+        assert run_cli("jobs", "start", name, "--nodes", "here", cwd=cluster).returncode == 0
+    run_cli("jobs", "finish", "bert", cwd=cluster)
+    assert bash_protocol(cluster, "ugro-health jobs finish l") == ["llama", "lora"]
+    assert bash_protocol(cluster, "ugro-health jobs finish ") == ["llama", "lora"]
+
+
+def test_breaker_reset_completes_node_names(cluster: Path):
+    assert bash_protocol(cluster, "ugro-health breaker reset gpu0") == GPUS
+
+
 def test_commands_and_options_are_offered(cluster: Path):
     assert bash_protocol(cluster, "ugro-health c") == ["check", "config"]
     assert bash_protocol(cluster, "ugro-health config ") == ["validate", "show", "init"]
@@ -171,3 +189,35 @@ def test_fish_script(cluster: Path, shell_env: dict[str, str]):
         f"source {COMPLETIONS / 'ugro-health.fish'}; complete -C 'ugro-health jobs start x -n gpu'"
     )
     assert in_shell(["fish", "-c", script], cluster, shell_env) == GPUS
+
+
+def test_install_completion_works_in_a_fresh_home(tmp_path: Path, cluster: Path):
+    """The README's first recipe: no ~/.local/share/bash-completion, no bash-completion
+    package; ``--install-completion`` hooks the script into ~/.bashrc."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = cli_env(cluster, {"HOME": str(home), "SHELL": "/bin/bash"})
+    bin_dir = tmp_path / "bin2"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ugro-health"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ugro_health "$@"\n')
+    wrapper.chmod(0o755)
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    installed = subprocess.run(
+        ["ugro-health", "--install-completion", "bash"],
+        cwd=cluster,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert installed.returncode == 0, installed.stderr
+    script = (
+        "source ~/.bashrc\n"
+        "COMP_WORDS=(ugro-health history --metric gpu_t); COMP_CWORD=3\n"
+        "_ugro_health_completion ugro-health\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    assert in_shell(["bash", "-c", script], cluster, env) == ["gpu_temp"]

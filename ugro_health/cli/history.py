@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ugro_health.cli.context import from_typer
-from ugro_health.cli.node_completion import complete_node
+from ugro_health.cli.node_completion import complete_metric, complete_node
 from ugro_health.cli.output import console, fail, warn
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def history_command(
         "-m",
         metavar="NAME",
         help="score, cpu, mem, disk, load, gpu_temp, gpu_util, gpu_mem, power.",
+        autocompletion=complete_metric,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the samples and summaries as JSON."),
 ) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ugro_health.cli.context import from_typer
-from ugro_health.cli.node_completion import complete_node_list
+from ugro_health.cli.node_completion import complete_active_job, complete_node_list
 from ugro_health.cli.output import console, fail, warn
 
 app = typer.Typer(
@@ -82,7 +82,9 @@ def start(
 @app.command("finish")
 def finish(
     ctx: typer.Context,
-    name: str = typer.Argument(..., metavar="NAME", help="The job to finish."),
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="The job to finish.", autocompletion=complete_active_job
+    ),
 ) -> None:
     """Mark a job finished (exit 3 if there is no such active job).
 

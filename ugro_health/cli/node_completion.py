@@ -1,8 +1,8 @@
-"""Shell completion of node names, from the configuration the command line would load.
+"""Shell completion of node names (from the configuration the command line would load), job
+names (from the state store it would read) and ``history --metric`` values.
 
-Used as Typer ``autocompletion=`` callbacks on ``--nodes`` and the ``history`` NODE argument.
-They run on every TAB, so they never raise and never print: a missing or broken cluster file
-simply offers no names.
+Used as Typer ``autocompletion=`` callbacks. They run on every TAB, so they never raise and
+never print: a missing or broken cluster file or store simply offers no names.
 """
 
 from __future__ import annotations
@@ -56,3 +56,24 @@ def nodes_glob_option(help_text: str) -> Any:
         help=help_text,
         autocompletion=complete_node_list,
     )
+
+
+def complete_metric(incomplete: str) -> list[str]:
+    """``history --metric``: the metrics the history summarises."""
+    from ugro_health.store.summary import METRICS
+
+    return [name for name in METRICS if name.startswith(incomplete)]
+
+
+def complete_active_job(ctx: typer.Context, incomplete: str) -> list[str]:
+    """``jobs finish``: the active jobs of the store ``--state-dir`` (or the default) names."""
+    try:
+        from ugro_health.engine.jobs import active_jobs
+        from ugro_health.store.state import StateStore
+
+        explicit = ctx.find_root().params.get("state_dir")
+        directory = paths.state_dir(explicit if isinstance(explicit, str) else None)
+        jobs = active_jobs(StateStore(directory).load().state)
+        return sorted(job.name for job in jobs if job.name.startswith(incomplete))
+    except Exception:  # completion must never fail the user's shell
+        return []
