@@ -107,14 +107,24 @@ LONG = (
 )
 
 
-@pytest.mark.parametrize("width", [80, 100])
-def test_a_long_alert_goes_under_its_node_instead_of_a_tall_column(width: int):
-    nodes = [NODES[0], node("gpu-worker-17", "critical", (LONG,))]
-    lines = lines_at(width, status_table(nodes, FOOTER))
-    assert "ALERTS" not in lines[0]
-    at = next(i for i, line in enumerate(lines) if line.startswith("gpu-worker-17 "))
-    assert lines[at + 1].startswith("  reached, but the probe failed: Traceback")
-    assert len([line for line in lines if line.startswith("  ")]) <= len(LONG) // (width - 2) + 1
+def test_a_long_alert_goes_under_its_node_instead_of_a_tall_column():
+    from dataclasses import replace
+
+    from ugro_health.model import Alert, Severity
+
+    base = report()
+    broken = replace(base.nodes[2], alerts=(Alert(Severity.CRITICAL, "probe_failed", LONG),))
+    checked = replace(base, nodes=(*base.nodes[:2], broken))
+    # check at 80 columns (room for a 30-odd column ALERTS), status at 120 (about 40)
+    for lines, width in (
+        (lines_at(80, check_table(checked)), 80),
+        (lines_at(120, status_table([NODES[0], node("gpu2", "critical", (LONG,))], FOOTER)), 120),
+    ):
+        assert "ALERTS" not in lines[0]
+        at = next(i for i, line in enumerate(lines) if line.startswith("gpu2 "))
+        assert lines[at + 1].startswith("  reached, but the probe failed: Traceback")
+        under = [line for line in lines if line.startswith("  ")]
+        assert len(under) <= len(LONG) // (width - 2) + 1 + 1  # GPU 1's alert in the check
 
 
 @pytest.mark.parametrize("width", [60, 120])
