@@ -180,8 +180,9 @@ class Breaker:
         if self.seconds_until_retry(now) > 0:
             return False
         # OPEN and due, or HALF_OPEN whose trial was never reported: (another) single trial.
-        self._state = BreakerState.HALF_OPEN
+        # The state goes last: the dashboard reads breakers from another thread.
         self._trial_at = now
+        self._state = BreakerState.HALF_OPEN
         return True
 
     def record_success(self, now: float | None = None) -> Transition | None:
@@ -223,9 +224,10 @@ class Breaker:
     def _open(self, now: float) -> float:
         self._openings += 1
         delay = self.policy.reset_delay(self._openings)
-        self._state = BreakerState.OPEN
+        # In this order: the dashboard's thread reads a breaker while it changes.
         self._opened_at = now
         self._next_try_at = now + delay
+        self._state = BreakerState.OPEN
         self._trial_at = self._closed_at = None
         return delay
 
