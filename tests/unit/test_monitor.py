@@ -274,3 +274,20 @@ def test_a_node_is_shown_as_soon_as_it_answers(cluster: Config, tmp_path: Path):
     assert any("dead" in partial for partial, _ in seen)
     assert all(reports == set() for _, reports in seen)
     assert monitor.view.partial == {} and set(monitor.view.reports) == {"here", "dead"}
+
+
+def test_the_dashboard_snapshot_tells_what_is_known(cluster: Config, tmp_path: Path):
+    from ugro_health.cli.watch import watch_view
+
+    clock = FakeClock(start=time.time())
+    monitor = make_monitor(cluster, tmp_path, clock)
+    first = watch_view(monitor)
+    assert first.interval_s is None and not first.stopping  # no interval claimed yet
+    seen = []
+    monitor.on_progress = lambda: seen.append(watch_view(monitor))
+    monitor.run(max_cycles=1)
+    drawn = {name for view in seen for name, row in view.rows if row.report is not None}
+    assert drawn == {"here", "dead"}  # each drawn while the round was still running
+    assert watch_view(monitor).interval_s == 40.0  # known once the jobs were read
+    monitor.stop()
+    assert watch_view(monitor).stopping
