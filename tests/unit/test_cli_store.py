@@ -300,3 +300,11 @@ def test_breaker_reset_by_hand(cluster: Path):
     assert doc["nodes"][0]["breaker_note"] is None
     unknown = run_cli("breaker", "reset", "nope", cwd=cluster)
     assert unknown.returncode == 3 and "not configured: nope" in unknown.stderr
+
+
+def test_piped_output_has_no_trailing_spaces(cluster: Path):
+    run_cli("jobs", "start", "llama", "--nodes", "here", cwd=cluster)
+    for args in (["check"], ["status"], ["history", "--metric", "cpu"], ["jobs", "list"]):
+        out = run_cli(*args, cwd=cluster).stdout
+        assert out.strip(), args
+        assert [line for line in out.splitlines() if line != line.rstrip()] == [], args

@@ -149,7 +149,9 @@ def list_jobs(
         )
         end = job.finished_at if job.finished_at is not None else now
         table.add_row(job.name, state, _age(end - job.started_at), str(job.ranks or "—"), health)
-    console.print(table)
+    from ugro_health.render.layout import Trimmed
+
+    console.print(Trimmed(table))
 
 
 def _age(seconds: float) -> str:

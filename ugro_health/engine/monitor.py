@@ -181,8 +181,8 @@ class Monitor:
         allowed, skipped = self.breakers.allow_nodes(due, now)
         started = self.clock.time()
         if not allowed:  # every due node is isolated: nothing to poll or record
-            for name, retry_in in skipped.items():
-                self.view.reports[name] = self._isolated_report(name, retry_in, now)
+            for name in skipped:
+                self.view.reports[name] = self._isolated_report(name, now)
             self.scheduler.cycle_done(started, started, self._statuses(started))
             return None
         self.view.partial = {}
@@ -250,11 +250,11 @@ class Monitor:
                 node = _with_alert(node, transition.to_alert())
             events.extend(self._diff(node, now))
             self.view.reports[node.name] = node
-        for name, retry_in in skipped.items():
-            self.view.reports[name] = self._isolated_report(name, retry_in, now)
+        for name in skipped:
+            self.view.reports[name] = self._isolated_report(name, now)
         return events
 
-    def _isolated_report(self, name: str, retry_in: float, now: float) -> NodeReport:
+    def _isolated_report(self, name: str, now: float) -> NodeReport:
         breaker = self.breakers[name]
         why = breaker.last_error or "repeated failures"
         # No countdown in the text: it is stored, and read back by `status` long after.

@@ -46,8 +46,17 @@ class FittedTable:
     footer: Text
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        table = fitted_table(self.columns, self.rows, options.max_width, self.footer)
-        for line in console.render_lines(table, options, pad=False):
+        yield Trimmed(fitted_table(self.columns, self.rows, options.max_width, self.footer))
+
+
+@dataclass(frozen=True, slots=True)
+class Trimmed:
+    """``renderable`` with the spaces at the end of its lines cut (Rich pads table cells)."""
+
+    renderable: RenderableType
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in console.render_lines(self.renderable, options, pad=False):
             yield from _rstrip(line)
             yield Segment.line()
 

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ugro_health.model import Status, as_float, human_duration
 from ugro_health.render.common import DASH, STATUS_STYLE, pct, printable
-from ugro_health.render.layout import Column, FittedTable, NodeRow
+from ugro_health.render.layout import Column, FittedTable, NodeRow, Trimmed
 from ugro_health.store.summary import sparkline
 
 # Dropped on narrow terminals from the highest rank down; AGE (and STALE) is what status is for.
@@ -89,7 +89,7 @@ def history_table(
         )
     for s in summaries:
         table.add_row(*_history_row(s, spark))
-    return table
+    return Trimmed(table)
 
 
 _ARROW = {"up": "↗", "down": "↘", "flat": "→", "unknown": "?"}
