@@ -107,7 +107,10 @@ def test_history_over_a_damaged_store_is_one_line(cluster: Path):
     blocker.write_text("")
     refused = run_cli("--state-dir", str(blocker), "history", cwd=cluster)
     assert refused.returncode == 3
-    assert refused.stderr == f"ugro-health: history not read: Not a directory ({blocker}/history)\n"
+    assert refused.stderr == (
+        f"ugro-health: state directory {blocker}: {blocker} is a file, not a directory "
+        "(see --state-dir)\n"
+    )
 
 
 @pytest.mark.parametrize(
