@@ -13,7 +13,9 @@ directory): concurrent ``check`` from cron, ``watch`` and ``jobs start`` lose no
 leaves either the old or the new file. Readers take no lock and do not rewrite the file
 (``status`` run by another user must not take it over). A corrupt or foreign ``state.json`` is
 set aside as ``state.json.corrupt-<time>`` (the one thing a reader does, under the lock) and
-reported, never fatal.
+reported, never fatal; a valid file with some damaged records (a wrong type in any field,
+``state_check``) keeps its good records: readers ignore the damaged ones, and the next writer
+keeps a copy of the file as ``state.json.corrupt-<time>`` and writes it without them.
 
 A job past its ``ttl_s`` is finished for everyone: every load marks it finished in memory (reason
 ``ttl``, at the moment its TTL ran out) and the next update persists that, so ``jobs list``,
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -38,6 +41,7 @@ from ugro_health.store._fs import (
     open_private,
     write_all,
 )
+from ugro_health.store.state_check import drop_damaged, dropped_line
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
@@ -76,9 +80,14 @@ class StateStore:
             return Loaded(empty_state(), None)
         except OSError as exc:
             return Loaded(empty_state(), f"state not read: {exc.strerror} ({self.path})")
-        state, problem = _parse(raw)
+        state, problem, dropped = _parse(raw)
         if problem is None:
-            return self._with_ttl_expired(state)
+            # A reader keeps the good records and says what it ignored; the next writer keeps a
+            # copy of the file and writes it without the damaged ones.
+            loaded = self._with_ttl_expired(state)
+            if dropped:
+                return Loaded(loaded.state, f"state: {dropped_line(dropped)} ({self.path})")
+            return loaded
         try:  # set it aside under the lock, unless a writer has replaced it meanwhile
             with exclusive_lock(self.directory / LOCK_FILE, self.lock_timeout_s):
                 return self._quarantine_locked(problem)
@@ -140,22 +149,34 @@ class StateStore:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return Loaded(empty_state(), None)
-        state, problem = _parse(raw)
-        if problem is None:
-            expire_ttl_jobs(state, self.clock())
+        state, problem, dropped = _parse(raw)
+        if problem is not None:
+            return self._quarantine_locked(problem)
+        expire_ttl_jobs(state, self.clock())
+        if not dropped:
             return Loaded(state, None)
-        return self._quarantine_locked(problem)
+        aside = self._aside_path()
+        fd = open_private(aside, os.O_WRONLY | os.O_TRUNC)
+        try:
+            write_all(fd, raw)
+        finally:
+            os.close(fd)
+        return Loaded(state, f"state repaired: {dropped_line(dropped)}; original kept as {aside}")
+
+    def _aside_path(self) -> Path:
+        return self.path.with_name(f"{STATE_FILE}.corrupt-{int(self.clock())}")
 
     def _quarantine_locked(self, problem: str) -> Loaded:
         """Set a bad state.json aside (we hold the lock) and start from an empty state."""
         try:
-            state, again = _parse(self.path.read_bytes())
+            state, again, dropped = _parse(self.path.read_bytes())
         except FileNotFoundError:
             return Loaded(empty_state(), None)
         if again is None:  # a writer replaced it while we waited for the lock
             expire_ttl_jobs(state, self.clock())
-            return Loaded(state, None)
-        aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(self.clock())}")
+            warning = f"state: {dropped_line(dropped)} ({self.path})" if dropped else None
+            return Loaded(state, warning)
+        aside = self._aside_path()
         os.replace(self.path, aside)
         return Loaded(empty_state(), f"state reset: state.json was {again}; kept as {aside}")
 
@@ -221,20 +242,21 @@ def merge_node(entry: dict[str, Any], record: Mapping[str, Any], now: float | No
         entry.setdefault("last_seen", None)
 
 
-def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
+def _parse(raw: bytes) -> tuple[dict[str, Any], str | None, list[str]]:
+    """(state, why the whole file is unusable or None, the damaged records dropped from it)."""
     try:
         state = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return empty_state(), f"not valid JSON ({exc.__class__.__name__})"
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return empty_state(), f"not valid JSON ({exc.__class__.__name__})", []
     if not isinstance(state, dict):
-        return empty_state(), "not a JSON object"
-    if state.get("v") != STATE_VERSION:
-        return empty_state(), f"unknown version {state.get('v')!r}"
+        return empty_state(), "not a JSON object", []
+    if state.get("v") != STATE_VERSION or isinstance(state.get("v"), bool):
+        return empty_state(), f"unknown version {reprlib.repr(state.get('v'))}", []
     if not isinstance(state.get("nodes", {}), dict) or not isinstance(state.get("jobs", {}), dict):
-        return empty_state(), "malformed nodes or jobs"
+        return empty_state(), "malformed nodes or jobs", []
     state.setdefault("nodes", {})
     state.setdefault("jobs", {})
-    return state, None
+    return state, None, drop_damaged(state)
 
 
 def _fsync_dir(directory: Path) -> None:
