@@ -71,6 +71,7 @@ class StateStore:
         self.path = self.directory / STATE_FILE
         self.clock = clock
         self.lock_timeout_s = lock_timeout_s
+        self.last_warning: str | None = None  # what the last update() found (and repaired)
 
     def load(self) -> Loaded:
         """The current state; missing -> empty, corrupt -> empty plus a warning (never raises)."""
@@ -103,6 +104,7 @@ class StateStore:
             ensure_private_dir(self.directory)
             with exclusive_lock(self.directory / LOCK_FILE, self.lock_timeout_s):
                 state, warning = self._load_locked()
+                self.last_warning = warning
                 fn(state)
                 state["v"] = STATE_VERSION
                 state["updated_at"] = self.clock()

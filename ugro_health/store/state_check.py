@@ -103,7 +103,7 @@ _SUMMARY = _record(
 )
 _BREAKER = _record(
     {
-        "state": lambda v: v in _BREAKER_STATES,
+        "state": lambda v: isinstance(v, str) and v in _BREAKER_STATES,
         "failures": _null_or(_count),
         "openings": _null_or(_count),
         "opened_at": _null_or(_number),
@@ -113,7 +113,7 @@ _BREAKER = _record(
     }
 )
 NODE_FIELDS: dict[str, Check] = {
-    "status": _null_or(lambda v: v in _STATUSES),
+    "status": _null_or(lambda v: isinstance(v, str) and v in _STATUSES),
     "score": _null_or(lambda v: _number(v) and 0 <= v <= 100),
     "reachable": _null_or(lambda v: isinstance(v, bool)),
     "error": _null_or(_text),
