@@ -89,7 +89,7 @@ class Monitor:
         self.scheduler = Scheduler(poll_policy or PollPolicy(), self.clock)
         self.breakers = self._restore_breakers(breaker_policy or BreakerPolicy())
         self.view = MonitorState()
-        self.recorder = Recorder(store.directory, config)
+        self.recorder = Recorder(store.directory, config, self.clock)
         self.stop_event = threading.Event()
         self.wake_event = threading.Event()
         self._jobs: list[joblib.Job] = []

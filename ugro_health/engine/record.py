@@ -12,26 +12,36 @@ from pathlib import Path
 from typing import Any
 
 from ugro_health.config import Config
+from ugro_health.engine.clock import Clock, SystemClock
 from ugro_health.model import ClusterReport
 from ugro_health.store._fs import StoreError
 from ugro_health.store.history import HistoryStore, record_from_report
 from ugro_health.store.state import StateStore
 
 
-def history_store(state_dir: Path, config: Config) -> HistoryStore:
+def history_store(state_dir: Path, config: Config, clock: Clock | None = None) -> HistoryStore:
+    if clock is None or isinstance(clock, SystemClock):
+        return HistoryStore(
+            state_dir,
+            retention_s=config.history_retention_h * 3600.0,
+            max_bytes=int(config.history_max_mb * 1024 * 1024),
+        )
+    # A virtual clock (tests): its monotonic time is the real time that passed.
     return HistoryStore(
         state_dir,
         retention_s=config.history_retention_h * 3600.0,
         max_bytes=int(config.history_max_mb * 1024 * 1024),
+        clock=clock.time,
+        elapsed=lambda: ("virtual", clock.monotonic()),
     )
 
 
 class Recorder:
     """Records poll results; ``watch`` keeps one so retention checks stay cheap."""
 
-    def __init__(self, state_dir: Path, config: Config) -> None:
-        self.history = history_store(state_dir, config)
-        self.state = StateStore(state_dir)
+    def __init__(self, state_dir: Path, config: Config, clock: Clock | None = None) -> None:
+        self.history = history_store(state_dir, config, clock)
+        self.state = StateStore(state_dir, clock=(clock or SystemClock()).time)
 
     def record(
         self, report: ClusterReport, also: Callable[[dict[str, Any]], None] | None = None
