@@ -184,6 +184,7 @@ class StateStore:
 
     def _write_locked(self, state: Mapping[str, Any]) -> None:
         data = json.dumps(state, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        self._remove_orphans_locked()
         tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
         fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
         try:
@@ -200,6 +201,18 @@ class StateStore:
                 pass
             raise
         _fsync_dir(self.directory)
+
+    def _remove_orphans_locked(self) -> None:
+        """Temporary files of writers killed between their write and their replace.
+
+        A writer makes its temporary file only while it holds the lock, which we hold now:
+        any such file left is an orphan, whatever its pid.
+        """
+        for orphan in self.directory.glob(f".{STATE_FILE}.*.tmp"):
+            try:
+                orphan.unlink()
+            except OSError:
+                pass  # a directory by that name, or gone: never a reason to fail the write
 
 
 def ttl_deadline(job: Mapping[str, Any]) -> float | None:
