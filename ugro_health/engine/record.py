@@ -14,7 +14,7 @@ from typing import Any
 from ugro_health.config import Config
 from ugro_health.engine.clock import Clock, SystemClock
 from ugro_health.model import ClusterReport
-from ugro_health.store._fs import StoreError
+from ugro_health.store._fs import StoreError, one_line
 from ugro_health.store.history import HistoryStore, record_from_report
 from ugro_health.store.state import StateStore
 
@@ -49,20 +49,22 @@ class Recorder:
         """Append ``report`` to history and state (``also`` changes the state in the same
         write); returns the problems met (empty when fine)."""
         problems: list[str] = []
+        errors: list[StoreError] = []
         # A node never tried (the run's time ran out first) is not a failed poll: its history
         # and last known state stay as they were.
         records = [record_from_report(node) for node in report.nodes if node.polled]
         try:
             self.history.append(records)
         except StoreError as exc:
-            problems.append(str(exc))
+            errors.append(exc)
         try:
             loaded = self.state.record_cycle(records, now=report.generated_at, also=also)
             if loaded.warning:
                 problems.append(loaded.warning)
         except StoreError as exc:
-            problems.append(str(exc))
-        return problems
+            errors.append(exc)
+        # A full or read-only disk fails both alike: one line, as the README promises.
+        return ([one_line(errors, self.state.directory)] if errors else []) + problems
 
 
 def record_report(state_dir: Path, config: Config, report: ClusterReport) -> list[str]:

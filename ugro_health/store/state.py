@@ -161,6 +161,9 @@ class StateStore:
         fd = open_private(aside, os.O_WRONLY | os.O_TRUNC)
         try:
             write_all(fd, raw)
+        except OSError:
+            aside.unlink()  # a full disk: no half copy; the update fails, the file stays
+            raise
         finally:
             os.close(fd)
         return Loaded(state, f"state repaired: {dropped_line(dropped)}; original kept as {aside}")
