@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import typer
 
 from ugro_health.cli.context import from_typer
-from ugro_health.cli.output import console, warn
+from ugro_health.cli.output import console, fail, warn
 from ugro_health.config import WatchSettings
 from ugro_health.model import JSON_SCHEMA, ErrorKind, Status, worst_status
 
@@ -35,10 +37,16 @@ def status_command(
 
     Example: [bold]ugro-health status --json | jq '.nodes[] | {name, status, age_s}'[/bold]
     """
+    from ugro_health.store._fs import StoreError
     from ugro_health.store.state import StateStore
 
     app = from_typer(ctx)
-    loaded = StateStore(app.state_dir).load()
+    try:
+        loaded = StateStore(app.state_dir).load(strict=True)
+    except StoreError as exc:
+        # Not "never polled": the state is there, this user cannot see it.
+        denied = exc.reason == os.strerror(errno.EACCES)
+        fail(f"{exc}; run status as the user that runs check or watch" if denied else str(exc))
     if loaded.warning:
         warn(loaded.warning)
     # The configuration, when there is a file: its node order and its staleness limit.

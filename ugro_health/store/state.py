@@ -73,13 +73,19 @@ class StateStore:
         self.lock_timeout_s = lock_timeout_s
         self.last_warning: str | None = None  # what the last update() found (and repaired)
 
-    def load(self) -> Loaded:
-        """The current state; missing -> empty, corrupt -> empty plus a warning (never raises)."""
+    def load(self, strict: bool = False) -> Loaded:
+        """The current state; missing -> empty, corrupt -> empty plus a warning.
+
+        Never raises, unless ``strict``: then a state that exists but cannot be read (another
+        user's 0600 file) raises ``StoreError``, for a reader whose whole answer is the state.
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return Loaded(empty_state(), None)
         except OSError as exc:
+            if strict:
+                raise StoreError.from_os("state not read", exc, self.path) from None
             return Loaded(empty_state(), f"state not read: {exc.strerror} ({self.path})")
         state, problem, dropped = _parse(raw)
         if problem is None:
