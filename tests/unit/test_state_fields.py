@@ -269,7 +269,11 @@ def test_check_over_a_null_node_record_reports_and_repairs(tmp_path: Path) -> No
     result = run_cli("check", "--json", cwd=tmp_path)
     assert json.loads(result.stdout)["nodes"][0]["reachable"] is True, result.stderr
     assert "internal error" not in result.stderr and result.returncode in (0, 1, 2)
-    assert "damaged record(s) dropped (node 'gpu1': not an object (NoneType))" in result.stderr
+    assert result.stderr.startswith(
+        "ugro-health: warning: state repaired: 1 damaged record(s) dropped "
+        "(node 'gpu1': not an object (NoneType)); original kept as "
+    )
+    assert result.stderr.count("\n") == 1  # said once, by the write that repairs it
     again = run_cli("check", "--json", cwd=tmp_path)
     assert again.stderr == ""  # repaired by the first run's write: said once
     assert list(state_dir.glob("state.json.corrupt-*"))

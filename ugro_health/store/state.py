@@ -46,6 +46,7 @@ from ugro_health.store.state_check import drop_damaged, dropped_line
 STATE_VERSION = 1
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
+DAMAGED_PREFIX = "state: "  # a reader's warning about damaged records (a writer repairs them)
 # Per-GPU fields kept in state.json: enough for `status`, a fraction of the full sample.
 GPU_FIELDS = ("index", "name", "util_pct", "mem_pct", "temp_c", "power_w")
 _NODE_FIELDS = ("status", "score", "reachable", "error", "error_kind", "alerts", "metrics")
@@ -93,7 +94,7 @@ class StateStore:
             # copy of the file and writes it without the damaged ones.
             loaded = self._with_ttl_expired(state)
             if dropped:
-                return Loaded(loaded.state, f"state: {dropped_line(dropped)} ({self.path})")
+                return Loaded(loaded.state, self._damaged(dropped))
             return loaded
         try:  # set it aside under the lock, unless a writer has replaced it meanwhile
             with exclusive_lock(self.directory / LOCK_FILE, self.lock_timeout_s):
@@ -174,6 +175,9 @@ class StateStore:
             os.close(fd)
         return Loaded(state, f"state repaired: {dropped_line(dropped)}; original kept as {aside}")
 
+    def _damaged(self, dropped: list[str]) -> str:
+        return f"{DAMAGED_PREFIX}{dropped_line(dropped)} ({self.path})"
+
     def _aside_path(self) -> Path:
         return self.path.with_name(f"{STATE_FILE}.corrupt-{int(self.clock())}")
 
@@ -185,7 +189,7 @@ class StateStore:
             return Loaded(empty_state(), None)
         if again is None:  # a writer replaced it while we waited for the lock
             expire_ttl_jobs(state, self.clock())
-            warning = f"state: {dropped_line(dropped)} ({self.path})" if dropped else None
+            warning = self._damaged(dropped) if dropped else None
             return Loaded(state, warning)
         aside = self._aside_path()
         os.replace(self.path, aside)
