@@ -107,6 +107,7 @@ class StateStore:
 
         Raises ``StoreError`` (one line) if the state cannot be written; the old file stays.
         """
+        self.last_warning = None
         try:
             ensure_private_dir(self.directory)
             with exclusive_lock(self.directory / LOCK_FILE, self.lock_timeout_s):
