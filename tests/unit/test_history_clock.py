@@ -6,8 +6,13 @@ The suite's ``FakeClock`` gives wall time (``time``) and real elapsed time (``mo
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+from cli_helpers import cli_env
 
 from ugro_health.config import Config, NodeConfig
 from ugro_health.engine.clock import FakeClock
@@ -139,3 +144,55 @@ def test_watch_across_a_forward_step_keeps_its_history(tmp_path: Path) -> None:
     clock.step_wall(-30 * HOUR)
     cycle()
     assert set(seeded) | set(polled) == set(segments(HistoryStore(tmp_path)))
+
+
+# A real `watch` whose wall clock reads real time plus the offset in a file the test writes.
+FAKED_WATCH = """
+import sys, time
+real, offset_file = time.time, sys.argv[1]
+time.time = lambda: real() + float(open(offset_file).read() or 0)
+from ugro_health.cli.app import main
+main(sys.argv[2:])
+"""
+
+
+def test_a_real_watch_process_across_a_forward_step_keeps_its_history(tmp_path: Path) -> None:
+    (tmp_path / "cluster.yaml").write_text("nodes:\n  - name: here\n    host: localhost\n")
+    state_dir = tmp_path / "store"
+    seed = HistoryStore(state_dir)
+    now = time.time()
+    for hour in range(20, 0, -1):  # 20 h of history, written in real time
+        seed.append([{"t": now - hour * HOUR, "node": "here", "status": "ok"}])
+    seeded = segments(seed)
+    offset = tmp_path / "offset"
+    offset.write_text("0")
+    argv = ["--state-dir", str(state_dir), "watch", "--headless", "--interval", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAKED_WATCH, str(offset), *argv],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+
+        def cycles(n: int) -> None:
+            while n:
+                line = proc.stdout.readline()  # type: ignore[union-attr]
+                assert line, "watch ended early"
+                n -= " cycle " in line
+
+        cycles(2)
+        offset.write_text(str(30 * HOUR))  # the clock jumps 30 h ahead for a few seconds
+        cycles(2)
+        offset.write_text("0")
+        cycles(2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    left = segments(HistoryStore(state_dir))
+    assert set(seeded) <= set(left), "history deleted by a clock step"
+    assert segment_name(now + 30 * HOUR) in left or segment_name(now + 30 * HOUR + 60) in left
