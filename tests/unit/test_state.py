@@ -125,6 +125,7 @@ def test_never_reached_node_has_no_last_seen(tmp_path: Path) -> None:
         (b'{"v": 1, "nodes": {"a": ', "not valid JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b'{"v": 7, "nodes": {}}', "unknown version 7"),
+        (b'{"v": true, "nodes": {}}', "unknown version True"),  # true == 1 in Python
         (b"\xff\xfe", "not valid JSON"),
         (b'{"v": 1, "nodes": []}', "malformed"),
     ],
