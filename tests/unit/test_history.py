@@ -186,7 +186,11 @@ def encode_line(record: dict) -> bytes:
 
 def test_retention_by_age_drops_whole_segments(tmp_path: Path) -> None:
     clock = FakeClock(T0)
-    store = HistoryStore(tmp_path, retention_s=6 * 3600, clock=clock)
+    # Time passes for real here: elapsed time moves with the wall clock (test_history_clock.py
+    # steps the wall clock alone).
+    store = HistoryStore(
+        tmp_path, retention_s=6 * 3600, clock=clock, elapsed=lambda: ("boot", clock.now)
+    )
     for hour in range(10):
         clock.now = T0 + hour * 3600 + 10
         store.append([report("n0", clock.now)])

@@ -60,11 +60,11 @@ def test_update_round_trip_is_private_and_leaves_no_temp_files(tmp_path: Path) -
     old = os.umask(0)
     try:
         store = StateStore(tmp_path / "a" / "state", clock=lambda: T0)
-        store.update(lambda s: s["jobs"].update({"train": {"nodes": ["n1"]}}))
+        store.update(lambda s: s["jobs"].update({"train": {"name": "train", "nodes": ["n1"]}}))
     finally:
         os.umask(old)
     state, warning = store.load()
-    assert warning is None and state["jobs"] == {"train": {"nodes": ["n1"]}}
+    assert warning is None and state["jobs"] == {"train": {"name": "train", "nodes": ["n1"]}}
     assert state["updated_at"] == T0
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
     assert sorted(p.name for p in store.directory.iterdir()) == ["state.json", "state.lock"]
@@ -76,7 +76,7 @@ def test_record_cycle_merges_nodes_and_keeps_breaker_and_jobs(tmp_path: Path) ->
     store = StateStore(tmp_path)
 
     def seed(state: dict) -> None:
-        state["jobs"]["llm"] = {"nodes": ["a"]}
+        state["jobs"]["llm"] = {"name": "llm", "nodes": ["a"]}
         state["nodes"]["a"] = {"breaker": {"state": "open", "failures": 3}}
 
     store.update(seed)
@@ -84,7 +84,7 @@ def test_record_cycle_merges_nodes_and_keeps_breaker_and_jobs(tmp_path: Path) ->
     store.record_cycle([node_doc("a", T0 + 5, reachable=False), node_doc("b", T0 + 5)])
     state, _ = store.load()
     a, b = state["nodes"]["a"], state["nodes"]["b"]
-    assert state["jobs"] == {"llm": {"nodes": ["a"]}}
+    assert state["jobs"] == {"llm": {"name": "llm", "nodes": ["a"]}}
     assert a["breaker"] == {"state": "open", "failures": 3}
     assert (a["status"], a["reachable"], a["polled_at"], a["last_seen"]) == (
         "critical",
@@ -125,6 +125,7 @@ def test_never_reached_node_has_no_last_seen(tmp_path: Path) -> None:
         (b'{"v": 1, "nodes": {"a": ', "not valid JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b'{"v": 7, "nodes": {}}', "unknown version 7"),
+        (b'{"v": true, "nodes": {}}', "unknown version True"),  # true == 1 in Python
         (b"\xff\xfe", "not valid JSON"),
         (b'{"v": 1, "nodes": []}', "malformed"),
     ],

@@ -74,7 +74,7 @@ def _incrementer(directory: str, times: int) -> None:
     pid = os.getpid()
 
     def bump(state: dict) -> None:
-        state["jobs"]["counter"] = state["jobs"].get("counter", 0) + 1
+        state["counter"] = state.get("counter", 0) + 1
         state["nodes"].setdefault(f"p{pid}", {"n": 0})["n"] += 1
 
     for _ in range(times):
@@ -95,7 +95,7 @@ def test_concurrent_state_updates_lose_nothing_and_readers_never_see_half(tmp_pa
         p.join()
         assert p.exitcode == 0
     state, warning = reader.load()
-    assert warning is None and state["jobs"]["counter"] == 400
+    assert warning is None and state["counter"] == 400
     assert sorted(n["n"] for n in state["nodes"].values()) == [100] * 4
     assert loads > 0
 

@@ -158,3 +158,23 @@ def test_summarize_counts_alerts_per_node_and_buckets_by_time() -> None:
 def test_summarize_rejects_an_unknown_metric() -> None:
     with pytest.raises(ValueError, match=r"unknown metric 'temp'.*gpu_temp"):
         summarize([], "temp", start=0, end=1)
+
+
+def test_availability_counts_polls_not_cycles_a_breaker_skipped() -> None:
+    """1 of 8 real polls answered, 72 cycles isolated by the breaker: 12.5 %, not 1.2 %."""
+    from ugro_health.engine.collect import failed_report
+    from ugro_health.model import ErrorKind, NodeError
+    from ugro_health.store.history import record_from_report
+
+    records = [record_from_json(doc("n", T0, score=90, reachable=True))]
+    records += [record_from_json(doc("n", T0 + i, reachable=False)) for i in range(1, 8)]
+    isolated = NodeError(ErrorKind.SKIPPED, "isolated, next try in 30s (refused)")
+    records += [
+        record_from_report(failed_report("n", isolated, T0 + 8 + i, 0.0)) for i in range(72)
+    ]
+    points = [{k: r[k] for k in ("v", "t", "node", "summary")} for r in records]
+    for rs in (records, points):  # what `history` reads: summary heads only
+        (s,) = summarize(rs, "score", start=T0, end=T0 + 100).values()
+        assert (s.samples, s.skipped, s.reachable) == (80, 72, 1)
+        assert s.availability == pytest.approx(1 / 8)
+        assert s.to_json()["skipped"] == 72

@@ -57,7 +57,7 @@ def check_command(
     config = app.load_config()
     selected = select_nodes(config, nodes)
     transports = Transports(config, accept_new=accept_new)
-    jobs = _active_jobs(app.state_dir)
+    jobs = _active_jobs(app.state_dir, recording=not no_record)
     try:
         report = collect_cluster(config, selected, transports, timeout=timeout, jobs=jobs)
     finally:
@@ -80,12 +80,13 @@ def check_command(
     raise typer.Exit(report.status.exit_code)
 
 
-def _active_jobs(state_dir: Path) -> list[Job]:
+def _active_jobs(state_dir: Path, recording: bool) -> list[Job]:
     """Active jobs from the state store, for rank checks; an unreadable store means none."""
     from ugro_health.engine.jobs import active_jobs
-    from ugro_health.store.state import StateStore
+    from ugro_health.store.state import DAMAGED_PREFIX, StateStore
 
     loaded = StateStore(state_dir).load()
-    if loaded.warning:
+    # Damaged records are said once: by the record's write, which repairs the file.
+    if loaded.warning and not (recording and loaded.warning.startswith(DAMAGED_PREFIX)):
         warn(loaded.warning)
     return active_jobs(loaded.state)

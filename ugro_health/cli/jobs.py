@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -11,6 +12,9 @@ from rich.table import Table
 from ugro_health.cli.context import from_typer
 from ugro_health.cli.node_completion import complete_active_job, complete_node_list
 from ugro_health.cli.output import console, fail, warn
+
+if TYPE_CHECKING:
+    from ugro_health.store.state import StateStore
 
 app = typer.Typer(
     help="Training-job activity: start, finish and list jobs.\n\n"
@@ -63,9 +67,10 @@ def start(
     except ValueError as exc:
         fail(f"--ttl: {exc}")
     names = [n.strip() for n in nodes.split(",") if n.strip()]
+    store = StateStore(app_ctx.state_dir)
     try:
         job = start_job(
-            StateStore(app_ctx.state_dir),
+            store,
             name,
             names,
             time.time(),
@@ -75,7 +80,9 @@ def start(
             ttl_s=ttl_s,
         )
     except (JobError, StoreError) as exc:
+        _warn_repaired(store)
         fail(str(exc))
+    _warn_repaired(store)
     console.print(f"job {job.name} started on {', '.join(job.nodes)}", markup=False)
 
 
@@ -95,10 +102,13 @@ def finish(
     from ugro_health.store.state import StateStore
 
     app_ctx = from_typer(ctx)
+    store = StateStore(app_ctx.state_dir)
     try:
-        job = finish_job(StateStore(app_ctx.state_dir), name, time.time())
+        job = finish_job(store, name, time.time())
     except (JobError, StoreError) as exc:
+        _warn_repaired(store)
         fail(str(exc))
+    _warn_repaired(store)
     took = (job.finished_at or 0.0) - job.started_at
     if job.finish_reason == "ttl":
         console.print(f"job {job.name} had already finished: its TTL ran out after {_age(took)}")
@@ -158,3 +168,9 @@ def _age(seconds: float) -> str:
     from ugro_health.model import human_duration
 
     return human_duration(seconds)
+
+
+def _warn_repaired(store: StateStore) -> None:
+    """The one line saying what the write dropped from a damaged state.json, if it did."""
+    if store.last_warning:
+        warn(store.last_warning)

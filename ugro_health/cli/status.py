@@ -8,7 +8,9 @@ and left out of the exit code; ``--prune`` removes them from the store.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,7 @@ def status_command(
     Example: [bold]ugro-health status --json | jq '.nodes[] | {name, status, age_s}'[/bold]
     """
     from ugro_health.engine.record import breaker_policy
+    from ugro_health.store._fs import StoreError
     from ugro_health.store.state import StateStore
 
     app = from_typer(ctx)
@@ -65,7 +68,12 @@ def status_command(
     store = StateStore(app.state_dir)
     if prune:
         _prune(store, configured)
-    loaded = store.load()
+    try:
+        loaded = store.load(strict=True)
+    except StoreError as exc:
+        # Not "never polled": the state is there, this user cannot see it.
+        denied = exc.reason == os.strerror(errno.EACCES)
+        fail(f"{exc}; run status as the user that runs check or watch" if denied else str(exc))
     if loaded.warning:
         warn(loaded.warning)
     if stale_after is None:

@@ -127,13 +127,19 @@ def event_line(event: AlertEvent) -> str:
 def _run_headless(monitor: Monitor) -> None:
     from ugro_health.render.common import printable
 
+    shown: list[str] = []  # the store problems logged last: a full disk is said once
+
     def on_cycle(result: CycleResult) -> None:
         # Events carry the cycle's start time, its summary the end: log them in that order.
         for event in result.events:
             _log(event_line(event))
         _log(cycle_line(monitor, result))
-        for problem in result.store_problems:
-            _log(printable(f"{_stamp(result.at)} STORE {problem}"))
+        if result.store_problems != shown:
+            for problem in result.store_problems:
+                _log(printable(f"{_stamp(result.at)} STORE {problem}"))
+            if not result.store_problems and any(_is_write_failure(p) for p in shown):
+                _log(f"{_stamp(result.at)} STORE recorded again")
+            shown[:] = result.store_problems
 
     _log(
         f"{_stamp(time.time())} watching {len(monitor.nodes)} node(s); "
@@ -141,6 +147,11 @@ def _run_headless(monitor: Monitor) -> None:
     )
     monitor.run(on_cycle=on_cycle, tick_s=1.0)
     _log(f"{_stamp(time.time())} stopped after {monitor.view.cycles} cycle(s)")
+
+
+def _is_write_failure(problem: str) -> bool:
+    """``history not recorded: ...``, ``state not saved: ...``: not a one-off note (a repair)."""
+    return problem.partition(":")[0].endswith(("not recorded", "not saved"))
 
 
 def _run_dashboard(monitor: Monitor) -> None:

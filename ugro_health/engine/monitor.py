@@ -99,7 +99,7 @@ class Monitor:
         self._overrides_seen = {name: _override(saved, name)[0] for name in self.nodes}
         self.on_progress: Callable[[], None] | None = None  # the front's redraw, any thread
         self.view = MonitorState()
-        self.recorder = Recorder(store.directory, config)
+        self.recorder = Recorder(store.directory, config, self.clock)
         self.stop_event = threading.Event()
         self.wake_event = threading.Event()
         self._jobs: list[joblib.Job] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ugro_health.store._fs import StoreError
+from ugro_health.store._fs import StoreError, one_line
 from ugro_health.store.history import (
     HistoryStore,
     ReadStats,
@@ -47,19 +47,20 @@ def record_cycle(
 ) -> list[str]:
     """Append one poll's records to history (unless ``None``) and merge them into the state.
 
-    Failures come back as one-line messages for the command to print; it still reports the
-    cluster's health and exits with its status.
+    Failures come back as one-line messages for the command to print (history and state failing
+    for one reason, a full or read-only disk, are one line); it still reports the cluster's
+    health and exits with its status.
     """
-    problems = []
+    problems, errors = [], []
     if history is not None:
         try:
             history.append(records)
         except StoreError as exc:
-            problems.append(str(exc))
+            errors.append(exc)
     try:
         loaded = state.record_cycle(records)
         if loaded.warning:
             problems.append(loaded.warning)
     except StoreError as exc:
-        problems.append(str(exc))
-    return problems
+        errors.append(exc)
+    return ([one_line(errors, state.directory)] if errors else []) + problems

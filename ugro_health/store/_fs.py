@@ -27,10 +27,26 @@ class StoreError(Exception):
     ``str(error)`` is one line, e.g. ``history not recorded: No space left on device (/path)``.
     """
 
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason  # the operating system's words, e.g. "No space left on device"
+
     @classmethod
     def from_os(cls, action: str, exc: OSError, path: Path | str) -> StoreError:
         reason = exc.strerror or os.strerror(exc.errno or 0) or exc.__class__.__name__
-        return cls(f"{action}: {reason} ({exc.filename or path})")
+        return cls(f"{action}: {reason} ({exc.filename or path})", reason)
+
+
+def one_line(errors: list[StoreError], directory: Path) -> str:
+    """The failures of one cycle's write as one line.
+
+    History and state failing for the same reason (a full or read-only disk) are one problem,
+    ``history and state not recorded: No space left on device (<state dir>)``.
+    """
+    reasons = {e.reason for e in errors}
+    if len(errors) > 1 and len(reasons) == 1 and None not in reasons:
+        return f"history and state not recorded: {errors[0].reason} ({directory})"
+    return "; ".join(str(e) for e in errors)
 
 
 def ensure_private_dir(path: Path) -> None:

@@ -4,6 +4,8 @@ Imports ``model`` and the standard library only. Layout and guarantees:
 
 - Hourly segments named by the record's UTC time, ``history/20250131T14.jsonl``: retention
   deletes whole files (listdir + stat, never a rewrite) and ``--since 1h`` opens two files.
+  Their age is judged against a reference time that a wall-clock step cannot push forward,
+  and the segments being written are never dropped (``retention.py``).
 - A line is ``{"v":1,"t":<epoch>,"node":<name>,"summary":{...},<NodeReport.to_json() fields but
   "name">}``. ``summary`` (status, reachability, every metric of ``summary.METRICS``, alert
   codes) comes first so that ``iter_points`` can decode a few hundred bytes instead of the line.
@@ -26,7 +28,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +40,16 @@ from ugro_health.store._fs import (
     open_private,
     write_all,
 )
+from ugro_health.store.history_read import SCHEMA_VERSION, ReadStats, read_segment
+from ugro_health.store.retention import Elapsed, boot_clock, reference_time, segments_to_drop
 from ugro_health.store.summary import summary_of
 
-SCHEMA_VERSION = 1
 SEGMENT_S = 3600
 DEFAULT_RETENTION_S = 86400.0
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 RETENTION_EVERY_S = 60.0  # how often one writer re-checks retention between new segments
 _SEGMENT_RE = re.compile(r"^(\d{8}T\d{2})\.jsonl$")
-_PREFIX = b'{"v":1,"t":'
-_NODE_KEY = b'"node":"'
-_SUMMARY_KEY = ',"summary":'
-_HEAD_BYTES = 2048  # a summary head is ~300 bytes; longer ones fall back to a full decode
 _ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-_DECODE = json.JSONDecoder()
 
 
 def record_from_json(report: Mapping[str, Any], t: float | None = None) -> dict[str, Any]:
@@ -88,43 +85,6 @@ def segment_start(name: str) -> float | None:
         return None
 
 
-@dataclass(slots=True)
-class ReadStats:
-    """What a read skipped and why; ``message()`` is the one line a command prints."""
-
-    records: int = 0
-    skipped: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    first: str | None = None  # "path:line" of the first skipped line
-    segments_skipped: int = 0  # segment files that could not be opened (a directory, EACCES)
-    first_segment: str | None = None  # "reason (path)" of the first
-
-    def skip(self, reason: str, path: Path, line: int) -> None:
-        self.skipped += 1
-        self.reasons[reason] = self.reasons.get(reason, 0) + 1
-        if self.first is None:
-            self.first = f"{path}:{line}"
-
-    def skip_segment(self, path: Path, exc: OSError) -> None:
-        self.segments_skipped += 1
-        if self.first_segment is None:
-            self.first_segment = f"{exc.strerror or type(exc).__name__} ({path})"
-
-    def message(self) -> str | None:
-        parts = []
-        if self.skipped:
-            why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
-            parts.append(
-                f"skipped {self.skipped} unreadable history line(s) ({why}; first at {self.first})"
-            )
-        if self.segments_skipped:
-            parts.append(
-                f"skipped {self.segments_skipped} unreadable history segment(s) "
-                f"(first: {self.first_segment})"
-            )
-        return "; ".join(parts) or None
-
-
 class HistoryStore:
     """Append-only sample history with retention by age and by size (see module docstring)."""
 
@@ -135,14 +95,16 @@ class HistoryStore:
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
         lock_timeout_s: float = LOCK_TIMEOUT_S,
+        elapsed: Elapsed = boot_clock,
     ) -> None:
         self.state_dir = Path(directory)
+        self.elapsed = elapsed  # real time, blind to wall-clock steps (see retention.py)
         self.lock_timeout_s = lock_timeout_s
         self.directory = self.state_dir / "history"
         self.retention_s = retention_s
         self.max_bytes = max_bytes
         self.clock = clock
-        self._retention_checked_at = -math.inf
+        self._retention_checked_up = -math.inf
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -168,9 +130,10 @@ class HistoryStore:
                 created = False
                 for name, lines in batches.items():
                     created |= self._write_segment(self.directory / name, "".join(lines))
-                now = self.clock()
-                if created or now - self._retention_checked_at >= RETENTION_EVERY_S:
-                    self._enforce_retention_locked(now)
+                up = self.elapsed()[1]
+                if created or abs(up - self._retention_checked_up) >= RETENTION_EVERY_S:
+                    written = {self.directory / name for name in batches}
+                    self._enforce_retention_locked(self.clock(), written)
         except OSError as exc:
             raise StoreError.from_os("history not recorded", exc, self.directory) from None
         return count
@@ -217,27 +180,28 @@ class HistoryStore:
         return out
 
     def enforce_retention(self) -> list[Path]:
-        """Drop segments older than the retention, then the oldest while over ``max_bytes``."""
+        """Drop segments older than the retention, then the oldest while over ``max_bytes``.
+
+        Age is judged against a reference time a wall-clock step cannot push (``retention``).
+        """
         if not self.directory.is_dir():
             return []
         try:
             with exclusive_lock(self.directory / ".lock", self.lock_timeout_s):
-                return self._enforce_retention_locked(self.clock())
+                return self._enforce_retention_locked(self.clock(), set())
         except OSError as exc:
             raise StoreError.from_os("history retention failed", exc, self.directory) from None
 
-    def _enforce_retention_locked(self, now: float) -> list[Path]:
-        self._retention_checked_at = now
-        segments = self.segments()
-        cutoff = now - self.retention_s
-        drop = [s for s in segments if s[0] + SEGMENT_S <= cutoff]
-        keep = [s for s in segments if s[0] + SEGMENT_S > cutoff]
-        total = sum(size for _, _, size in keep)
-        while total > self.max_bytes and len(keep) > 1:  # the newest segment is never dropped
-            total -= keep[0][2]
-            drop.append(keep.pop(0))
+    def _enforce_retention_locked(self, now: float, written: set[Path]) -> list[Path]:
+        elapsed = self.elapsed()
+        self._retention_checked_up = elapsed[1]
+        ref = reference_time(self.directory, now, elapsed)
+        current = self.directory / segment_name(now)  # the hour being written
+        drop = segments_to_drop(
+            self.segments(), ref, self.retention_s, self.max_bytes, SEGMENT_S, written | {current}
+        )
         dropped = []
-        for _, path, _ in drop:
+        for path in drop:
             try:
                 path.unlink()
                 dropped.append(path)
@@ -292,7 +256,7 @@ class HistoryStore:
                 continue
             if until is not None and start > until:
                 continue
-            yield from _read_segment(path, since, until, nodes, stats, summary_only)
+            yield from read_segment(path, since, until, nodes, stats, summary_only)
 
 
 def encode_record(record: Mapping[str, Any]) -> str:
@@ -314,114 +278,3 @@ def encode_record(record: Mapping[str, Any]) -> str:
         if key not in out:
             out[key] = value
     return _ENCODE(out) + "\n"
-
-
-def _read_segment(
-    path: Path,
-    since: float | None,
-    until: float | None,
-    nodes: set[str] | None,
-    stats: ReadStats,
-    summary_only: bool,
-) -> Iterator[dict[str, Any]]:
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below, generator may be abandoned
-    except FileNotFoundError:
-        return  # dropped by retention meanwhile
-    except OSError as exc:  # a directory or an unreadable file where a segment should be
-        stats.skip_segment(path, exc)
-        return
-    with handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.endswith(b"\n"):
-                # The last line of the file without its newline: a writer killed mid-line (the
-                # next append ends it) or, rarely, one writing right now.
-                if raw.strip():
-                    stats.skip("incomplete", path, number)
-                continue
-            head = _parse_head(raw)
-            if head is not None:
-                t, node, _ = head
-                if (since is not None and t < since) or (until is not None and t > until):
-                    continue
-                if nodes is not None and node not in nodes:
-                    continue
-            record = _decode(raw, summary_only, head)
-            if isinstance(record, str):
-                if record != "blank":
-                    stats.skip(record, path, number)
-                continue
-            if head is None and not _wanted(record, since, until, nodes):
-                continue
-            stats.records += 1
-            yield record
-
-
-def _parse_head(raw: bytes) -> tuple[float, str, int] | None:
-    """``(t, node, end of node)`` from a line as ``encode_record`` writes it, without decoding."""
-    if not raw.startswith(_PREFIX):
-        return None
-    comma = raw.find(b",", 11)
-    if comma < 0 or raw[comma + 1 : comma + 9] != _NODE_KEY:
-        return None
-    end = raw.find(b'"', comma + 9)
-    if end < 0:
-        return None
-    try:
-        return float(raw[11:comma]), raw[comma + 9 : end].decode(), end + 1
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def _decode(
-    raw: bytes, summary_only: bool, head: tuple[float, str, int] | None
-) -> dict[str, Any] | str:
-    """The record, or the reason it is not one."""
-    if summary_only and head is not None:
-        point = _decode_summary(raw, head)
-        if point is not None:
-            return point
-    line = raw.strip()
-    if not line:
-        return "blank"
-    try:
-        record = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        # A record cut short (a killed writer, a hand truncation) still starts like one.
-        return "truncated" if line.startswith(b"{") and not line.endswith(b"}") else "not_json"
-    if not isinstance(record, dict):
-        return "not_object"
-    if record.get("v") != SCHEMA_VERSION:
-        return "other_version"
-    t, node = record.get("t"), record.get("node")
-    if isinstance(t, bool) or not isinstance(t, int | float) or not isinstance(node, str):
-        return "invalid"
-    if summary_only:
-        return {"v": SCHEMA_VERSION, "t": t, "node": node, "summary": record.get("summary")}
-    return record
-
-
-def _decode_summary(raw: bytes, head: tuple[float, str, int]) -> dict[str, Any] | None:
-    if not raw.rstrip().endswith(b"}"):
-        return None  # cut short: let the full decode classify it
-    t, node, start = head
-    # The head is ASCII up to here (encode_record's json escapes everything else).
-    text = raw[start : start + _HEAD_BYTES].decode("ascii", "replace")
-    if not text.startswith(_SUMMARY_KEY):
-        return None
-    try:
-        summary, _ = _DECODE.raw_decode(text, len(_SUMMARY_KEY))
-    except ValueError:
-        return None
-    if not isinstance(summary, dict):
-        return None
-    return {"v": SCHEMA_VERSION, "t": t, "node": node, "summary": summary}
-
-
-def _wanted(
-    record: Mapping[str, Any], since: float | None, until: float | None, nodes: set[str] | None
-) -> bool:
-    t = record["t"]
-    if (since is not None and t < since) or (until is not None and t > until):
-        return False
-    return nodes is None or record["node"] in nodes

@@ -13,7 +13,9 @@ directory): concurrent ``check`` from cron, ``watch`` and ``jobs start`` lose no
 leaves either the old or the new file. Readers take no lock and do not rewrite the file
 (``status`` run by another user must not take it over). A corrupt or foreign ``state.json`` is
 set aside as ``state.json.corrupt-<time>`` (the one thing a reader does, under the lock) and
-reported, never fatal.
+reported, never fatal; a valid file with some damaged records (a wrong type in any field,
+``state_check``) keeps its good records: readers ignore the damaged ones, and the next writer
+keeps a copy of the file as ``state.json.corrupt-<time>`` and writes it without them.
 
 A job past its ``ttl_s`` is finished for everyone: every load marks it finished in memory (reason
 ``ttl``, at the moment its TTL ran out) and the next update persists that, so ``jobs list``,
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -38,10 +41,12 @@ from ugro_health.store._fs import (
     open_private,
     write_all,
 )
+from ugro_health.store.state_check import drop_damaged, dropped_line
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
+DAMAGED_PREFIX = "state: "  # a reader's warning about damaged records (a writer repairs them)
 # Per-GPU fields kept in state.json: enough for `status`, a fraction of the full sample.
 GPU_FIELDS = ("index", "name", "util_pct", "mem_pct", "temp_c", "power_w")
 _NODE_FIELDS = ("status", "score", "reachable", "error", "error_kind", "alerts", "metrics")
@@ -67,18 +72,30 @@ class StateStore:
         self.path = self.directory / STATE_FILE
         self.clock = clock
         self.lock_timeout_s = lock_timeout_s
+        self.last_warning: str | None = None  # what the last update() found (and repaired)
 
-    def load(self) -> Loaded:
-        """The current state; missing -> empty, corrupt -> empty plus a warning (never raises)."""
+    def load(self, strict: bool = False) -> Loaded:
+        """The current state; missing -> empty, corrupt -> empty plus a warning.
+
+        Never raises, unless ``strict``: then a state that exists but cannot be read (another
+        user's 0600 file) raises ``StoreError``, for a reader whose whole answer is the state.
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return Loaded(empty_state(), None)
         except OSError as exc:
+            if strict:
+                raise StoreError.from_os("state not read", exc, self.path) from None
             return Loaded(empty_state(), f"state not read: {exc.strerror} ({self.path})")
-        state, problem = _parse(raw)
+        state, problem, dropped = _parse(raw)
         if problem is None:
-            return self._with_ttl_expired(state)
+            # A reader keeps the good records and says what it ignored; the next writer keeps a
+            # copy of the file and writes it without the damaged ones.
+            loaded = self._with_ttl_expired(state)
+            if dropped:
+                return Loaded(loaded.state, self._damaged(dropped))
+            return loaded
         try:  # set it aside under the lock, unless a writer has replaced it meanwhile
             with exclusive_lock(self.directory / LOCK_FILE, self.lock_timeout_s):
                 return self._quarantine_locked(problem)
@@ -90,10 +107,12 @@ class StateStore:
 
         Raises ``StoreError`` (one line) if the state cannot be written; the old file stays.
         """
+        self.last_warning = None
         try:
             ensure_private_dir(self.directory)
             with exclusive_lock(self.directory / LOCK_FILE, self.lock_timeout_s):
                 state, warning = self._load_locked()
+                self.last_warning = warning
                 fn(state)
                 state["v"] = STATE_VERSION
                 state["updated_at"] = self.clock()
@@ -140,27 +159,46 @@ class StateStore:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return Loaded(empty_state(), None)
-        state, problem = _parse(raw)
-        if problem is None:
-            expire_ttl_jobs(state, self.clock())
+        state, problem, dropped = _parse(raw)
+        if problem is not None:
+            return self._quarantine_locked(problem)
+        expire_ttl_jobs(state, self.clock())
+        if not dropped:
             return Loaded(state, None)
-        return self._quarantine_locked(problem)
+        aside = self._aside_path()
+        fd = open_private(aside, os.O_WRONLY | os.O_TRUNC)
+        try:
+            write_all(fd, raw)
+        except OSError:
+            aside.unlink()  # a full disk: no half copy; the update fails, the file stays
+            raise
+        finally:
+            os.close(fd)
+        return Loaded(state, f"state repaired: {dropped_line(dropped)}; original kept as {aside}")
+
+    def _damaged(self, dropped: list[str]) -> str:
+        return f"{DAMAGED_PREFIX}{dropped_line(dropped)} ({self.path})"
+
+    def _aside_path(self) -> Path:
+        return self.path.with_name(f"{STATE_FILE}.corrupt-{int(self.clock())}")
 
     def _quarantine_locked(self, problem: str) -> Loaded:
         """Set a bad state.json aside (we hold the lock) and start from an empty state."""
         try:
-            state, again = _parse(self.path.read_bytes())
+            state, again, dropped = _parse(self.path.read_bytes())
         except FileNotFoundError:
             return Loaded(empty_state(), None)
         if again is None:  # a writer replaced it while we waited for the lock
             expire_ttl_jobs(state, self.clock())
-            return Loaded(state, None)
-        aside = self.path.with_name(f"{STATE_FILE}.corrupt-{int(self.clock())}")
+            warning = self._damaged(dropped) if dropped else None
+            return Loaded(state, warning)
+        aside = self._aside_path()
         os.replace(self.path, aside)
         return Loaded(empty_state(), f"state reset: state.json was {again}; kept as {aside}")
 
     def _write_locked(self, state: Mapping[str, Any]) -> None:
         data = json.dumps(state, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        self._remove_orphans_locked()
         tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
         fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
         try:
@@ -177,6 +215,18 @@ class StateStore:
                 pass
             raise
         _fsync_dir(self.directory)
+
+    def _remove_orphans_locked(self) -> None:
+        """Temporary files of writers killed between their write and their replace.
+
+        A writer makes its temporary file only while it holds the lock, which we hold now:
+        any such file left is an orphan, whatever its pid.
+        """
+        for orphan in self.directory.glob(f".{STATE_FILE}.*.tmp"):
+            try:
+                orphan.unlink()
+            except OSError:
+                pass  # a directory by that name, or gone: never a reason to fail the write
 
 
 def ttl_deadline(job: Mapping[str, Any]) -> float | None:
@@ -221,20 +271,21 @@ def merge_node(entry: dict[str, Any], record: Mapping[str, Any], now: float | No
         entry.setdefault("last_seen", None)
 
 
-def _parse(raw: bytes) -> tuple[dict[str, Any], str | None]:
+def _parse(raw: bytes) -> tuple[dict[str, Any], str | None, list[str]]:
+    """(state, why the whole file is unusable or None, the damaged records dropped from it)."""
     try:
         state = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return empty_state(), f"not valid JSON ({exc.__class__.__name__})"
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return empty_state(), f"not valid JSON ({exc.__class__.__name__})", []
     if not isinstance(state, dict):
-        return empty_state(), "not a JSON object"
-    if state.get("v") != STATE_VERSION:
-        return empty_state(), f"unknown version {state.get('v')!r}"
+        return empty_state(), "not a JSON object", []
+    if state.get("v") != STATE_VERSION or isinstance(state.get("v"), bool):
+        return empty_state(), f"unknown version {reprlib.repr(state.get('v'))}", []
     if not isinstance(state.get("nodes", {}), dict) or not isinstance(state.get("jobs", {}), dict):
-        return empty_state(), "malformed nodes or jobs"
+        return empty_state(), "malformed nodes or jobs", []
     state.setdefault("nodes", {})
     state.setdefault("jobs", {})
-    return state, None
+    return state, None, drop_damaged(state)
 
 
 def _fsync_dir(directory: Path) -> None:

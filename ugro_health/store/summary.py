@@ -75,13 +75,15 @@ METRICS: dict[str, Metric] = {
 def summary_of(report: Report) -> dict[str, Any]:
     """The small head stored first in every history record, so `history` need not parse the rest.
 
-    Holds status, score, reachability, every metric of ``METRICS`` and the alerts as
-    ``"severity:code"`` strings.
+    Holds status, score, reachability (``skipped`` when a breaker kept the node from being
+    polled), every metric of ``METRICS`` and the alerts as ``"severity:code"`` strings.
     """
     head: dict[str, Any] = {
         "status": report.get("status"),
         "reachable": bool(report.get("reachable")),
     }
+    if report.get("error_kind") == "skipped":
+        head["skipped"] = True  # not polled: its breaker was open (not a failed poll)
     for name, metric in METRICS.items():
         value = metric.extract(report)
         head[name] = None if value is None else round(value, 2)
@@ -174,6 +176,7 @@ class NodeSummary:
     node: str
     metric: str
     samples: int = 0  # records seen for the node
+    skipped: int = 0  # of which not polled (isolated by its breaker): not failed polls
     reachable: int = 0  # of which the node answered
     count: int = 0  # records that carried a value for the metric
     min: float | None = None
@@ -196,7 +199,9 @@ class NodeSummary:
 
     @property
     def availability(self) -> float | None:
-        return self.reachable / self.samples if self.samples else None
+        """Successful polls over polls made: cycles a breaker skipped are not polls."""
+        polled = self.samples - self.skipped
+        return self.reachable / polled if polled else None
 
     @property
     def trend(self) -> Trend:
@@ -219,6 +224,7 @@ class NodeSummary:
             "label": metric.label,
             "unit": metric.unit,
             "samples": self.samples,
+            "skipped": self.skipped,
             "count": self.count,
             "availability": self.availability,
             "min": self.min,
@@ -281,7 +287,11 @@ def _add(
     head = record.get("summary")
     head = head if isinstance(head, Mapping) else record
     s.samples += 1
-    if head.get("reachable"):
+    if head.get("skipped") is True or (
+        head is record and record.get("error_kind") == "skipped"  # a record without a head
+    ):
+        s.skipped += 1
+    elif head.get("reachable"):
         s.reachable += 1
     status = str(head.get("status"))
     s.statuses[status] = s.statuses.get(status, 0) + 1
