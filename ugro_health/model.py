@@ -321,12 +321,22 @@ class DiskSample:
     total_bytes: int | None = None
     used_bytes: int | None = None
     error: str | None = None  # e.g. "timeout after 2.0s" for a hung mount
+    avail_bytes: int | None = None  # available to unprivileged users (f_bavail)
+    mounted: bool | None = None  # False: the configured path is not a mount point
 
     @property
     def util_pct(self) -> float | None:
-        if self.used_bytes is None or not self.total_bytes:
+        """Use as ``df`` computes it: used / (used + available to users), in whole percent
+        rounded up, so reserved blocks count as unavailable. Samples recorded before
+        ``avail_bytes`` existed fall back to used / total."""
+        if self.used_bytes is None:
             return None
-        return 100.0 * self.used_bytes / self.total_bytes
+        if self.avail_bytes is None:
+            return 100.0 * self.used_bytes / self.total_bytes if self.total_bytes else None
+        usable = self.used_bytes + self.avail_bytes
+        if usable <= 0:
+            return None
+        return float(-(-100 * self.used_bytes // usable))  # integer ceiling, as df rounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +427,8 @@ class NodeSample:
                     total_bytes=_int(d, "total_bytes"),
                     used_bytes=_int(d, "used_bytes"),
                     error=_str(d, "error"),
+                    avail_bytes=_int(d, "avail_bytes"),
+                    mounted=d["mounted"] if isinstance(d.get("mounted"), bool) else None,
                 )
                 for d in doc.get("disks") or ()
                 if isinstance(d, dict)
@@ -485,6 +497,8 @@ class NodeSample:
                     "used_bytes": d.used_bytes,
                     "total_bytes": d.total_bytes,
                     "error": d.error,
+                    "avail_bytes": d.avail_bytes,
+                    "mounted": d.mounted,
                 }
                 for d in self.disks
             },

@@ -1058,16 +1058,54 @@ def uptime_seconds() -> float:
 
 
 def disk_usage(mount: str) -> Json:
-    """Size and use of one mount; runs in its own thread (statvfs can hang on NFS)."""
+    """Size and use of one mount; runs in its own thread (statvfs can hang on NFS).
+
+    A path that is not a mount point (an NFS mount missing, a disk not mounted) is reported as
+    ``mounted: false`` with no sizes: measuring it would measure the parent file system."""
+    doc = {
+        "mount": mount,
+        "total_bytes": None,
+        "used_bytes": None,
+        "avail_bytes": None,
+        "error": None,
+        "mounted": is_mount_point(mount),
+    }  # type: Json
+    if doc["mounted"] is False:
+        return doc
     st = os.statvfs(mount)
     block = st.f_frsize or st.f_bsize
-    return {
-        "mount": mount,
-        "total_bytes": st.f_blocks * block,
-        "used_bytes": (st.f_blocks - st.f_bfree) * block,
-        "avail_bytes": st.f_bavail * block,
-        "error": None,
-    }
+    doc.update(
+        total_bytes=st.f_blocks * block,
+        used_bytes=(st.f_blocks - st.f_bfree) * block,
+        avail_bytes=st.f_bavail * block,
+    )
+    return doc
+
+
+_MOUNTINFO_ESCAPE_RE = re.compile(r"\\([0-7]{3})")
+
+
+def parse_mountinfo(text: str) -> List[str]:
+    """The mount points listed in /proc/<pid>/mountinfo (field 5, octal escapes undone)."""
+    points = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            points.append(_MOUNTINFO_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return points
+
+
+def is_mount_point(path: str) -> Optional[bool]:
+    """Whether ``path`` (symbolic links resolved) is a mount point: from /proc/self/mountinfo,
+    else os.path.ismount; None when neither can tell (e.g. the path cannot be resolved)."""
+    real = os.path.realpath(path)
+    try:
+        return real in parse_mountinfo(_read_text(PROC + "/self/mountinfo"))
+    except OSError:
+        pass
+    if not os.path.exists(real):
+        return False
+    return os.path.ismount(real)
 
 
 def _read_head(path: str, size: int) -> bytes:
@@ -1381,6 +1419,7 @@ class Probe(object):
             "used_bytes": None,
             "avail_bytes": None,
             "error": errors.get("disk:" + mount),
+            "mounted": None,
         }
 
     # -- GPUs

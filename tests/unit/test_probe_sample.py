@@ -206,6 +206,7 @@ def test_hung_mount_times_out_alone_and_is_not_restarted(
         return real_statvfs(path)
 
     monkeypatch.setattr(os, "statvfs", statvfs)
+    monkeypatch.setattr(probe, "is_mount_point", lambda path: True)  # /x: an NFS mount point
     try:
         doc = sampler.sample({"mounts": ["/", "/x"], "subcheck_timeout_s": 0.5, "window_s": 0})
         assert doc["errors"]["disk:/x"] == "timeout after 0.5s"
@@ -217,6 +218,7 @@ def test_hung_mount_times_out_alone_and_is_not_restarted(
             "used_bytes": None,
             "avail_bytes": None,
             "error": "timeout after 0.5s",
+            "mounted": None,
         }
         started = time.monotonic()
         again = sampler.sample({"mounts": ["/", "/x"], "subcheck_timeout_s": 0.5, "window_s": 0})

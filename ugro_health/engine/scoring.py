@@ -309,6 +309,19 @@ def _judge_system(
     )
     penalty = _ramp(sample.mem_util_pct, limits.mem_warn_pct, limits.mem_crit_pct)
     for disk in sample.disks:
+        if disk.mounted is False:
+            # Jobs writing there fill the parent file system (often /) or fail: page.
+            alerts.append(
+                Alert(
+                    CRIT,
+                    "mount_missing",
+                    f"{disk.mount} is not mounted (not a mount point on the node)",
+                    disk.mount,
+                    subject=disk.mount,
+                )
+            )
+            penalty += 50
+            continue
         if disk.error:
             alerts.append(
                 Alert(
