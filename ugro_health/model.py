@@ -192,6 +192,13 @@ def printable(text: object) -> str:
     return _UNPRINTABLE.sub(_escape, text)
 
 
+def _throttle(value: Any) -> tuple[str, ...] | None:
+    """Throttle reasons; None (unknown) stays apart from an empty list (none active)."""
+    if not isinstance(value, list):
+        return None
+    return tuple(str(r) for r in value)
+
+
 def _str(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     return printable(value) if isinstance(value, str) else None
@@ -232,7 +239,7 @@ class GpuSample:
     retired_pages_pending: bool | None = None
     remapped_rows_pending: int | None = None
     remapped_rows_failed: int | None = None
-    throttle_reasons: tuple[str, ...] = ()
+    throttle_reasons: tuple[str, ...] | None = ()  # None: unknown (N/A on the node)
     pcie_gen: int | None = None
     pcie_gen_max: int | None = None
     pcie_width: int | None = None
@@ -266,7 +273,7 @@ class GpuSample:
             retired_pages_pending=pending if isinstance(pending, bool) else None,
             remapped_rows_pending=_int(data, "remapped_rows_pending"),
             remapped_rows_failed=_int(data, "remapped_rows_failed"),
-            throttle_reasons=tuple(str(r) for r in data.get("throttle_reasons") or ()),
+            throttle_reasons=_throttle(data.get("throttle_reasons")),
             pcie_gen=_int(data, "pcie_gen"),
             pcie_gen_max=_int(data, "pcie_gen_max"),
             pcie_width=_int(data, "pcie_width"),
@@ -296,7 +303,9 @@ class GpuSample:
             "retired_pages_pending": self.retired_pages_pending,
             "remapped_rows_pending": self.remapped_rows_pending,
             "remapped_rows_failed": self.remapped_rows_failed,
-            "throttle_reasons": list(self.throttle_reasons),
+            "throttle_reasons": (
+                None if self.throttle_reasons is None else list(self.throttle_reasons)
+            ),
             "pcie_gen": self.pcie_gen,
             "pcie_gen_max": self.pcie_gen_max,
             "pcie_width": self.pcie_width,

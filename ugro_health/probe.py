@@ -459,12 +459,18 @@ _UNIT_RE = re.compile(r"\s*\[[^\]]*\]$")
 _NUM_RE = re.compile(r"^[-+]?\d+(?:\.\d+)?")
 
 
+_SMI_NOT_VALUES = ("N/A", "NOT SUPPORTED", "UNKNOWN", "UNKNOWN ERROR", "ERR!", "NOT AVAILABLE")
+
+
 def smi_value(cell: Optional[str]) -> Optional[str]:
-    """A CSV/XML cell, or None for the many spellings of "not available"."""
+    """A CSV/XML cell, or None for the many spellings of "not available", and for a label
+    standing where a value belongs (driver 610: ``Deprecated, see "KMD version" instead``)."""
     if cell is None:
         return None
     cell = cell.strip()
-    if not cell or cell.startswith("[") or cell.upper() in ("N/A", "NOT SUPPORTED", "UNKNOWN"):
+    if not cell or cell.startswith("[") or cell.upper() in _SMI_NOT_VALUES:
+        return None
+    if cell.lower().startswith("deprecated"):
         return None
     return cell
 
@@ -607,16 +613,23 @@ def parse_smi_apps(text: str) -> Dict[str, List[Json]]:
     return apps
 
 
+# ``nvidia-smi --version`` labels, preferred first: driver 610 declares "DRIVER version" and
+# "CUDA version" deprecated (their value is a sentence pointing at the new labels).
+_SMI_VERSION_KEYS = (
+    ("driver_version", ("kmd version", "driver version")),
+    ("cuda_version", ("cuda umd version", "cuda version")),
+)
+
+
 def parse_smi_version(text: str) -> Json:
     """``nvidia-smi --version`` output: driver and CUDA versions."""
-    found = {"driver_version": None, "cuda_version": None}  # type: Dict[str, Optional[str]]
+    values = {}  # type: Dict[str, Optional[str]]
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "driver version":
-            found["driver_version"] = smi_value(value)
-        elif key == "cuda version":
-            found["cuda_version"] = smi_value(value)
+        values.setdefault(key.strip().lower(), smi_value(value))
+    found = {}  # type: Dict[str, Optional[str]]
+    for field, labels in _SMI_VERSION_KEYS:
+        found[field] = next((values[k] for k in labels if values.get(k)), None)
     return found
 
 
@@ -643,8 +656,11 @@ def parse_smi_nvlink(text: str) -> Dict[int, Tuple[int, Optional[int]]]:
             continue
         link = _NVLINK_LINK_RE.match(line)
         if link:
+            state = link.group(2).strip()
+            up = "inactive" not in state.lower()
+            if up and smi_number(state) is None:
+                continue  # "N/A" or anything but a speed: this link's state is unknown
             active, total = out.get(gpu, (0, 0))
-            up = "inactive" not in link.group(2).lower()
             out[gpu] = (active + int(up), (total or 0) + 1)
         elif "all links are inactive" in line.lower():
             out[gpu] = (0, None)
@@ -745,6 +761,10 @@ def _xml_throttle(node: Any) -> Optional[List[str]]:
     if reasons is None:
         reasons = node.find("clocks_throttle_reasons")
     if reasons is None:
+        return None
+    # <clocks_throttle_reasons>N/A</clocks_throttle_reasons> (seen on a Tesla P4), or every
+    # reason N/A: unknown, not "none active".
+    if not any(smi_value(child.text) for child in reasons):
         return None
     names = []
     for child in reasons:

@@ -265,6 +265,16 @@ def test_unreadable_kernel_log_is_an_error_not_a_failure(
 
 
 @pytest.mark.usefixtures("no_pynvml")
+def test_nvidia_smi_driver_610_versions_end_to_end(
+    sampler: probe.Probe, fake_bin: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    install_fake_smi(fake_bin, monkeypatch, tmp_path)
+    monkeypatch.setenv("FAKE_SMI_VERSION", "smi_610_version.txt")
+    info = sampler.sample({"window_s": 0})["gpu_info"]
+    assert (info["driver_version"], info["cuda_version"]) == ("610.57.04", "13.3")
+
+
+@pytest.mark.usefixtures("no_pynvml")
 def test_nvidia_smi_fallback_end_to_end(
     sampler: probe.Probe, fake_bin: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -221,8 +221,9 @@ def _judge_gpu(
 
 
 def _judge_throttle(gpu: GpuSample, add: _Add) -> None:
-    thermal = [r for r in gpu.throttle_reasons if r in THERMAL_THROTTLE]
-    hardware = [r for r in gpu.throttle_reasons if r in HW_THROTTLE]
+    reasons = gpu.throttle_reasons or ()  # None: unknown on this GPU, nothing to judge
+    thermal = [r for r in reasons if r in THERMAL_THROTTLE]
+    hardware = [r for r in reasons if r in HW_THROTTLE]
     if thermal:
         add(
             WARN,
