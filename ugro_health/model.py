@@ -405,6 +405,7 @@ class NodeSample:
     matched_processes: tuple[dict[str, Any], ...] = ()
     # Sub-checks that failed or timed out on the node: {"disk:/mnt/nfs": "timeout after 2.0s"}
     errors: Mapping[str, str] = field(default_factory=dict)
+    cpu_window_s: float | None = None  # the span cpu_util_pct was measured over
 
     @classmethod
     def from_probe(cls, doc: Mapping[str, Any]) -> NodeSample:
@@ -479,12 +480,14 @@ class NodeSample:
                 if isinstance(p, dict)
             ),
             errors={printable(k): printable(v) for k, v in (doc.get("errors") or {}).items()},
+            cpu_window_s=_num(cpu, "window_s"),
         )
 
     def metrics(self, clock_skew_s: float | None = None) -> dict[str, Any]:
         """The flat ``metrics`` object of the JSON contract."""
         out: dict[str, Any] = {
             "cpu_util_pct": self.cpu_util_pct,
+            "cpu_window_s": self.cpu_window_s,
             "cpu_cores": self.cpu_cores,
             "load1": self.load1,
             "load5": self.load5,

@@ -1003,22 +1003,43 @@ def _require_psutil(what: str) -> Any:
     return module
 
 
+def _clock_ticks() -> float:
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100.0  # USER_HZ on every Linux architecture
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process (every thread) and of its children already reaped: the
+    monitor's own work (in-process: all of ugro-health; remotely: the probe and the nvidia-smi,
+    dmesg it ran), which the node's CPU figure leaves out."""
+    times = os.times()
+    return times[0] + times[1] + times[2] + times[3]
+
+
 def cpu_counters() -> Json:
+    """All CPUs' total and idle time, and this process's own, in seconds."""
     if os.path.exists(PROC + "/stat"):
-        return parse_proc_stat(_read_text(PROC + "/stat"))
-    times = _require_psutil("cpu").cpu_times()
-    fields = times._asdict()
-    total = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
-    return {"total": total, "idle": fields.get("idle", 0.0) + fields.get("iowait", 0.0)}
+        ticks = parse_proc_stat(_read_text(PROC + "/stat"))
+        hz = _clock_ticks()
+        total, idle = ticks["total"] / hz, ticks["idle"] / hz
+    else:
+        fields = _require_psutil("cpu").cpu_times()._asdict()
+        total = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
+        idle = fields.get("idle", 0.0) + fields.get("iowait", 0.0)
+    return {"total": total, "idle": idle, "own": own_cpu_seconds()}
 
 
 def cpu_util(before: Optional[Json], after: Optional[Json]) -> Optional[float]:
+    """Busy share of all CPUs between two readings, the monitor's own CPU time taken out."""
     if not before or not after:
         return None
     total = after["total"] - before["total"]
     if total <= 0:
         return None
     busy = total - (after["idle"] - before["idle"])
+    busy -= max(0.0, after.get("own", 0.0) - before.get("own", 0.0))
     return round(max(0.0, min(100.0, 100.0 * busy / total)), 1)
 
 
@@ -1373,22 +1394,22 @@ class Probe(object):
 
     def _sample(self, req: Json) -> Json:
         errors = {}  # type: Dict[str, str]
+        start = self._counters(errors)  # the CPU window spans the whole run (at least window_s)
         timeout = req["subcheck_timeout_s"]
         patterns = _compile_patterns(req["match"], errors)
         disks = [(m, self._launch("disk:" + m, disk_usage, m)) for m in req["mounts"]]
         xid = self._launch_xid(timeout)
         procs = self._launch("processes", scan_processes, patterns, [os.getpid()])
         gpu_name, gpu = self._start_gpu(timeout, errors)
-        cpu_pct, network = self._rates(req["window_s"], errors)
         doc = self._base_document(errors)
-        doc["cpu"]["util_pct"] = cpu_pct
-        doc["network"] = network
         doc["disks"] = [self._disk(m, c, timeout, errors) for m, c in disks]
         processes = self._collect(procs, "processes", timeout, errors) or {}
         doc["processes"] = {"count": processes.get("count"), "zombies": processes.get("zombies")}
         doc["matched_processes"] = processes.get("matched") if processes else None
         doc["xids"] = self._collect_xid(xid, timeout, errors)
         doc.update(self._gpu_result(gpu_name, gpu, timeout, errors))
+        cpu = self._rates(start, req["window_s"], errors)
+        doc["cpu"]["util_pct"], doc["cpu"]["window_s"], doc["network"] = cpu
         doc["time"] = time.time()
         doc["errors"] = errors
         return doc
@@ -1409,25 +1430,29 @@ class Probe(object):
                 "load1": _round(load[0], 2),
                 "load5": _round(load[1], 2),
                 "load15": _round(load[2], 2),
+                "window_s": None,
             },
             "memory": _guard(memory_usage, errors, "memory") or _memory_doc(None, None, None, None),
         }
 
-    def _rates(self, window_s: float, errors: Dict[str, str]) -> Tuple[Optional[float], Any]:
-        def read() -> Tuple[float, Any, Any]:
-            cpu = _guard(cpu_counters, errors, "cpu")
-            return time.monotonic(), cpu, _guard(net_counters, errors, "network")
+    def _counters(self, errors: Dict[str, str]) -> Tuple[float, Any, Any]:
+        cpu = _guard(cpu_counters, errors, "cpu")
+        return time.monotonic(), cpu, _guard(net_counters, errors, "network")
 
-        current = read()
+    def _rates(
+        self, start: Tuple[float, Any, Any], window_s: float, errors: Dict[str, str]
+    ) -> Tuple[Optional[float], float, Any]:
+        """CPU use, its window in seconds, and network rates since the previous sample's end (a persistent probe), else
+        since ``start``, this sample's beginning, waiting until ``window_s`` has passed."""
         previous = self._previous
-        if previous is None or current[0] - previous[0] < 0.05:
-            previous = current
-            time.sleep(window_s)
-            current = read()
+        if previous is None or start[0] - previous[0] < 0.05:
+            previous = start
+            time.sleep(max(0.0, start[0] + window_s - time.monotonic()))
+        current = self._counters(errors)
         self._previous = current
         seconds = current[0] - previous[0]
         network = net_rates(previous[2], current[2], seconds) if current[2] is not None else None
-        return cpu_util(previous[1], current[1]), network
+        return cpu_util(previous[1], current[1]), round(seconds, 3), network
 
     def _disk(self, mount: str, check: Optional[_Check], timeout: float, errors: Json) -> Json:
         result = self._collect(check, "disk:" + mount, timeout, errors)
