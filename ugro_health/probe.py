@@ -1442,8 +1442,9 @@ class Probe(object):
     def _rates(
         self, start: Tuple[float, Any, Any], window_s: float, errors: Dict[str, str]
     ) -> Tuple[Optional[float], float, Any]:
-        """CPU use, its window in seconds, and network rates since the previous sample's end (a persistent probe), else
-        since ``start``, this sample's beginning, waiting until ``window_s`` has passed."""
+        """CPU use, its window in seconds, and network rates since the previous sample's end
+        (a persistent probe), else since ``start``, this sample's beginning, waiting until
+        ``window_s`` has passed."""
         previous = self._previous
         if previous is None or start[0] - previous[0] < 0.05:
             previous = start

@@ -62,7 +62,7 @@ def test_a_busy_thread_in_process_is_not_the_nodes_load(
     thread = threading.Thread(target=spin, args=(0.3,))
     thread.start()
     thread.join()
-    ours = int(round((sum(os.times()[:4]) - before["own"]) * hz))
+    ours = round((sum(os.times()[:4]) - before["own"]) * hz)
     assert ours >= 0.3 * hz - 1
     (tmp_path / "stat").write_text(stat_text(1000 + ours, 1000 + ours))  # half busy: ours
     after = probe.cpu_counters()
