@@ -192,6 +192,16 @@ def printable(text: object) -> str:
     return _UNPRINTABLE.sub(_escape, text)
 
 
+def _processes(value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        {k: printable(v) if isinstance(v, str) else v for k, v in p.items()}
+        for p in value
+        if isinstance(p, dict)
+    )
+
+
 def _throttle(value: Any) -> tuple[str, ...] | None:
     """Throttle reasons; None (unknown) stays apart from an empty list (none active)."""
     if not isinstance(value, list):
@@ -406,6 +416,8 @@ class NodeSample:
     # Sub-checks that failed or timed out on the node: {"disk:/mnt/nfs": "timeout after 2.0s"}
     errors: Mapping[str, str] = field(default_factory=dict)
     cpu_window_s: float | None = None  # the span cpu_util_pct was measured over
+    # Processes below a matched one, not matched themselves (a launcher's workers), with ppid
+    matched_descendants: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_probe(cls, doc: Mapping[str, Any]) -> NodeSample:
@@ -474,13 +486,10 @@ class NodeSample:
                 for x in doc.get("xids") or ()
                 if isinstance(x, dict)
             ),
-            matched_processes=tuple(
-                {k: printable(v) if isinstance(v, str) else v for k, v in p.items()}
-                for p in doc.get("matched_processes") or ()
-                if isinstance(p, dict)
-            ),
+            matched_processes=_processes(doc.get("matched_processes")),
             errors={printable(k): printable(v) for k, v in (doc.get("errors") or {}).items()},
             cpu_window_s=_num(cpu, "window_s"),
+            matched_descendants=_processes(doc.get("matched_descendants")),
         )
 
     def metrics(self, clock_skew_s: float | None = None) -> dict[str, Any]:
@@ -560,6 +569,7 @@ class NodeReport:
     alerts: tuple[Alert, ...] = ()
     error: NodeError | None = None
     clock_skew_s: float | None = None  # node clock minus control-host clock
+    jobs: tuple[dict[str, Any], ...] = ()  # rank processes found per job on this node
 
     @property
     def reachable(self) -> bool:
@@ -588,6 +598,7 @@ class NodeReport:
             "metrics": self.sample.metrics(self.clock_skew_s) if self.sample else {},
             "gpus": [g.to_json() for g in self.sample.gpus] if self.sample else [],
             "alerts": [a.to_json() for a in self.alerts],
+            "jobs": list(self.jobs),
         }
 
 

@@ -273,6 +273,11 @@ def parse_pid_stat_state(text: str) -> str:
     return text[text.rindex(")") + 1 :].split()[0]
 
 
+def parse_pid_stat_ppid(text: str) -> int:
+    """The parent pid of /proc/<pid>/stat (the field after the state)."""
+    return int(text[text.rindex(")") + 1 :].split()[1])
+
+
 # ---------------------------------------------------------------------------- kernel log
 
 
@@ -1172,11 +1177,13 @@ def _match(cmdline: str, patterns: List[Tuple[str, Any]]) -> Optional[str]:
 
 
 def scan_processes(patterns: List[Tuple[str, Any]], exclude: Iterable[int]) -> Json:
-    """Process and zombie counts, and the processes whose command line matches a pattern."""
+    """Process and zombie counts, the processes whose command line matches a pattern (with
+    their parent pid), and the processes descending from those (a launcher's workers)."""
     if not os.path.isdir(PROC):
         return _scan_processes_psutil(patterns, set(exclude))
     count = zombies = 0
     matched = []  # type: List[Json]
+    parents = {}  # type: Dict[int, int]
     skip = set(exclude)
     for entry in os.listdir(PROC):
         if not entry.isdigit():
@@ -1186,35 +1193,84 @@ def scan_processes(patterns: List[Tuple[str, Any]], exclude: Iterable[int]) -> J
             # The state is within the first 300 bytes; latin-1 decodes any byte, and cheaply.
             stat = _read_head("%s/%d/stat" % (PROC, pid), 512).decode("latin-1")
             state = parse_pid_stat_state(stat)
+            parents[pid] = parse_pid_stat_ppid(stat)
             cmdline = _cmdline(pid) if patterns and pid not in skip else ""
         except (OSError, ValueError, IndexError):
             continue  # exited while we looked
         count += 1
         zombies += state == "Z"
-        pattern = _match(cmdline, patterns) if cmdline else None
-        if pattern is not None and len(matched) < MAX_MATCHED:
-            matched.append({"pid": pid, "cmdline": cmdline[:CMDLINE_CHARS], "pattern": pattern})
-    return {"count": count, "zombies": zombies, "matched": matched}
+        _add_match(matched, pid, parents[pid], cmdline, patterns)
+    return {
+        "count": count,
+        "zombies": zombies,
+        "matched": matched,
+        "descendants": _descendants(matched, parents, skip, _proc_cmdline),
+    }
+
+
+def _add_match(
+    matched: List[Json], pid: int, ppid: int, cmdline: str, patterns: List[Tuple[str, Any]]
+) -> None:
+    pattern = _match(cmdline, patterns) if cmdline else None
+    if pattern is not None and len(matched) < MAX_MATCHED:
+        matched.append(
+            {"pid": pid, "cmdline": cmdline[:CMDLINE_CHARS], "pattern": pattern, "ppid": ppid}
+        )
+
+
+def _proc_cmdline(pid: int) -> Optional[str]:
+    try:
+        return _cmdline(pid)
+    except OSError:
+        return None
+
+
+def _descendants(
+    matched: List[Json], parents: Dict[int, int], skip: Any, cmdline: Callable[[int], Any]
+) -> List[Json]:
+    """Every process below a matched one that is not matched itself (a launcher's workers,
+    which run e.g. ``python train.py``), with its parent pid; at most MAX_MATCHED."""
+    children = {}  # type: Dict[int, List[int]]
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    seen = set(m["pid"] for m in matched)
+    todo = [child for m in matched for child in children.get(m["pid"], ())]
+    out = []  # type: List[Json]
+    while todo and len(out) < MAX_MATCHED:
+        pid = todo.pop(0)
+        if pid in seen or pid in skip:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, ()))
+        text = cmdline(pid)
+        if text:  # gone meanwhile, or a zombie (no command line): not a rank any more
+            out.append({"pid": pid, "ppid": parents[pid], "cmdline": text[:CMDLINE_CHARS]})
+    return out
 
 
 def _scan_processes_psutil(patterns: List[Tuple[str, Any]], skip: Any) -> Json:
     psutil = _require_psutil("processes")
     count = zombies = 0
     matched = []  # type: List[Json]
+    parents = {}  # type: Dict[int, int]
+    commands = {}  # type: Dict[int, str]
     for proc in psutil.process_iter():
         try:
             status = proc.status()
+            parents[proc.pid] = proc.ppid()
             cmdline = " ".join(proc.cmdline()) if patterns and proc.pid not in skip else ""
         except Exception:
             continue
         count += 1
         zombies += status == "zombie"
-        pattern = _match(cmdline, patterns) if cmdline else None
-        if pattern is not None and len(matched) < MAX_MATCHED:
-            matched.append(
-                {"pid": proc.pid, "cmdline": cmdline[:CMDLINE_CHARS], "pattern": pattern}
-            )
-    return {"count": count, "zombies": zombies, "matched": matched}
+        commands[proc.pid] = cmdline
+        _add_match(matched, proc.pid, parents[proc.pid], cmdline, patterns)
+    return {
+        "count": count,
+        "zombies": zombies,
+        "matched": matched,
+        "descendants": _descendants(matched, parents, skip, commands.get),
+    }
 
 
 # ---------------------------------------------------------------------------- requests
@@ -1406,6 +1462,7 @@ class Probe(object):
         processes = self._collect(procs, "processes", timeout, errors) or {}
         doc["processes"] = {"count": processes.get("count"), "zombies": processes.get("zombies")}
         doc["matched_processes"] = processes.get("matched") if processes else None
+        doc["matched_descendants"] = processes.get("descendants") if processes else None
         doc["xids"] = self._collect_xid(xid, timeout, errors)
         doc.update(self._gpu_result(gpu_name, gpu, timeout, errors))
         cpu = self._rates(start, req["window_s"], errors)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ugro_health.config import Config, NodeConfig
 from ugro_health.engine import POLL_THREAD_PREFIX
-from ugro_health.engine.jobs import Job, patterns_for, rank_alerts
+from ugro_health.engine.jobs import Job, job_ranks, patterns_for, rank_alerts
 from ugro_health.engine.scoring import error_alert, judge
 from ugro_health.model import (
     ClusterReport,
@@ -175,6 +175,7 @@ def _judged(
         sample=sample,
         alerts=alerts,
         clock_skew_s=skew,
+        jobs=tuple(job_ranks(node.name, sample, jobs)),
     )
 
 
