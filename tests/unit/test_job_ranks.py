@@ -118,3 +118,23 @@ def test_real_exec_a_wrapper_counts_once(tmp_path: Path):
         assert matched_counts(sample, [job]) == {token: 1}
         (alert,) = rank_alerts("here", sample, [job])
         assert "1 of 2 rank processes" in alert.message
+
+
+def test_dashboard_shows_the_ranks_found():
+    from rich.console import Console
+
+    from ugro_health.model import NodeReport, Status
+    from ugro_health.render.dashboard import NodeRow, WatchView, dashboard
+
+    sample = NodeSample(
+        matched_processes=(proc(10, 1, "torchrun train.py"),),
+        matched_descendants=(proc(11, 10, "python", None), proc(12, 10, "python", None)),
+    )
+    job = Job(name="llm", nodes=("gpu1",), started_at=T0, ranks=3)
+    report = NodeReport(
+        "gpu1", Status.OK, 100, T0, 0.1, sample, jobs=tuple(job_ranks("gpu1", sample, [job]))
+    )
+    view = WatchView(T0, [("gpu1", NodeRow(report))], 40.0, 10.0, 1.0, ["llm"])
+    console = Console(width=80, color_system=None, record=True)
+    console.print(dashboard(view, width=80))
+    assert "job llm on gpu1: 2/3 ranks (pids 11, 12)" in console.export_text()

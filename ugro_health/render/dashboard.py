@@ -47,7 +47,25 @@ class WatchView:
 
 
 def dashboard(view: WatchView, width: int = 120, max_alerts: int = 8) -> RenderableType:
-    return Group(_header(view), _table(view, width), _alerts_panel(view, max_alerts))
+    ranks = _job_ranks(view)
+    parts: list[RenderableType] = [_header(view), _table(view, width), *([ranks] if ranks else [])]
+    return Group(*parts, _alerts_panel(view, max_alerts))
+
+
+def _job_ranks(view: WatchView, max_pids: int = 8) -> Text | None:
+    """A line per job and node: the rank processes found (``check --json``'s ``jobs``)."""
+    lines = []
+    for name, row in view.rows:
+        for job in row.report.jobs if row.report is not None else ():
+            expected = job.get("ranks_expected")
+            pids = [str(p.get("pid")) for p in job.get("ranks") or ()]
+            more = f" +{len(pids) - max_pids}" if len(pids) > max_pids else ""
+            listed = f" (pids {', '.join(pids[:max_pids])}{more})" if pids else ""
+            lines.append(
+                f"job {printable(str(job.get('job')))} on {printable(name)}: "
+                f"{job.get('ranks_seen')}/{expected if expected is not None else '-'} ranks{listed}"
+            )
+    return Text("\n".join(lines)) if lines else None
 
 
 def _header(view: WatchView) -> Text:
