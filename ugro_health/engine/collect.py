@@ -30,7 +30,7 @@ from ugro_health.model import (
 )
 from ugro_health.transport.base import Transport, TransportError
 
-CPU_WINDOW_S = 0.5  # one-shot CPU/network window: the probe's whole run, at least this long
+CPU_WINDOW_S = 0.2  # one-shot CPU/network window: the probe's whole run, at least this long
 MAX_OUTPUT_BYTES = 2_000_000
 MAX_PERSISTENT_WORKERS = 256
 
