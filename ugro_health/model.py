@@ -192,6 +192,23 @@ def printable(text: object) -> str:
     return _UNPRINTABLE.sub(_escape, text)
 
 
+def _processes(value: Any) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        {k: printable(v) if isinstance(v, str) else v for k, v in p.items()}
+        for p in value
+        if isinstance(p, dict)
+    )
+
+
+def _throttle(value: Any) -> tuple[str, ...] | None:
+    """Throttle reasons; None (unknown) stays apart from an empty list (none active)."""
+    if not isinstance(value, list):
+        return None
+    return tuple(str(r) for r in value)
+
+
 def _str(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     return printable(value) if isinstance(value, str) else None
@@ -232,7 +249,7 @@ class GpuSample:
     retired_pages_pending: bool | None = None
     remapped_rows_pending: int | None = None
     remapped_rows_failed: int | None = None
-    throttle_reasons: tuple[str, ...] = ()
+    throttle_reasons: tuple[str, ...] | None = ()  # None: unknown (N/A on the node)
     pcie_gen: int | None = None
     pcie_gen_max: int | None = None
     pcie_width: int | None = None
@@ -266,7 +283,7 @@ class GpuSample:
             retired_pages_pending=pending if isinstance(pending, bool) else None,
             remapped_rows_pending=_int(data, "remapped_rows_pending"),
             remapped_rows_failed=_int(data, "remapped_rows_failed"),
-            throttle_reasons=tuple(str(r) for r in data.get("throttle_reasons") or ()),
+            throttle_reasons=_throttle(data.get("throttle_reasons")),
             pcie_gen=_int(data, "pcie_gen"),
             pcie_gen_max=_int(data, "pcie_gen_max"),
             pcie_width=_int(data, "pcie_width"),
@@ -296,7 +313,9 @@ class GpuSample:
             "retired_pages_pending": self.retired_pages_pending,
             "remapped_rows_pending": self.remapped_rows_pending,
             "remapped_rows_failed": self.remapped_rows_failed,
-            "throttle_reasons": list(self.throttle_reasons),
+            "throttle_reasons": (
+                None if self.throttle_reasons is None else list(self.throttle_reasons)
+            ),
             "pcie_gen": self.pcie_gen,
             "pcie_gen_max": self.pcie_gen_max,
             "pcie_width": self.pcie_width,
@@ -321,12 +340,22 @@ class DiskSample:
     total_bytes: int | None = None
     used_bytes: int | None = None
     error: str | None = None  # e.g. "timeout after 2.0s" for a hung mount
+    avail_bytes: int | None = None  # available to unprivileged users (f_bavail)
+    mounted: bool | None = None  # False: the configured path is not a mount point
 
     @property
     def util_pct(self) -> float | None:
-        if self.used_bytes is None or not self.total_bytes:
+        """Use as ``df`` computes it: used / (used + available to users), in whole percent
+        rounded up, so reserved blocks count as unavailable. Samples recorded before
+        ``avail_bytes`` existed fall back to used / total."""
+        if self.used_bytes is None:
             return None
-        return 100.0 * self.used_bytes / self.total_bytes
+        if self.avail_bytes is None:
+            return 100.0 * self.used_bytes / self.total_bytes if self.total_bytes else None
+        usable = self.used_bytes + self.avail_bytes
+        if usable <= 0:
+            return None
+        return float(-(-100 * self.used_bytes // usable))  # integer ceiling, as df rounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +415,9 @@ class NodeSample:
     matched_processes: tuple[dict[str, Any], ...] = ()
     # Sub-checks that failed or timed out on the node: {"disk:/mnt/nfs": "timeout after 2.0s"}
     errors: Mapping[str, str] = field(default_factory=dict)
+    cpu_window_s: float | None = None  # the span cpu_util_pct was measured over
+    # Processes below a matched one, not matched themselves (a launcher's workers), with ppid
+    matched_descendants: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_probe(cls, doc: Mapping[str, Any]) -> NodeSample:
@@ -417,6 +449,8 @@ class NodeSample:
                     total_bytes=_int(d, "total_bytes"),
                     used_bytes=_int(d, "used_bytes"),
                     error=_str(d, "error"),
+                    avail_bytes=_int(d, "avail_bytes"),
+                    mounted=d["mounted"] if isinstance(d.get("mounted"), bool) else None,
                 )
                 for d in doc.get("disks") or ()
                 if isinstance(d, dict)
@@ -452,18 +486,17 @@ class NodeSample:
                 for x in doc.get("xids") or ()
                 if isinstance(x, dict)
             ),
-            matched_processes=tuple(
-                {k: printable(v) if isinstance(v, str) else v for k, v in p.items()}
-                for p in doc.get("matched_processes") or ()
-                if isinstance(p, dict)
-            ),
+            matched_processes=_processes(doc.get("matched_processes")),
             errors={printable(k): printable(v) for k, v in (doc.get("errors") or {}).items()},
+            cpu_window_s=_num(cpu, "window_s"),
+            matched_descendants=_processes(doc.get("matched_descendants")),
         )
 
     def metrics(self, clock_skew_s: float | None = None) -> dict[str, Any]:
         """The flat ``metrics`` object of the JSON contract."""
         out: dict[str, Any] = {
             "cpu_util_pct": self.cpu_util_pct,
+            "cpu_window_s": self.cpu_window_s,
             "cpu_cores": self.cpu_cores,
             "load1": self.load1,
             "load5": self.load5,
@@ -485,6 +518,8 @@ class NodeSample:
                     "used_bytes": d.used_bytes,
                     "total_bytes": d.total_bytes,
                     "error": d.error,
+                    "avail_bytes": d.avail_bytes,
+                    "mounted": d.mounted,
                 }
                 for d in self.disks
             },
@@ -534,6 +569,7 @@ class NodeReport:
     alerts: tuple[Alert, ...] = ()
     error: NodeError | None = None
     clock_skew_s: float | None = None  # node clock minus control-host clock
+    jobs: tuple[dict[str, Any], ...] = ()  # rank processes found per job on this node
 
     @property
     def reachable(self) -> bool:
@@ -562,6 +598,7 @@ class NodeReport:
             "metrics": self.sample.metrics(self.clock_skew_s) if self.sample else {},
             "gpus": [g.to_json() for g in self.sample.gpus] if self.sample else [],
             "alerts": [a.to_json() for a in self.alerts],
+            "jobs": list(self.jobs),
         }
 
 

@@ -273,6 +273,11 @@ def parse_pid_stat_state(text: str) -> str:
     return text[text.rindex(")") + 1 :].split()[0]
 
 
+def parse_pid_stat_ppid(text: str) -> int:
+    """The parent pid of /proc/<pid>/stat (the field after the state)."""
+    return int(text[text.rindex(")") + 1 :].split()[1])
+
+
 # ---------------------------------------------------------------------------- kernel log
 
 
@@ -459,12 +464,18 @@ _UNIT_RE = re.compile(r"\s*\[[^\]]*\]$")
 _NUM_RE = re.compile(r"^[-+]?\d+(?:\.\d+)?")
 
 
+_SMI_NOT_VALUES = ("N/A", "NOT SUPPORTED", "UNKNOWN", "UNKNOWN ERROR", "ERR!", "NOT AVAILABLE")
+
+
 def smi_value(cell: Optional[str]) -> Optional[str]:
-    """A CSV/XML cell, or None for the many spellings of "not available"."""
+    """A CSV/XML cell, or None for the many spellings of "not available", and for a label
+    standing where a value belongs (driver 610: ``Deprecated, see "KMD version" instead``)."""
     if cell is None:
         return None
     cell = cell.strip()
-    if not cell or cell.startswith("[") or cell.upper() in ("N/A", "NOT SUPPORTED", "UNKNOWN"):
+    if not cell or cell.startswith("[") or cell.upper() in _SMI_NOT_VALUES:
+        return None
+    if cell.lower().startswith("deprecated"):
         return None
     return cell
 
@@ -607,16 +618,23 @@ def parse_smi_apps(text: str) -> Dict[str, List[Json]]:
     return apps
 
 
+# ``nvidia-smi --version`` labels, preferred first: driver 610 declares "DRIVER version" and
+# "CUDA version" deprecated (their value is a sentence pointing at the new labels).
+_SMI_VERSION_KEYS = (
+    ("driver_version", ("kmd version", "driver version")),
+    ("cuda_version", ("cuda umd version", "cuda version")),
+)
+
+
 def parse_smi_version(text: str) -> Json:
     """``nvidia-smi --version`` output: driver and CUDA versions."""
-    found = {"driver_version": None, "cuda_version": None}  # type: Dict[str, Optional[str]]
+    values = {}  # type: Dict[str, Optional[str]]
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "driver version":
-            found["driver_version"] = smi_value(value)
-        elif key == "cuda version":
-            found["cuda_version"] = smi_value(value)
+        values.setdefault(key.strip().lower(), smi_value(value))
+    found = {}  # type: Dict[str, Optional[str]]
+    for field, labels in _SMI_VERSION_KEYS:
+        found[field] = next((values[k] for k in labels if values.get(k)), None)
     return found
 
 
@@ -643,8 +661,11 @@ def parse_smi_nvlink(text: str) -> Dict[int, Tuple[int, Optional[int]]]:
             continue
         link = _NVLINK_LINK_RE.match(line)
         if link:
+            state = link.group(2).strip()
+            up = "inactive" not in state.lower()
+            if up and smi_number(state) is None:
+                continue  # "N/A" or anything but a speed: this link's state is unknown
             active, total = out.get(gpu, (0, 0))
-            up = "inactive" not in link.group(2).lower()
             out[gpu] = (active + int(up), (total or 0) + 1)
         elif "all links are inactive" in line.lower():
             out[gpu] = (0, None)
@@ -745,6 +766,10 @@ def _xml_throttle(node: Any) -> Optional[List[str]]:
     if reasons is None:
         reasons = node.find("clocks_throttle_reasons")
     if reasons is None:
+        return None
+    # <clocks_throttle_reasons>N/A</clocks_throttle_reasons> (seen on a Tesla P4), or every
+    # reason N/A: unknown, not "none active".
+    if not any(smi_value(child.text) for child in reasons):
         return None
     names = []
     for child in reasons:
@@ -983,22 +1008,43 @@ def _require_psutil(what: str) -> Any:
     return module
 
 
+def _clock_ticks() -> float:
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100.0  # USER_HZ on every Linux architecture
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process (every thread) and of its children already reaped: the
+    monitor's own work (in-process: all of ugro-health; remotely: the probe and the nvidia-smi,
+    dmesg it ran), which the node's CPU figure leaves out."""
+    times = os.times()
+    return times[0] + times[1] + times[2] + times[3]
+
+
 def cpu_counters() -> Json:
+    """All CPUs' total and idle time, and this process's own, in seconds."""
     if os.path.exists(PROC + "/stat"):
-        return parse_proc_stat(_read_text(PROC + "/stat"))
-    times = _require_psutil("cpu").cpu_times()
-    fields = times._asdict()
-    total = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
-    return {"total": total, "idle": fields.get("idle", 0.0) + fields.get("iowait", 0.0)}
+        ticks = parse_proc_stat(_read_text(PROC + "/stat"))
+        hz = _clock_ticks()
+        total, idle = ticks["total"] / hz, ticks["idle"] / hz
+    else:
+        fields = _require_psutil("cpu").cpu_times()._asdict()
+        total = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
+        idle = fields.get("idle", 0.0) + fields.get("iowait", 0.0)
+    return {"total": total, "idle": idle, "own": own_cpu_seconds()}
 
 
 def cpu_util(before: Optional[Json], after: Optional[Json]) -> Optional[float]:
+    """Busy share of all CPUs between two readings, the monitor's own CPU time taken out."""
     if not before or not after:
         return None
     total = after["total"] - before["total"]
     if total <= 0:
         return None
     busy = total - (after["idle"] - before["idle"])
+    busy -= max(0.0, after.get("own", 0.0) - before.get("own", 0.0))
     return round(max(0.0, min(100.0, 100.0 * busy / total)), 1)
 
 
@@ -1058,16 +1104,54 @@ def uptime_seconds() -> float:
 
 
 def disk_usage(mount: str) -> Json:
-    """Size and use of one mount; runs in its own thread (statvfs can hang on NFS)."""
+    """Size and use of one mount; runs in its own thread (statvfs can hang on NFS).
+
+    A path that is not a mount point (an NFS mount missing, a disk not mounted) is reported as
+    ``mounted: false`` with no sizes: measuring it would measure the parent file system."""
+    doc = {
+        "mount": mount,
+        "total_bytes": None,
+        "used_bytes": None,
+        "avail_bytes": None,
+        "error": None,
+        "mounted": is_mount_point(mount),
+    }  # type: Json
+    if doc["mounted"] is False:
+        return doc
     st = os.statvfs(mount)
     block = st.f_frsize or st.f_bsize
-    return {
-        "mount": mount,
-        "total_bytes": st.f_blocks * block,
-        "used_bytes": (st.f_blocks - st.f_bfree) * block,
-        "avail_bytes": st.f_bavail * block,
-        "error": None,
-    }
+    doc.update(
+        total_bytes=st.f_blocks * block,
+        used_bytes=(st.f_blocks - st.f_bfree) * block,
+        avail_bytes=st.f_bavail * block,
+    )
+    return doc
+
+
+_MOUNTINFO_ESCAPE_RE = re.compile(r"\\([0-7]{3})")
+
+
+def parse_mountinfo(text: str) -> List[str]:
+    """The mount points listed in /proc/<pid>/mountinfo (field 5, octal escapes undone)."""
+    points = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            points.append(_MOUNTINFO_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return points
+
+
+def is_mount_point(path: str) -> Optional[bool]:
+    """Whether ``path`` (symbolic links resolved) is a mount point: from /proc/self/mountinfo,
+    else os.path.ismount; None when neither can tell (e.g. the path cannot be resolved)."""
+    real = os.path.realpath(path)
+    try:
+        return real in parse_mountinfo(_read_text(PROC + "/self/mountinfo"))
+    except OSError:
+        pass
+    if not os.path.exists(real):
+        return False
+    return os.path.ismount(real)
 
 
 def _read_head(path: str, size: int) -> bytes:
@@ -1093,11 +1177,13 @@ def _match(cmdline: str, patterns: List[Tuple[str, Any]]) -> Optional[str]:
 
 
 def scan_processes(patterns: List[Tuple[str, Any]], exclude: Iterable[int]) -> Json:
-    """Process and zombie counts, and the processes whose command line matches a pattern."""
+    """Process and zombie counts, the processes whose command line matches a pattern (with
+    their parent pid), and the processes descending from those (a launcher's workers)."""
     if not os.path.isdir(PROC):
         return _scan_processes_psutil(patterns, set(exclude))
     count = zombies = 0
     matched = []  # type: List[Json]
+    parents = {}  # type: Dict[int, int]
     skip = set(exclude)
     for entry in os.listdir(PROC):
         if not entry.isdigit():
@@ -1107,35 +1193,84 @@ def scan_processes(patterns: List[Tuple[str, Any]], exclude: Iterable[int]) -> J
             # The state is within the first 300 bytes; latin-1 decodes any byte, and cheaply.
             stat = _read_head("%s/%d/stat" % (PROC, pid), 512).decode("latin-1")
             state = parse_pid_stat_state(stat)
+            parents[pid] = parse_pid_stat_ppid(stat)
             cmdline = _cmdline(pid) if patterns and pid not in skip else ""
         except (OSError, ValueError, IndexError):
             continue  # exited while we looked
         count += 1
         zombies += state == "Z"
-        pattern = _match(cmdline, patterns) if cmdline else None
-        if pattern is not None and len(matched) < MAX_MATCHED:
-            matched.append({"pid": pid, "cmdline": cmdline[:CMDLINE_CHARS], "pattern": pattern})
-    return {"count": count, "zombies": zombies, "matched": matched}
+        _add_match(matched, pid, parents[pid], cmdline, patterns)
+    return {
+        "count": count,
+        "zombies": zombies,
+        "matched": matched,
+        "descendants": _descendants(matched, parents, skip, _proc_cmdline),
+    }
+
+
+def _add_match(
+    matched: List[Json], pid: int, ppid: int, cmdline: str, patterns: List[Tuple[str, Any]]
+) -> None:
+    pattern = _match(cmdline, patterns) if cmdline else None
+    if pattern is not None and len(matched) < MAX_MATCHED:
+        matched.append(
+            {"pid": pid, "cmdline": cmdline[:CMDLINE_CHARS], "pattern": pattern, "ppid": ppid}
+        )
+
+
+def _proc_cmdline(pid: int) -> Optional[str]:
+    try:
+        return _cmdline(pid)
+    except OSError:
+        return None
+
+
+def _descendants(
+    matched: List[Json], parents: Dict[int, int], skip: Any, cmdline: Callable[[int], Any]
+) -> List[Json]:
+    """Every process below a matched one that is not matched itself (a launcher's workers,
+    which run e.g. ``python train.py``), with its parent pid; at most MAX_MATCHED."""
+    children = {}  # type: Dict[int, List[int]]
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    seen = set(m["pid"] for m in matched)
+    todo = [child for m in matched for child in children.get(m["pid"], ())]
+    out = []  # type: List[Json]
+    while todo and len(out) < MAX_MATCHED:
+        pid = todo.pop(0)
+        if pid in seen or pid in skip:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, ()))
+        text = cmdline(pid)
+        if text:  # gone meanwhile, or a zombie (no command line): not a rank any more
+            out.append({"pid": pid, "ppid": parents[pid], "cmdline": text[:CMDLINE_CHARS]})
+    return out
 
 
 def _scan_processes_psutil(patterns: List[Tuple[str, Any]], skip: Any) -> Json:
     psutil = _require_psutil("processes")
     count = zombies = 0
     matched = []  # type: List[Json]
+    parents = {}  # type: Dict[int, int]
+    commands = {}  # type: Dict[int, str]
     for proc in psutil.process_iter():
         try:
             status = proc.status()
+            parents[proc.pid] = proc.ppid()
             cmdline = " ".join(proc.cmdline()) if patterns and proc.pid not in skip else ""
         except Exception:
             continue
         count += 1
         zombies += status == "zombie"
-        pattern = _match(cmdline, patterns) if cmdline else None
-        if pattern is not None and len(matched) < MAX_MATCHED:
-            matched.append(
-                {"pid": proc.pid, "cmdline": cmdline[:CMDLINE_CHARS], "pattern": pattern}
-            )
-    return {"count": count, "zombies": zombies, "matched": matched}
+        commands[proc.pid] = cmdline
+        _add_match(matched, proc.pid, parents[proc.pid], cmdline, patterns)
+    return {
+        "count": count,
+        "zombies": zombies,
+        "matched": matched,
+        "descendants": _descendants(matched, parents, skip, commands.get),
+    }
 
 
 # ---------------------------------------------------------------------------- requests
@@ -1315,22 +1450,23 @@ class Probe(object):
 
     def _sample(self, req: Json) -> Json:
         errors = {}  # type: Dict[str, str]
+        start = self._counters(errors)  # the CPU window spans the whole run (at least window_s)
         timeout = req["subcheck_timeout_s"]
         patterns = _compile_patterns(req["match"], errors)
         disks = [(m, self._launch("disk:" + m, disk_usage, m)) for m in req["mounts"]]
         xid = self._launch_xid(timeout)
         procs = self._launch("processes", scan_processes, patterns, [os.getpid()])
         gpu_name, gpu = self._start_gpu(timeout, errors)
-        cpu_pct, network = self._rates(req["window_s"], errors)
         doc = self._base_document(errors)
-        doc["cpu"]["util_pct"] = cpu_pct
-        doc["network"] = network
         doc["disks"] = [self._disk(m, c, timeout, errors) for m, c in disks]
         processes = self._collect(procs, "processes", timeout, errors) or {}
         doc["processes"] = {"count": processes.get("count"), "zombies": processes.get("zombies")}
         doc["matched_processes"] = processes.get("matched") if processes else None
+        doc["matched_descendants"] = processes.get("descendants") if processes else None
         doc["xids"] = self._collect_xid(xid, timeout, errors)
         doc.update(self._gpu_result(gpu_name, gpu, timeout, errors))
+        cpu = self._rates(start, req["window_s"], errors)
+        doc["cpu"]["util_pct"], doc["cpu"]["window_s"], doc["network"] = cpu
         doc["time"] = time.time()
         doc["errors"] = errors
         return doc
@@ -1351,25 +1487,30 @@ class Probe(object):
                 "load1": _round(load[0], 2),
                 "load5": _round(load[1], 2),
                 "load15": _round(load[2], 2),
+                "window_s": None,
             },
             "memory": _guard(memory_usage, errors, "memory") or _memory_doc(None, None, None, None),
         }
 
-    def _rates(self, window_s: float, errors: Dict[str, str]) -> Tuple[Optional[float], Any]:
-        def read() -> Tuple[float, Any, Any]:
-            cpu = _guard(cpu_counters, errors, "cpu")
-            return time.monotonic(), cpu, _guard(net_counters, errors, "network")
+    def _counters(self, errors: Dict[str, str]) -> Tuple[float, Any, Any]:
+        cpu = _guard(cpu_counters, errors, "cpu")
+        return time.monotonic(), cpu, _guard(net_counters, errors, "network")
 
-        current = read()
+    def _rates(
+        self, start: Tuple[float, Any, Any], window_s: float, errors: Dict[str, str]
+    ) -> Tuple[Optional[float], float, Any]:
+        """CPU use, its window in seconds, and network rates since the previous sample's end
+        (a persistent probe), else since ``start``, this sample's beginning, waiting until
+        ``window_s`` has passed."""
         previous = self._previous
-        if previous is None or current[0] - previous[0] < 0.05:
-            previous = current
-            time.sleep(window_s)
-            current = read()
+        if previous is None or start[0] - previous[0] < 0.05:
+            previous = start
+            time.sleep(max(0.0, start[0] + window_s - time.monotonic()))
+        current = self._counters(errors)
         self._previous = current
         seconds = current[0] - previous[0]
         network = net_rates(previous[2], current[2], seconds) if current[2] is not None else None
-        return cpu_util(previous[1], current[1]), network
+        return cpu_util(previous[1], current[1]), round(seconds, 3), network
 
     def _disk(self, mount: str, check: Optional[_Check], timeout: float, errors: Json) -> Json:
         result = self._collect(check, "disk:" + mount, timeout, errors)
@@ -1381,6 +1522,7 @@ class Probe(object):
             "used_bytes": None,
             "avail_bytes": None,
             "error": errors.get("disk:" + mount),
+            "mounted": None,
         }
 
     # -- GPUs

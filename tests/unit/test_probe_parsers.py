@@ -326,3 +326,45 @@ def test_encode_document_replaces_an_oversized_response() -> None:
     assert replaced["ok"] is False
     assert "max_output_bytes" in replaced["error"]
     assert len(text) < 200
+
+
+# ---------------------------------------------------------------- labels and N/A as values
+
+
+def test_smi_version_of_driver_610_reads_the_kmd_version() -> None:
+    # DRIVER/CUDA version lines there say "Deprecated, see ... instead": not a version.
+    versions = probe.parse_smi_version(fixture("smi_610_version.txt"))
+    assert versions == {"driver_version": "610.57.04", "cuda_version": "13.3"}
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ['Deprecated, see "KMD version" instead', "[Unknown Error]", "Unknown Error", "ERR!"],
+)
+def test_smi_value_rejects_labels_and_errors(cell: str) -> None:
+    assert probe.smi_value(cell) is None
+
+
+def test_xml_deprecated_version_elements_are_unknown() -> None:
+    parsed = probe.parse_smi_xml(fixture("smi_tesla_t4_deprecated_versions_q.xml"))
+    assert (parsed["driver_version"], parsed["cuda_version"]) == (None, None)
+
+
+def test_xml_throttle_reasons_na_as_a_whole_is_unknown() -> None:
+    (gpu,) = probe.parse_smi_xml(fixture("smi_tesla_t4_515_throttle_na_q.xml"))["gpus"]
+    assert gpu["throttle_reasons"] is None  # unknown, not "no reason active"
+    assert gpu["power_w"] == 26.78  # the rest of the GPU is read
+
+
+def test_nvlink_link_state_na_is_not_counted_as_up() -> None:
+    text = "GPU 0: NVIDIA X (UUID: GPU-1)\n\t Link 0: 25.781 GB/s\n\t Link 1: N/A\n"
+    assert probe.parse_smi_nvlink(text) == {0: (1, 1)}
+    assert probe.parse_smi_nvlink("GPU 0: NVIDIA X (UUID: GPU-1)\n\t Link 0: N/A\n") == {}
+
+
+def test_unknown_throttle_reasons_stay_unknown_in_the_model() -> None:
+    from ugro_health.model import GpuSample
+
+    (gpu,) = probe.parse_smi_xml(fixture("smi_tesla_t4_515_throttle_na_q.xml"))["gpus"]
+    assert GpuSample.from_probe(gpu).to_json()["throttle_reasons"] is None
+    assert GpuSample.from_probe({**gpu, "throttle_reasons": []}).to_json()["throttle_reasons"] == []

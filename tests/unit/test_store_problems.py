@@ -39,7 +39,11 @@ def test_history_and_state_failing_differently_are_still_one_line(tmp_path: Path
 def test_watch_says_a_store_failure_once_then_when_it_clears(tmp_path: Path) -> None:
     (tmp_path / "cluster.yaml").write_text("nodes:\n  - name: here\n    host: localhost\n")
     state_dir = tmp_path / "state-dir"
-    state_dir.write_text("")
+    # Where the history directory and state.json go stand a file and a directory: every write
+    # fails (a state directory that is itself a file is refused up front, before watch runs).
+    state_dir.mkdir(mode=0o700)
+    (state_dir / "history").write_text("")
+    (state_dir / "state.json").mkdir()
     argv = ["--state-dir", str(state_dir), "watch", "--headless", "--interval", "1"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "ugro_health", *argv],
@@ -62,7 +66,8 @@ def test_watch_says_a_store_failure_once_then_when_it_clears(tmp_path: Path) -> 
                 seen += " cycle " in line
 
         read_cycles(4)
-        state_dir.unlink()  # the operator fixes it: the next cycle records again
+        (state_dir / "history").unlink()  # the operator fixes it: the next cycle records again
+        (state_dir / "state.json").rmdir()
         read_cycles(3)
     finally:
         proc.send_signal(signal.SIGTERM)

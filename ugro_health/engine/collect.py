@@ -17,7 +17,7 @@ from typing import Any
 
 from ugro_health.config import Config, NodeConfig
 from ugro_health.engine import POLL_THREAD_PREFIX
-from ugro_health.engine.jobs import Job, patterns_for, rank_alerts
+from ugro_health.engine.jobs import Job, job_ranks, patterns_for, rank_alerts
 from ugro_health.engine.scoring import error_alert, judge
 from ugro_health.model import (
     ClusterReport,
@@ -31,7 +31,7 @@ from ugro_health.model import (
 )
 from ugro_health.transport.base import Transport, TransportError
 
-CPU_WINDOW_S = 0.2  # one-shot CPU/network sampling window on the node
+CPU_WINDOW_S = 0.2  # one-shot CPU/network window: the probe's whole run, at least this long
 MAX_OUTPUT_BYTES = 2_000_000
 MAX_PERSISTENT_WORKERS = 256
 
@@ -176,6 +176,7 @@ def _judged(
         sample=sample,
         alerts=alerts,
         clock_skew_s=skew,
+        jobs=tuple(job_ranks(node.name, sample, jobs)),
     )
 
 

@@ -251,15 +251,99 @@ def _count_for(job: Job, counts: Mapping[str, int]) -> int:
     return counts.get("*", 0)
 
 
-def matched_counts(sample: NodeSample, jobs: Sequence[Job]) -> dict[str, int]:
-    """Matched processes per job pattern (``"*"``: any default pattern) in ``sample``."""
-    counts: dict[str, int] = {}
+def _matched_by_key(sample: NodeSample, jobs: Sequence[Job]) -> dict[str, list[Mapping[str, Any]]]:
+    """Matched processes per job pattern (``"*"``: any default pattern)."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     own = {job.match for job in jobs if job.match is not None}
     for proc in sample.matched_processes:
         pattern = proc.get("pattern")
-        key = pattern if pattern in own else "*"
-        counts[key] = counts.get(key, 0) + 1
-    return counts
+        groups.setdefault(pattern if pattern in own else "*", []).append(proc)
+    return groups
+
+
+def matched_counts(sample: NodeSample, jobs: Sequence[Job]) -> dict[str, int]:
+    """Rank processes per job pattern (``"*"``: any default pattern) in ``sample``."""
+    return {
+        key: len(rank_processes(sample, procs))
+        for key, procs in _matched_by_key(sample, jobs).items()
+    }
+
+
+def _pid(proc: Mapping[str, Any], key: str = "pid") -> int | None:
+    value = proc.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def rank_processes(
+    sample: NodeSample, matched: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The ranks among ``matched`` and the processes below them, one per worker.
+
+    Matched processes nested in another matched one (an ``exec -a torchrun`` wrapper around
+    the real launcher) are one launcher tree. In each tree the ranks are the processes using
+    a GPU, when any does; else the innermost matched processes when there are several (workers
+    whose arguments match too, their DataLoader children left out); else the children of the
+    one innermost matched process (torchrun's agent is not a rank, its workers are), or that
+    process itself when it started none (a pattern that names the ranks)."""
+    procs = {pid: p for p in (*matched, *sample.matched_descendants) if (pid := _pid(p))}
+    wanted = {pid for p in matched if (pid := _pid(p)) is not None}
+    children: dict[int, list[int]] = {}
+    for pid, proc in procs.items():
+        ppid = _pid(proc, "ppid")
+        if ppid is not None and ppid in procs and ppid != pid:
+            children.setdefault(ppid, []).append(pid)
+    on_gpu = {p.pid for gpu in sample.gpus for p in gpu.processes}
+    ranks: list[int] = []
+    for root in sorted(wanted - {c for pid in wanted for c in _below(pid, children)}):
+        tree = [root, *_below(root, children)]
+        using_gpu = sorted(pid for pid in tree if pid in on_gpu)
+        if using_gpu:
+            ranks.extend(using_gpu)
+            continue
+        inner = [p for p in tree if p in wanted and not wanted.intersection(_below(p, children))]
+        if len(inner) > 1:  # workers whose own command lines match, below their launcher
+            ranks.extend(sorted(inner))
+        else:  # the launcher: its workers, or itself when it started none
+            ranks.extend(sorted(children.get(inner[0], ())) or inner)
+    return [procs[pid] for pid in dict.fromkeys(ranks)]
+
+
+def _below(pid: int, children: Mapping[int, list[int]]) -> list[int]:
+    out: list[int] = []
+    todo = list(children.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        if child not in out and child != pid:  # a pid cycle in a damaged answer ends here
+            out.append(child)
+            todo.extend(children.get(child, ()))
+    return out
+
+
+def job_ranks(node: str, sample: NodeSample, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """For ``--json`` and the dashboard: per job on ``node``, the rank processes found and the
+    matched launchers that are not ranks themselves."""
+    groups = _matched_by_key(sample, jobs)
+    out = []
+    for job in jobs:
+        if node not in job.nodes or not job.active:
+            continue
+        matched = groups.get(job.match if job.match is not None else "*", [])
+        ranks = rank_processes(sample, matched)
+        rank_pids = {_pid(p) for p in ranks}
+        out.append(
+            {
+                "job": job.name,
+                "ranks_expected": job.ranks,
+                "ranks_seen": len(ranks),
+                "ranks": [_brief(p) for p in ranks],
+                "launchers": [_brief(p) for p in matched if _pid(p) not in rank_pids],
+            }
+        )
+    return out
+
+
+def _brief(proc: Mapping[str, Any]) -> dict[str, Any]:
+    return {"pid": proc.get("pid"), "ppid": proc.get("ppid"), "cmdline": proc.get("cmdline")}
 
 
 def patterns_for(node: str, jobs: Sequence[Job], defaults: Sequence[str]) -> list[str]:

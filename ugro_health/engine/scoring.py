@@ -221,8 +221,9 @@ def _judge_gpu(
 
 
 def _judge_throttle(gpu: GpuSample, add: _Add) -> None:
-    thermal = [r for r in gpu.throttle_reasons if r in THERMAL_THROTTLE]
-    hardware = [r for r in gpu.throttle_reasons if r in HW_THROTTLE]
+    reasons = gpu.throttle_reasons or ()  # None: unknown on this GPU, nothing to judge
+    thermal = [r for r in reasons if r in THERMAL_THROTTLE]
+    hardware = [r for r in reasons if r in HW_THROTTLE]
     if thermal:
         add(
             WARN,
@@ -309,6 +310,19 @@ def _judge_system(
     )
     penalty = _ramp(sample.mem_util_pct, limits.mem_warn_pct, limits.mem_crit_pct)
     for disk in sample.disks:
+        if disk.mounted is False:
+            # Jobs writing there fill the parent file system (often /) or fail: page.
+            alerts.append(
+                Alert(
+                    CRIT,
+                    "mount_missing",
+                    f"{disk.mount} is not mounted (not a mount point on the node)",
+                    disk.mount,
+                    subject=disk.mount,
+                )
+            )
+            penalty += 50
+            continue
         if disk.error:
             alerts.append(
                 Alert(

@@ -56,11 +56,30 @@ BREAKER_COLUMN_WIDTH = 90  # narrower: breakers that are not plainly closed get 
 
 def dashboard(view: WatchView, width: int = 120, max_alerts: int = 8) -> RenderableType:
     parts: list[RenderableType] = [_header(view), _table(view, width)]
+    ranks = _job_ranks(view)
+    if ranks:
+        parts.append(ranks)
     if width < BREAKER_COLUMN_WIDTH:
         parts.extend(_breaker_notes(view))
     parts.append(_active_panel(view, max_alerts))
     parts.append(_events_panel(view, max_alerts))
     return Group(*parts)
+
+
+def _job_ranks(view: WatchView, max_pids: int = 8) -> Text | None:
+    """A line per job and node: the rank processes found (``check --json``'s ``jobs``)."""
+    lines = []
+    for name, row in view.rows:
+        for job in row.report.jobs if row.report is not None else ():
+            expected = job.get("ranks_expected")
+            pids = [str(p.get("pid")) for p in job.get("ranks") or ()]
+            more = f" +{len(pids) - max_pids}" if len(pids) > max_pids else ""
+            listed = f" (pids {', '.join(pids[:max_pids])}{more})" if pids else ""
+            lines.append(
+                f"job {printable(str(job.get('job')))} on {printable(name)}: "
+                f"{job.get('ranks_seen')}/{expected if expected is not None else '-'} ranks{listed}"
+            )
+    return Text("\n".join(lines)) if lines else None
 
 
 def _header(view: WatchView) -> Text:
