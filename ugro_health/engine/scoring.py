@@ -32,6 +32,11 @@ HW_THROTTLE = ("hw_slowdown", "hw_power_brake_slowdown")
 
 CRIT, WARN, INFO = Severity.CRITICAL, Severity.WARNING, Severity.INFO
 
+# The most alerts one node's verdict holds (the last of them says how many more there were):
+# with an answer's lists bounded (model.ANSWER_LIMITS) a node could still raise hundreds.
+MAX_ALERTS_PER_NODE = 64
+_SEVERITY_ORDER = {CRIT: 0, WARN: 1, INFO: 2}
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -59,13 +64,25 @@ def judge(
         "process": proc_score,
     }
     score = round(sum(WEIGHTS[k] * v for k, v in components.items()))
-    alerts = [*gpu_alerts, *sys_alerts, *net_alerts, *proc_alerts]
+    # What was cut from the answer comes first: it survives the cap on alerts.
+    alerts = [*_answer_alerts(sample), *gpu_alerts, *sys_alerts, *net_alerts, *proc_alerts]
     if score < limits.score_warn and not any(a.severity is not INFO for a in alerts):
         alerts.append(
             Alert(WARN, "score_low", f"health score {score} is below {limits.score_warn}", score)
         )
+    alerts = _capped(alerts)
     status = worst_status(a.severity.status for a in alerts)
     return Verdict(max(0, min(100, score)), tuple(alerts), status, components)
+
+
+def _capped(alerts: list[Alert]) -> list[Alert]:
+    """At most MAX_ALERTS_PER_NODE alerts, the most severe kept (the status is unchanged)."""
+    if len(alerts) <= MAX_ALERTS_PER_NODE:
+        return alerts
+    kept = sorted(alerts, key=lambda a: _SEVERITY_ORDER[a.severity])[: MAX_ALERTS_PER_NODE - 1]
+    more = len(alerts) - len(kept)
+    message = f"{more} more alerts not shown (at most {MAX_ALERTS_PER_NODE} per node)"
+    return [*kept, Alert(WARN, "alerts_truncated", message, more)]
 
 
 # --- GPUs ----------------------------------------------------------------------------------
@@ -395,7 +412,7 @@ def _judge_processes(sample: NodeSample, limits: Thresholds) -> tuple[list[Alert
         penalty += 30
     elif zombies:
         penalty += min(20.0, zombies)
-    other = {k: v for k, v in sample.errors.items() if not k.startswith("disk:")}
+    other = {k: v for k, v in sample.errors.items() if not k.startswith(("disk:", "answer:"))}
     if other:
         first = next(iter(other.items()))
         alerts.append(
@@ -407,6 +424,16 @@ def _judge_processes(sample: NodeSample, limits: Thresholds) -> tuple[list[Alert
             )
         )
     return alerts, max(0.0, 100.0 - penalty)
+
+
+def _answer_alerts(sample: NodeSample) -> Iterable[Alert]:
+    """What ``NodeSample.from_probe`` cut or dropped from the answer (model.ANSWER_LIMITS)."""
+    cut = sample.errors.get("answer:limits")
+    if cut:
+        yield Alert(WARN, "probe_truncated", cut, "answer:limits")
+    dropped = sample.errors.get("answer:ranges")
+    if dropped:
+        yield Alert(INFO, "probe_out_of_range", dropped, "answer:ranges")
 
 
 def error_alert(error: NodeError) -> Alert:
