@@ -51,10 +51,13 @@ def judge(
     node: NodeConfig,
     limits: Thresholds,
     clock_skew_s: float | None = None,
+    clock_skew_error_s: float = 0.0,
 ) -> Verdict:
-    """Score ``sample`` of ``node`` against ``limits`` and list its alerts."""
+    """Score ``sample`` of ``node`` against ``limits`` and list its alerts. The clock skew is
+    known within ``clock_skew_error_s`` (half the round trip): only what it surely exceeds
+    alerts."""
     gpu_alerts, gpu_score = _judge_gpus(sample, node, limits)
-    sys_alerts, sys_score = _judge_system(sample, limits, clock_skew_s)
+    sys_alerts, sys_score = _judge_system(sample, limits, clock_skew_s, clock_skew_error_s)
     net_alerts, net_score = _judge_network(sample, limits)
     proc_alerts, proc_score = _judge_processes(sample, limits)
     components = {
@@ -317,7 +320,10 @@ def _level(
 
 
 def _judge_system(
-    sample: NodeSample, limits: Thresholds, clock_skew_s: float | None
+    sample: NodeSample,
+    limits: Thresholds,
+    clock_skew_s: float | None,
+    clock_skew_error_s: float = 0.0,
 ) -> tuple[list[Alert], float]:
     alerts = list(
         _level(
@@ -371,7 +377,8 @@ def _judge_system(
                 )
             )
             penalty += 15
-    if clock_skew_s is not None and abs(clock_skew_s) >= limits.clock_skew_warn_s:
+    skew_error = clock_skew_error_s
+    if clock_skew_s is not None and abs(clock_skew_s) - skew_error >= limits.clock_skew_warn_s:
         alerts.append(
             Alert(
                 WARN,

@@ -8,12 +8,17 @@ engine turns that error into a node report.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Protocol
 
 from ugro_health.config import NodeConfig
 from ugro_health.model import ErrorKind
 
 RESPONSE_PREFIX = b"UGRO1 "
+# Where a transport puts the wall-clock instants its request was sent and its answer received,
+# ``(sent, received)``, in the document it returns (a tuple: no JSON answer can forge one). The
+# node stamps its clock between the two, which bounds the skew (engine.collect, clock_skew).
+EXCHANGE_KEY = "\x00exchange"
 
 
 class TransportError(Exception):
@@ -110,6 +115,12 @@ def parse_probe_output(raw: bytes) -> dict[str, Any]:
         return doc
     preview = raw[:120].decode("utf-8", "replace").strip() or "<no output>"
     raise TransportError(ErrorKind.PROBE_INVALID, f"no probe answer in output: {preview!r}")
+
+
+def stamp_exchange(doc: dict[str, Any], sent: float) -> dict[str, Any]:
+    """``doc`` with its exchange times: ``sent`` (``time.time()`` as the request left) and now."""
+    doc[EXCHANGE_KEY] = (sent, time.time())
+    return doc
 
 
 def check_document(doc: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from ugro_health.transport.base import (
     find_frame,
     parse_probe_output,
     parse_response_line,
+    stamp_exchange,
 )
 from ugro_health.transport.ssh_connect import Attempt, Connector, Watchdog, classify
 
@@ -284,6 +285,7 @@ class Sessions:
         if attempt.watched:  # a probe started in this tick: the watchdog may close its channel
             attempt.own(_ChannelOnly(session))
         self._drain_stderr(session)
+        sent = time.time()
         try:
             channel.settimeout(max(attempt.remaining(), 0.001))
             channel.sendall(request)
@@ -308,7 +310,7 @@ class Sessions:
                 assert doc is not None  # the line starts with the marker
                 if attempt.watched:
                     attempt.release()
-                return doc
+                return stamp_exchange(doc, sent)
             if len(buffer) > MAX_LINE_BYTES:
                 raise TransportError(
                     ErrorKind.PROBE_INVALID, f"probe answer exceeded {MAX_LINE_BYTES} bytes"
