@@ -66,7 +66,7 @@ def test_login_noise_without_a_newline_does_not_hide_the_answer(rig: SshdRig) ->
         assert result["ok"] is True
 
 
-def test_a_probe_that_floods_stderr_first_answers_in_watch_as_in_check(rig: SshdRig) -> None:
+def test_a_stderr_flood_before_the_answer_is_drained_in_watch_as_in_check(rig: SshdRig) -> None:
     # 3 MiB on stderr before the probe starts: more than the channel's window, so stderr must
     # be drained while the answer is awaited, in the persistent session as in one-shot.
     python = wrapper(rig, "stderr_python", "head -c 3145728 /dev/zero | tr '\\0' e >&2")
@@ -92,3 +92,12 @@ def test_a_million_empty_gpus_is_invalid_quickly_and_cheaply(rig: SshdRig) -> No
     assert node.error is not None and node.error.kind is ErrorKind.PROBE_INVALID, node
     assert "limit" in node.error.message
     assert len(json.dumps(report.to_json())) < 10_000
+
+
+def test_an_endless_line_is_invalid_in_watch_as_in_check(rig: SshdRig) -> None:
+    # 5 MB without a newline or a marker: past the 4 MiB output cap either way.
+    results = both_ways(rig, rig.flood_python, ticks=1)
+    for result in results:
+        assert isinstance(result, TransportError), result
+        assert result.kind is ErrorKind.PROBE_INVALID
+        assert result.message == "probe output exceeded 4194304 bytes"

@@ -43,7 +43,7 @@ from ugro_health.transport.ssh_connect import Attempt, Connector, Watchdog, clas
 
 log = logging.getLogger(__name__)
 
-MAX_LINE_BYTES = 4 * 1024 * 1024  # one answer line, noise included
+MAX_LINE_BYTES = 4 * 1024 * 1024  # what one tick reads up to its answer, noise included
 _CHUNK = 65536
 _STDERR_KEEP = 8192
 _NOISE_KEEP = 256
@@ -294,6 +294,7 @@ class Sessions:
         except OSError:
             raise _Stale() from None
         buffer = session.buffer
+        skipped = 0  # noise read in this exchange: with the frame, bounded as check's output is
         while True:
             begin = buffer.find(RESPONSE_PREFIX)
             # Bytes before the marker are noise (a login shell's, on lines of their own or
@@ -302,6 +303,7 @@ class Sessions:
             cut = begin if begin >= 0 else max(0, len(buffer) - len(RESPONSE_PREFIX) + 1)
             session.noise += buffer[: min(cut, max(0, _NOISE_KEEP - len(session.noise)))]
             del buffer[:cut]
+            skipped += cut
             frame = find_frame(buffer) if begin >= 0 else None
             if frame is not None:
                 line = bytes(buffer[: frame[1]])
@@ -311,9 +313,9 @@ class Sessions:
                 if attempt.watched:
                     attempt.release()
                 return stamp_exchange(doc, sent)
-            if len(buffer) > MAX_LINE_BYTES:
+            if skipped + len(buffer) > MAX_LINE_BYTES:
                 raise TransportError(
-                    ErrorKind.PROBE_INVALID, f"probe answer exceeded {MAX_LINE_BYTES} bytes"
+                    ErrorKind.PROBE_INVALID, f"probe output exceeded {MAX_LINE_BYTES} bytes"
                 )
             buffer += self._receive(session, channel, attempt)
 
