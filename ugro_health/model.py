@@ -19,17 +19,13 @@ from typing import Any
 
 from ugro_health.answer_limits import (
     ANSWER_LIMITS,
-    FIELD_RANGES,
     MAX_NAME_CHARS,
     MAX_TEXT_CHARS,
-    RECORD_MAX_BYTES,
     Notes,
     cut,
     in_range,
     reading,
 )
-
-__all__ = ["ANSWER_LIMITS", "FIELD_RANGES", "MAX_NAME_CHARS", "MAX_TEXT_CHARS", "RECORD_MAX_BYTES"]
 
 JSON_SCHEMA = "ugro-health/v1"
 

@@ -9,18 +9,16 @@ from typing import Any
 
 import pytest
 
-from ugro_health.config import Config, NodeConfig, Thresholds
-from ugro_health.engine.collect import poll_node
-from ugro_health.engine.scoring import MAX_ALERTS_PER_NODE, judge
-from ugro_health.model import (
+from ugro_health.answer_limits import (
     ANSWER_LIMITS,
     MAX_NAME_CHARS,
     MAX_TEXT_CHARS,
     RECORD_MAX_BYTES,
-    NodeSample,
-    Severity,
-    Status,
 )
+from ugro_health.config import Config, NodeConfig, Thresholds
+from ugro_health.engine.collect import poll_node
+from ugro_health.engine.scoring import MAX_ALERTS_PER_NODE, judge
+from ugro_health.model import NodeSample, Severity, Status
 
 NODE = NodeConfig(name="gpu1", gpus=1)
 
