@@ -1,19 +1,31 @@
 """The data every layer passes around: samples, alerts, statuses and reports.
 
-Imports nothing of ours. Everything here is a frozen dataclass; ``None`` stands for a value
-that was not available (never 0 or -1). ``from_probe`` is the single place where the probe's JSON
-document (see ``probe.py``) is turned into typed values, and ``to_json`` the single place where a
-report becomes the public ``--json`` contract (DESIGN.md): add fields there, never rename them.
+Imports only ``answer_limits`` (a leaf: the bounds and ranges an answer is read with). Everything
+here is a frozen dataclass; ``None`` stands for a value that was not available (never 0 or -1).
+``from_probe`` is the single place where the probe's JSON document (see ``probe.py``) is turned
+into typed values, bounded and range-checked, and ``to_json`` the single place where a report
+becomes the public ``--json`` contract (DESIGN.md): add fields there, never rename them.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from ugro_health.answer_limits import (
+    ANSWER_LIMITS,
+    MAX_NAME_CHARS,
+    MAX_TEXT_CHARS,
+    Notes,
+    cut,
+    in_range,
+    reading,
+)
 
 JSON_SCHEMA = "ugro-health/v1"
 
@@ -160,12 +172,52 @@ def as_float(value: Any) -> float | None:
 
 
 def _num(data: Mapping[str, Any], key: str) -> float | None:
-    return as_float(data.get(key))
+    return in_range(key, as_float(data.get(key)))
 
 
 def _int(data: Mapping[str, Any], key: str) -> int | None:
-    number = as_float(data.get(key))
+    number = _num(data, key)
     return None if number is None else int(number)
+
+
+def _items(
+    data: Mapping[str, Any], key: str, limit: str | None = None, kind: type = dict
+) -> list[Any]:
+    """The ``kind`` entries of list ``data[key]``, of its first ``ANSWER_LIMITS[limit or key]``."""
+    value = data.get(key)
+    if not isinstance(value, list):
+        return []
+    most = ANSWER_LIMITS[limit or key]
+    if len(value) > most:
+        cut(limit or key, len(value), most)
+        value = value[:most]
+    return [item for item in value if isinstance(item, kind)]
+
+
+def _dict(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _errors(doc: Mapping[str, Any]) -> dict[str, str]:
+    """The probe's ``errors``, at most ANSWER_LIMITS["errors"] of them, as printable text."""
+    errors = _dict(doc, "errors")
+    most = ANSWER_LIMITS["errors"]
+    out = {
+        _clip(str(k)): _clip(str(v), MAX_TEXT_CHARS)
+        for k, v in itertools.islice(errors.items(), most)
+    }
+    if len(errors) > most:
+        cut("errors", len(errors), most)
+    return out
+
+
+def _clip(text: str, most: int = MAX_NAME_CHARS) -> str:
+    """``text`` printable and at most ``most`` characters long (an escape may lengthen it)."""
+    if len(text) > most:
+        text = text[: most - 1] + "…"
+    text = printable(text)
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 # What a terminal or a log reader would act on rather than show: C0 and C1 controls (ESC starts
@@ -192,26 +244,29 @@ def printable(text: object) -> str:
     return _UNPRINTABLE.sub(_escape, text)
 
 
-def _processes(value: Any) -> tuple[dict[str, Any], ...]:
-    if not isinstance(value, list):
-        return ()
+def _processes(doc: Mapping[str, Any], key: str) -> tuple[dict[str, Any], ...]:
+    """Matched processes and their descendants: pid, parent pid, command line (and pattern)."""
     return tuple(
-        {k: printable(v) if isinstance(v, str) else v for k, v in p.items()}
-        for p in value
-        if isinstance(p, dict)
+        {
+            "pid": _int(p, "pid"),
+            "ppid": _int(p, "ppid"),
+            "cmdline": _str(p, "cmdline", MAX_TEXT_CHARS),
+            **({"pattern": _str(p, "pattern")} if key == "matched_processes" else {}),
+        }
+        for p in _items(doc, key)
     )
 
 
-def _throttle(value: Any) -> tuple[str, ...] | None:
+def _throttle(data: Mapping[str, Any]) -> tuple[str, ...] | None:
     """Throttle reasons; None (unknown) stays apart from an empty list (none active)."""
-    if not isinstance(value, list):
+    if not isinstance(data.get("throttle_reasons"), list):
         return None
-    return tuple(str(r) for r in value)
+    return tuple(_clip(r) for r in _items(data, "throttle_reasons", "gpus[].throttle_reasons", str))
 
 
-def _str(data: Mapping[str, Any], key: str) -> str | None:
+def _str(data: Mapping[str, Any], key: str, most: int = MAX_NAME_CHARS) -> str | None:
     value = data.get(key)
-    return printable(value) if isinstance(value, str) else None
+    return _clip(value, most) if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +280,7 @@ class GpuProcess:
     def from_probe(cls, data: Mapping[str, Any]) -> GpuProcess:
         alive = data.get("alive")
         return cls(
-            pid=int(data.get("pid", 0)),
+            pid=_int(data, "pid") or 0,
             name=_str(data, "name"),
             used_memory_bytes=_int(data, "used_memory_bytes"),
             alive=alive if isinstance(alive, bool) else None,
@@ -268,7 +323,7 @@ class GpuSample:
     def from_probe(cls, data: Mapping[str, Any]) -> GpuSample:
         pending = data.get("retired_pages_pending")
         return cls(
-            index=int(data.get("index", 0)),
+            index=_int(data, "index") or 0,
             name=_str(data, "name"),
             uuid=_str(data, "uuid"),
             util_pct=_num(data, "util_pct"),
@@ -283,7 +338,7 @@ class GpuSample:
             retired_pages_pending=pending if isinstance(pending, bool) else None,
             remapped_rows_pending=_int(data, "remapped_rows_pending"),
             remapped_rows_failed=_int(data, "remapped_rows_failed"),
-            throttle_reasons=_throttle(data.get("throttle_reasons")),
+            throttle_reasons=_throttle(data),
             pcie_gen=_int(data, "pcie_gen"),
             pcie_gen_max=_int(data, "pcie_gen_max"),
             pcie_width=_int(data, "pcie_width"),
@@ -291,7 +346,7 @@ class GpuSample:
             nvlink_active=_int(data, "nvlink_active"),
             nvlink_total=_int(data, "nvlink_total"),
             processes=tuple(
-                GpuProcess.from_probe(p) for p in data.get("processes") or () if isinstance(p, dict)
+                GpuProcess.from_probe(p) for p in _items(data, "processes", "gpus[].processes")
             ),
         )
 
@@ -421,11 +476,23 @@ class NodeSample:
 
     @classmethod
     def from_probe(cls, doc: Mapping[str, Any]) -> NodeSample:
-        """Build a sample from the probe's JSON document; unknown keys are ignored."""
-        cpu = doc.get("cpu") or {}
-        mem = doc.get("memory") or {}
-        procs = doc.get("processes") or {}
-        gpu_info = doc.get("gpu_info") or {}
+        """Build a sample from the probe's JSON document; unknown keys are ignored.
+
+        Bounded (ANSWER_LIMITS, MAX_TEXT_CHARS) and range-checked (FIELD_RANGES): what was cut
+        or dropped is said under ``errors["answer:limits"]`` and ``errors["answer:ranges"]``.
+        """
+        notes = Notes()
+        with reading(notes):
+            sample = cls._read(doc)
+        noted = notes.errors()
+        return replace(sample, errors={**sample.errors, **noted}) if noted else sample
+
+    @classmethod
+    def _read(cls, doc: Mapping[str, Any]) -> NodeSample:
+        cpu = _dict(doc, "cpu")
+        mem = _dict(doc, "memory")
+        procs = _dict(doc, "processes")
+        gpu_info = _dict(doc, "gpu_info")
         return cls(
             hostname=_str(doc, "hostname"),
             time=_num(doc, "time"),
@@ -445,19 +512,18 @@ class NodeSample:
             swap_util_pct=_num(mem, "swap_util_pct"),
             disks=tuple(
                 DiskSample(
-                    mount=printable(d.get("mount")),
+                    mount=_clip(str(d.get("mount"))),
                     total_bytes=_int(d, "total_bytes"),
                     used_bytes=_int(d, "used_bytes"),
-                    error=_str(d, "error"),
+                    error=_str(d, "error", MAX_TEXT_CHARS),
                     avail_bytes=_int(d, "avail_bytes"),
                     mounted=d["mounted"] if isinstance(d.get("mounted"), bool) else None,
                 )
-                for d in doc.get("disks") or ()
-                if isinstance(d, dict)
+                for d in _items(doc, "disks")
             ),
             net=tuple(
                 NetSample(
-                    iface=printable(n.get("iface")),
+                    iface=_clip(str(n.get("iface"))),
                     rx_bytes_per_s=_num(n, "rx_bytes_per_s"),
                     tx_bytes_per_s=_num(n, "tx_bytes_per_s"),
                     rx_errors_per_s=_num(n, "rx_errors_per_s"),
@@ -465,31 +531,27 @@ class NodeSample:
                     rx_errors=_int(n, "rx_errors"),
                     tx_errors=_int(n, "tx_errors"),
                 )
-                for n in doc.get("network") or ()
-                if isinstance(n, dict)
+                for n in _items(doc, "network")
             ),
             process_count=_int(procs, "count"),
             zombie_count=_int(procs, "zombies"),
             driver_version=_str(gpu_info, "driver_version"),
             cuda_version=_str(gpu_info, "cuda_version"),
             gpu_source=_str(gpu_info, "source"),
-            gpus=tuple(
-                GpuSample.from_probe(g) for g in doc.get("gpus") or () if isinstance(g, dict)
-            ),
+            gpus=tuple(GpuSample.from_probe(g) for g in _items(doc, "gpus")),
             xids=tuple(
                 XidEvent(
-                    xid=int(x.get("xid", 0)),
-                    message=printable(x.get("message", "")),
+                    xid=_int(x, "xid") or 0,
+                    message=_clip(str(x.get("message", "")), MAX_TEXT_CHARS),
                     gpu=_str(x, "gpu"),
                     kernel_time_s=_num(x, "kernel_time_s"),
                 )
-                for x in doc.get("xids") or ()
-                if isinstance(x, dict)
+                for x in _items(doc, "xids")
             ),
-            matched_processes=_processes(doc.get("matched_processes")),
-            errors={printable(k): printable(v) for k, v in (doc.get("errors") or {}).items()},
+            matched_processes=_processes(doc, "matched_processes"),
+            errors=_errors(doc),
             cpu_window_s=_num(cpu, "window_s"),
-            matched_descendants=_processes(doc.get("matched_descendants")),
+            matched_descendants=_processes(doc, "matched_descendants"),
         )
 
     def metrics(self, clock_skew_s: float | None = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from ugro_health.model import (
     printable,
     worst_status,
 )
-from ugro_health.transport.base import Transport, TransportError
+from ugro_health.transport.base import EXCHANGE_KEY, Transport, TransportError
 
 CPU_WINDOW_S = 0.2  # one-shot CPU/network window: the probe's whole run, at least this long
 MAX_OUTPUT_BYTES = 2_000_000
@@ -133,7 +133,9 @@ def poll_node(
     started_wall, started = clock(), time.monotonic()
     match = patterns_for(node.name, jobs, config.job_match)
     try:
+        sent = time.time()  # the real clock: skew is a physical measurement (see _exchange)
         doc = transport.run_probe(node, probe_request(config, node, match), deadline)
+        exchange = _exchange(doc, sent)
         sample = NodeSample.from_probe(doc)
     except TransportError as exc:
         error = NodeError(exc.kind, exc.message, exc.at_deadline)
@@ -142,10 +144,28 @@ def poll_node(
         error = NodeError(ErrorKind.PROBE_INVALID, f"{type(exc).__name__}: {exc}")
         return failed_report(node.name, error, started_wall, started)
     try:
-        return _judged(config, node, sample, jobs, started_wall, started)
+        return _judged(config, node, sample, jobs, exchange, started_wall, started)
     except Exception as exc:  # an answer well-formed enough to parse but not to judge
         error = NodeError(ErrorKind.PROBE_INVALID, f"{type(exc).__name__}: {exc}")
         return failed_report(node.name, error, started_wall, started)
+
+
+def _exchange(doc: dict[str, Any], sent: float) -> tuple[float, float]:
+    """When the request left and the answer came: the transport's own stamps when it gave
+    them (tighter: without connecting), else around the whole ``run_probe``."""
+    stamped = doc.pop(EXCHANGE_KEY, None)
+    if isinstance(stamped, tuple) and len(stamped) == 2:
+        return float(stamped[0]), float(stamped[1])
+    return sent, time.time()
+
+
+def clock_skew(node_time: float, exchange: tuple[float, float]) -> tuple[float, float]:
+    """The node's clock minus ours, and how far off that may be: the node stamped its answer
+    somewhere between the request leaving and the answer arriving, so the skew is measured
+    against their midpoint, give or take half the round trip. Not against when the answer is
+    judged: at 256 nodes, the control host's own queueing made that seconds late."""
+    sent, received = exchange
+    return node_time - (sent + received) / 2, max(0.0, received - sent) / 2
 
 
 def _judged(
@@ -153,17 +173,15 @@ def _judged(
     node: NodeConfig,
     sample: NodeSample,
     jobs: Sequence[Job],
+    exchange: tuple[float, float],
     started_wall: float,
     started: float,
 ) -> NodeReport:
     duration = time.monotonic() - started
-    skew = None
+    skew, uncertainty = None, 0.0
     if sample.time is not None:
-        # The probe stamps its answer just before sending it, so compare with our clock when
-        # it arrived (off by the one-way latency: milliseconds, far below the alert threshold).
-        # Always the real clock: skew is a physical measurement, not the loop's (testable) time.
-        skew = sample.time - time.time()
-    verdict = judge(sample, node, config.thresholds, skew)
+        skew, uncertainty = clock_skew(sample.time, exchange)
+    verdict = judge(sample, node, config.thresholds, skew, uncertainty)
     job_alerts = rank_alerts(node.name, sample, jobs)
     alerts = (*verdict.alerts, *job_alerts)
     return NodeReport(

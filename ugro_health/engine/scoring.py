@@ -32,6 +32,11 @@ HW_THROTTLE = ("hw_slowdown", "hw_power_brake_slowdown")
 
 CRIT, WARN, INFO = Severity.CRITICAL, Severity.WARNING, Severity.INFO
 
+# The most alerts one node's verdict holds (the last of them says how many more there were):
+# with an answer's lists bounded (model.ANSWER_LIMITS) a node could still raise hundreds.
+MAX_ALERTS_PER_NODE = 64
+_SEVERITY_ORDER = {CRIT: 0, WARN: 1, INFO: 2}
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -46,10 +51,13 @@ def judge(
     node: NodeConfig,
     limits: Thresholds,
     clock_skew_s: float | None = None,
+    clock_skew_error_s: float = 0.0,
 ) -> Verdict:
-    """Score ``sample`` of ``node`` against ``limits`` and list its alerts."""
+    """Score ``sample`` of ``node`` against ``limits`` and list its alerts. The clock skew is
+    known within ``clock_skew_error_s`` (half the round trip): only what it surely exceeds
+    alerts."""
     gpu_alerts, gpu_score = _judge_gpus(sample, node, limits)
-    sys_alerts, sys_score = _judge_system(sample, limits, clock_skew_s)
+    sys_alerts, sys_score = _judge_system(sample, limits, clock_skew_s, clock_skew_error_s)
     net_alerts, net_score = _judge_network(sample, limits)
     proc_alerts, proc_score = _judge_processes(sample, limits)
     components = {
@@ -59,13 +67,25 @@ def judge(
         "process": proc_score,
     }
     score = round(sum(WEIGHTS[k] * v for k, v in components.items()))
-    alerts = [*gpu_alerts, *sys_alerts, *net_alerts, *proc_alerts]
+    # What was cut from the answer comes first: it survives the cap on alerts.
+    alerts = [*_answer_alerts(sample), *gpu_alerts, *sys_alerts, *net_alerts, *proc_alerts]
     if score < limits.score_warn and not any(a.severity is not INFO for a in alerts):
         alerts.append(
             Alert(WARN, "score_low", f"health score {score} is below {limits.score_warn}", score)
         )
+    alerts = _capped(alerts)
     status = worst_status(a.severity.status for a in alerts)
     return Verdict(max(0, min(100, score)), tuple(alerts), status, components)
+
+
+def _capped(alerts: list[Alert]) -> list[Alert]:
+    """At most MAX_ALERTS_PER_NODE alerts, the most severe kept (the status is unchanged)."""
+    if len(alerts) <= MAX_ALERTS_PER_NODE:
+        return alerts
+    kept = sorted(alerts, key=lambda a: _SEVERITY_ORDER[a.severity])[: MAX_ALERTS_PER_NODE - 1]
+    more = len(alerts) - len(kept)
+    message = f"{more} more alerts not shown (at most {MAX_ALERTS_PER_NODE} per node)"
+    return [*kept, Alert(WARN, "alerts_truncated", message, more)]
 
 
 # --- GPUs ----------------------------------------------------------------------------------
@@ -301,7 +321,10 @@ def _level(
 
 
 def _judge_system(
-    sample: NodeSample, limits: Thresholds, clock_skew_s: float | None
+    sample: NodeSample,
+    limits: Thresholds,
+    clock_skew_s: float | None,
+    clock_skew_error_s: float = 0.0,
 ) -> tuple[list[Alert], float]:
     alerts = list(
         _level(
@@ -368,7 +391,8 @@ def _judge_system(
                 )
             )
             penalty += 15
-    if clock_skew_s is not None and abs(clock_skew_s) >= limits.clock_skew_warn_s:
+    skew_error = clock_skew_error_s
+    if clock_skew_s is not None and abs(clock_skew_s) - skew_error >= limits.clock_skew_warn_s:
         alerts.append(
             Alert(
                 WARN,
@@ -414,7 +438,7 @@ def _judge_processes(sample: NodeSample, limits: Thresholds) -> tuple[list[Alert
     other = {
         k: v
         for k, v in sample.errors.items()
-        if not k.startswith("disk:") and not (k == "xid" and _denied(v))
+        if not k.startswith(("disk:", "answer:")) and not (k == "xid" and _denied(v))
     }
     if other:
         first = next(iter(other.items()))
@@ -446,6 +470,16 @@ def kernel_log_denied(sample: NodeSample | None) -> bool:
     """The probe could not read the node's kernel log for lack of rights (XIDs unchecked)."""
     error = sample.errors.get("xid") if sample is not None else None
     return error is not None and _denied(error)
+
+
+def _answer_alerts(sample: NodeSample) -> Iterable[Alert]:
+    """What ``NodeSample.from_probe`` cut or dropped from the answer (model.ANSWER_LIMITS)."""
+    cut = sample.errors.get("answer:limits")
+    if cut:
+        yield Alert(WARN, "probe_truncated", cut, "answer:limits")
+    dropped = sample.errors.get("answer:ranges")
+    if dropped:
+        yield Alert(INFO, "probe_out_of_range", dropped, "answer:ranges")
 
 
 def error_alert(error: NodeError) -> Alert:

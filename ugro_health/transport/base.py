@@ -8,12 +8,17 @@ engine turns that error into a node report.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Protocol
 
 from ugro_health.config import NodeConfig
 from ugro_health.model import ErrorKind
 
 RESPONSE_PREFIX = b"UGRO1 "
+# Where a transport puts the wall-clock instants its request was sent and its answer received,
+# ``(sent, received)``, in the document it returns (a tuple: no JSON answer can forge one). The
+# node stamps its clock between the two, which bounds the skew (engine.collect, clock_skew).
+EXCHANGE_KEY = "\x00exchange"
 
 
 class TransportError(Exception):
@@ -44,17 +49,48 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# The most objects and arrays one answer may hold. One within model.ANSWER_LIMITS (32 GPUs of 64
+# processes, 256 mounts, 256 interfaces, ...) holds a few thousand; a million empty ``{}`` fit
+# under the output cap and would cost gigabytes once decoded, judged and stored. Counted on the
+# raw bytes before decoding: a brace inside a string counts too, so the bound is generous.
+MAX_JSON_CONTAINERS = 100_000
+
+
+def find_frame(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+    """Where the first complete answer frame in ``data`` (from ``start``) lies: the offset of
+    its ``UGRO1 `` marker and the offset just past its newline; None when there is none yet.
+
+    The marker counts anywhere, not only at a line's start: a login shell that prints text
+    without a newline (``printf "motd "``) puts it on the same line as the first frame.
+    """
+    begin = data.find(RESPONSE_PREFIX, start)
+    if begin < 0:
+        return None
+    end = data.find(b"\n", begin)
+    return None if end < 0 else (begin, end + 1)
+
+
 def parse_response_line(line: bytes) -> dict[str, Any] | None:
     """The probe document in one output line, or None for a line that is not a response.
 
-    Raises ``TransportError(PROBE_INVALID)`` for a response line that is not a JSON object.
+    A line is a response when it holds the ``UGRO1 `` marker, wherever (noise may precede it).
+    Raises ``TransportError(PROBE_INVALID)`` for a response that is not a JSON object, or that
+    holds more than ``MAX_JSON_CONTAINERS`` objects and arrays.
     """
-    line = line.strip()
-    if not line.startswith(RESPONSE_PREFIX):
+    begin = line.find(RESPONSE_PREFIX)
+    if begin < 0:
         return None
+    body = line[begin + len(RESPONSE_PREFIX) :].strip()
+    containers = body.count(b"{") + body.count(b"[")
+    if containers > MAX_JSON_CONTAINERS:
+        raise TransportError(
+            ErrorKind.PROBE_INVALID,
+            f"probe answer holds {containers} objects and arrays"
+            f" (limit {MAX_JSON_CONTAINERS}, docs/probe-protocol.md)",
+        )
     try:
         # An overflowing literal (1e999) still parses, as inf: ``model.as_float`` drops it.
-        doc = json.loads(line[len(RESPONSE_PREFIX) :], parse_constant=_no_constant)
+        doc = json.loads(body, parse_constant=_no_constant)
     except ValueError as exc:
         raise TransportError(
             ErrorKind.PROBE_INVALID, f"probe answered invalid JSON: {exc}"
@@ -70,12 +106,21 @@ def parse_response_line(line: bytes) -> dict[str, Any] | None:
 
 def parse_probe_output(raw: bytes) -> dict[str, Any]:
     """The first probe document in ``raw`` (one-shot output), ignoring shell noise around it."""
-    for line in raw.splitlines():
-        doc = parse_response_line(line)
-        if doc is not None:
-            return doc
+    frame = find_frame(raw)
+    if frame is None and raw.find(RESPONSE_PREFIX) >= 0:  # the last line may lack its newline
+        frame = (raw.find(RESPONSE_PREFIX), len(raw))
+    if frame is not None:
+        doc = parse_response_line(raw[frame[0] : frame[1]])
+        assert doc is not None  # the slice starts with the marker
+        return doc
     preview = raw[:120].decode("utf-8", "replace").strip() or "<no output>"
     raise TransportError(ErrorKind.PROBE_INVALID, f"no probe answer in output: {preview!r}")
+
+
+def stamp_exchange(doc: dict[str, Any], sent: float) -> dict[str, Any]:
+    """``doc`` with its exchange times: ``sent`` (``time.time()`` as the request left) and now."""
+    doc[EXCHANGE_KEY] = (sent, time.time())
+    return doc
 
 
 def check_document(doc: dict[str, Any]) -> dict[str, Any]:

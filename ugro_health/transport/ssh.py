@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from typing import Any
 
 import paramiko
 
 from ugro_health.config import PYTHON_RE, NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
-from ugro_health.transport.base import TransportError, check_document, parse_probe_output
+from ugro_health.transport.base import (
+    TransportError,
+    check_document,
+    parse_probe_output,
+    stamp_exchange,
+)
 from ugro_health.transport.ssh_connect import (
     PARAMIKO_LOG,
     POLL_S,
@@ -152,6 +158,7 @@ class SshTransport:
         channel = transport.open_session(timeout=attempt.remaining())
         channel.exec_command(probe_command(python))
         payload = probe_prelude() + json.dumps(request).encode() + b"\n"
+        sent = time.time()
         try:
             channel.settimeout(max(attempt.remaining(), 0.001))
             channel.sendall(payload)
@@ -170,7 +177,7 @@ class SshTransport:
             if status != 0:
                 raise probe_failed(python, status, err) from None
             raise
-        return check_document(doc)
+        return check_document(stamp_exchange(doc, sent))
 
 
 def _read_output(attempt: Attempt, channel: paramiko.Channel) -> tuple[bytes, bytes, int]:

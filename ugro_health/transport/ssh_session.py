@@ -31,21 +31,26 @@ from ugro_health import probe
 from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import (
+    RESPONSE_PREFIX,
     TransportError,
     check_document,
+    find_frame,
     parse_probe_output,
     parse_response_line,
+    stamp_exchange,
 )
 from ugro_health.transport.ssh_connect import Attempt, Connector, Watchdog, classify
 
 log = logging.getLogger(__name__)
 
-MAX_LINE_BYTES = 4 * 1024 * 1024  # one answer line, noise included
+MAX_LINE_BYTES = 4 * 1024 * 1024  # what one tick reads up to its answer, noise included
 _CHUNK = 65536
 _STDERR_KEEP = 8192
 _NOISE_KEEP = 256
 _EXIT_REQUEST = b'{"op": "exit"}\n'
 _GOODBYE_TIMEOUT_S = 0.2
+# While an answer is awaited, how often stderr is drained: an answer wakes the wait at once.
+_STDERR_POLL_S = 0.1
 # paramiko's reader thread wakes every 0.1 s by default to look for a close or a due keepalive:
 # ~90 µs of CPU a wake, 0.9 ms per idle connection per second. An open session wakes it at
 # most this often (keepalives are then sent up to this much late); close() wakes it at once.
@@ -280,6 +285,7 @@ class Sessions:
         if attempt.watched:  # a probe started in this tick: the watchdog may close its channel
             attempt.own(_ChannelOnly(session))
         self._drain_stderr(session)
+        sent = time.time()
         try:
             channel.settimeout(max(attempt.remaining(), 0.001))
             channel.sendall(request)
@@ -288,33 +294,48 @@ class Sessions:
         except OSError:
             raise _Stale() from None
         buffer = session.buffer
+        skipped = 0  # noise read in this exchange: with the frame, bounded as check's output is
         while True:
-            end = buffer.find(b"\n")
-            while end >= 0:
-                line = bytes(buffer[: end + 1])
-                del buffer[: end + 1]
+            begin = buffer.find(RESPONSE_PREFIX)
+            # Bytes before the marker are noise (a login shell's, on lines of their own or
+            # not): their start is kept for the error message of a probe that never answers.
+            # Without a marker yet, all but a tail that may begin one are noise.
+            cut = begin if begin >= 0 else max(0, len(buffer) - len(RESPONSE_PREFIX) + 1)
+            session.noise += buffer[: min(cut, max(0, _NOISE_KEEP - len(session.noise)))]
+            del buffer[:cut]
+            skipped += cut
+            frame = find_frame(buffer) if begin >= 0 else None
+            if frame is not None:
+                line = bytes(buffer[: frame[1]])
+                del buffer[: frame[1]]
                 doc = parse_response_line(line)
-                if doc is not None:
-                    if attempt.watched:
-                        attempt.release()
-                    return doc
-                session.noise += line[: max(0, _NOISE_KEEP - len(session.noise))]
-                end = buffer.find(b"\n")
-            if len(buffer) > MAX_LINE_BYTES:
+                assert doc is not None  # the line starts with the marker
+                if attempt.watched:
+                    attempt.release()
+                return stamp_exchange(doc, sent)
+            if skipped + len(buffer) > MAX_LINE_BYTES:
                 raise TransportError(
-                    ErrorKind.PROBE_INVALID, f"probe answer exceeded {MAX_LINE_BYTES} bytes"
+                    ErrorKind.PROBE_INVALID, f"probe output exceeded {MAX_LINE_BYTES} bytes"
                 )
+            buffer += self._receive(session, channel, attempt)
+
+    def _receive(self, session: Session, channel: paramiko.Channel, attempt: Attempt) -> bytes:
+        """The next stdout bytes; ``_Stale`` on EOF. Stderr is drained meanwhile: stdout and
+        stderr share the channel's window, so a probe (or shell) writing more to stderr than
+        the window holds would stall its answer behind the unread bytes."""
+        while True:
+            self._drain_stderr(session)
             left = attempt.remaining()
             if left <= 0:
                 raise attempt.timeout_error()
-            channel.settimeout(left)
+            channel.settimeout(min(left, _STDERR_POLL_S))
             try:
                 data = channel.recv(_CHUNK)
             except TimeoutError:
                 continue
             if not data:
                 raise _Stale()
-            buffer += data
+            return data
 
     def _drain_stderr(self, session: Session) -> None:
         channel = session.channel
