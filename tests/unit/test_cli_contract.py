@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,10 @@ def test_nagios_check_reports_unreachable_as_critical_perfdata(cluster: Path):
     assert result.returncode == 2, result
     head, perf = result.stdout.rstrip("\n").split(" | ")
     assert head.startswith("UGRO-HEALTH CRITICAL - 2 nodes: 1 ok, 1 critical (1 unreachable)")
-    assert perf.split()[2:4] == ["unreachable=1;;0;0;2", "'here_score'=100;70:;;0;100"]
+    unreachable, score = perf.split()[2:4]
+    assert unreachable == "unreachable=1;;0;0;2"
+    # This machine's own score depends on its load and zombies: only the format is fixed.
+    assert re.fullmatch(r"'here_score'=\d{1,3};70:;;0;100", score), score
 
 
 @pytest.mark.parametrize(
