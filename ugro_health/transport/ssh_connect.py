@@ -202,13 +202,20 @@ def _prefer(first: tuple[str, ...], available: tuple[str, ...]) -> tuple[str, ..
     return tuple(a for a in first if a in available) + tuple(a for a in available if a not in first)
 
 
+def _is_local(ip: str) -> bool:
+    """ssh's sockaddr_is_local: 127/8 or ::1 (an IPv4-mapped ::ffff:127.x is not; Python 3.13's
+    is_loopback says it is)."""
+    address = ipaddress.ip_address(ip.partition("%")[0])
+    return address.is_loopback if address.version == 4 else address == ipaddress.ip_address("::1")
+
+
 def _host_key_query(host: ResolvedHost, sock: Any, *, writable: bool) -> Query:
     """What ssh looks ``host``'s key up by. CheckHostIP needs the peer's address: ssh turns it
     off for a loopback peer and through a proxy or jump host (no socket of ours here)."""
     ip = None
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         ip = str(sock.getpeername()[0])
-    check_ip = host.check_host_ip and ip is not None and not ipaddress.ip_address(ip).is_loopback
+    check_ip = host.check_host_ip and ip is not None and not _is_local(ip)
     return Query(
         hostname=host.hostname.strip("[]").lower(),
         port=host.port,

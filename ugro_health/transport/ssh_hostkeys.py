@@ -109,7 +109,7 @@ class KnownHosts:
             algorithms = hostkey_algorithms(setting)
         except ConfigError as exc:
             raise TransportError(ErrorKind.SSH_ERROR, f"ssh config: {exc}") from None
-        ordered = order_hostkey_algorithms(algorithms, self.lookup(query.name, files))
+        ordered = order_hostkey_algorithms(algorithms, self.lookup(query.name, files), setting)
         offered = tuple(a for a in ordered if a in available)
         if not offered:
             raise TransportError(
@@ -139,10 +139,12 @@ class KnownHosts:
         verdict = decide(lambda n: self.lookup(n, files), query, key.asbytes(), hashed=hashed)
         if verdict.accepted:
             return
-        if verdict.status is not Status.NEW or verdict.ip_status not in (None, Status.NEW):
+        if verdict.status is not Status.NEW:
             raise _refusal(query, key, what, verdict)
         if enrol_path is None or not verdict.enrol:
-            raise _unknown(key, what, verdict.ca)
+            raise _unknown(key, what, verdict.ca)  # ssh says so before looking at the IP
+        if verdict.ip_status not in (None, Status.NEW):
+            raise _refusal(query, key, what, verdict)  # ssh: enrols, then refuses; we don't write
         if verdict.ca is not None:
             raise _ca_refused(query, key, what, verdict.ca)
         with self._lock:  # one enrolment at a time, decided again under the lock

@@ -242,16 +242,33 @@ def hostkey_algorithms(setting: str | None) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-def order_hostkey_algorithms(algorithms: tuple[str, ...], known: list[Entry]) -> tuple[str, ...]:
+def order_hostkey_algorithms(
+    algorithms: tuple[str, ...], known: list[Entry], setting: str | None = None
+) -> tuple[str, ...]:
     """ssh's order_hostkeyalgs: unless a key of the first algorithm's type is known, the
     algorithms of known key types (all certificate ones under a CA line) go first, each group
-    in ``algorithms``' own order. ``known`` are the lines naming the host."""
-    plain = {e.key_type for e in known if not e.marker}
+    in ``algorithms``' own order. ``known`` are the lines naming the host. ssh does this only
+    when HostKeyAlgorithms (``setting``) is unset or only adds (+) or removes (-) names: a list
+    of its own, or ``^``, is offered as it stands."""
+    if setting and not setting.startswith(("+", "-")):
+        return algorithms
+    plain = _known_types(known)
     if not algorithms or plain_type(algorithms[0]) in plain:
         return algorithms
     ca = any(e.marker == CA_MARKER for e in known)
     first = [a for a in algorithms if (ca and a.endswith(_CERT_SUFFIX)) or plain_type(a) in plain]
     return tuple(first) + tuple(a for a in algorithms if a not in first)
+
+
+def _known_types(known: list[Entry]) -> set[str]:
+    """The key types ssh's lookup_key_in_hostkeys_by_type finds: a type counts only if the
+    first plain line of that type holds a key no @revoked line names."""
+    revoked = {e.blob for e in known if e.marker == REVOKED_MARKER}
+    first: dict[str, bytes] = {}
+    for entry in known:
+        if not entry.marker:
+            first.setdefault(entry.key_type, entry.blob)
+    return {key_type for key_type, blob in first.items() if blob not in revoked}
 
 
 class Status(enum.Enum):
