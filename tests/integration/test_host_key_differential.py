@@ -30,7 +30,8 @@ from ugro_health.transport.ssh_known_hosts import hash_name
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
-SCENARIOS = 200
+SCENARIOS = int(os.environ.get("UGRO_HOSTKEY_SCENARIOS", "60"))
+SEED = int(os.environ.get("UGRO_HOSTKEY_SEED", "1000"))
 FILES = ("user1", "user2", "global1", "global2")
 ALGORITHM_SETTINGS = (
     "ssh-ed25519",
@@ -119,7 +120,7 @@ def _names(rnd: random.Random, port: int, alias: str | None, mapped: bool) -> st
 
 
 def generate(index: int, servers: Servers) -> Scenario:
-    rnd = random.Random(1000 + index)
+    rnd = random.Random(SEED + index)
     keys = servers.keys
     options: dict[str, str] = {}
     server = "rsa" if rnd.random() < 0.25 else "multi"
@@ -257,7 +258,8 @@ def test_host_key_decisions_match_openssh(
     print(seen)
     assert not failures, "\n\n".join(failures)
     # the generator must reach every kind of decision, or it tests less than it claims
-    assert {"accept", "unknown", "changed", "revoked"} <= set(seen), seen
+    if not os.environ.get("ONLY"):
+        assert {"accept", "unknown", "changed", "revoked"} <= set(seen), seen
 
 
 def _read(path: Path) -> str | None:

@@ -127,7 +127,8 @@ def _parse_line(raw: str, path: str, lineno: int) -> Entry | None:
         return None
     plain = _PLAIN_TYPES.get(key_name.removesuffix(_CERT_SUFFIX))
     try:
-        blob = base64.b64decode(encoded, validate=True)
+        # ssh's b64_pton skips white space: a CRLF line still reads
+        blob = base64.b64decode("".join(encoded.split()), validate=True)
         (length,) = struct.unpack(">I", blob[:4])
         blob_type = blob[4 : 4 + length].decode("ascii")
     except (binascii.Error, struct.error, UnicodeDecodeError):
