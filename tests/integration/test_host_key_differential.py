@@ -16,7 +16,7 @@ import os
 import random
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,8 @@ from ugro_health.transport.ssh_known_hosts import hash_name
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
+# 60 scenarios take ~20 s here; to explore, UGRO_HOSTKEY_SEED / _SCENARIOS pick others, and
+# UGRO_HOSTKEY_ONLY=N runs scenario N alone with `ssh -v` (its output in the failure).
 SCENARIOS = int(os.environ.get("UGRO_HOSTKEY_SCENARIOS", "60"))
 SEED = int(os.environ.get("UGRO_HOSTKEY_SEED", "1000"))
 FILES = ("user1", "user2", "global1", "global2")
@@ -55,7 +57,6 @@ class Keys:
 class Servers:
     keys: Keys
     ports: dict[str, int]  # "multi" (ed25519, ecdsa, rsa) and "rsa" (rsa only)
-    served: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -171,11 +172,15 @@ def write_files(directory: Path, scenario: Scenario, port: int, rig: SshdRig) ->
 
 
 def ssh_decides(config: Path, mode: str) -> tuple[str, str]:
+    verbose = ["-v"] if os.environ.get("UGRO_HOSTKEY_ONLY") else []
+    options = [f"StrictHostKeyChecking={mode}", "BatchMode=yes", "UpdateHostKeys=no"]
     run = subprocess.run(
-        ["ssh", "-F", str(config), "-o", "BatchMode=yes", "-o", f"StrictHostKeyChecking={mode}",
-         "-o", "UpdateHostKeys=no", *(["-v"] if os.environ.get("ONLY") else []), "-o", "ConnectTimeout=20", "hk", "true"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        ["ssh", "-F", str(config), *verbose, *(f"-o{o}" for o in options), "hk", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     err = run.stderr
     if run.returncode == 0:
         return "accept", err
@@ -194,10 +199,10 @@ def ssh_decides(config: Path, mode: str) -> tuple[str, str]:
 
 def we_decide(rig: SshdRig, config: Path, mode: str) -> tuple[str, str]:
     settings = rig.settings(known_hosts=None, ssh_config=str(config), connect_timeout=20.0)
+    accept_new = mode == "accept-new"
     connector = Connector(
-        settings, accept_new=mode == "accept-new", ssh_config_path=str(config),
-        known_hosts_files=None,
-    )  # fmt: skip
+        settings, accept_new=accept_new, ssh_config_path=str(config), known_hosts_files=None
+    )
     attempt = Attempt(time.monotonic() + 60)
     try:
         connector.open(attempt, connector.resolve(NodeConfig(name="hk", transport="ssh")))
@@ -226,15 +231,17 @@ def test_host_key_decisions_match_openssh(
 ) -> None:
     failures: list[str] = []
     seen: dict[str, int] = {}
-    for index in [int(os.environ["ONLY"])] if os.environ.get("ONLY") else range(SCENARIOS):
+    for index in (
+        [int(os.environ["UGRO_HOSTKEY_ONLY"])]
+        if os.environ.get("UGRO_HOSTKEY_ONLY")
+        else range(SCENARIOS)
+    ):
         scenario = generate(index, servers)
         port = servers.ports[scenario.server]
         theirs_config = write_files(tmp_path / f"s{index}" / "ssh", scenario, port, sshd_rig)
         ours_config = write_files(tmp_path / f"s{index}" / "ours", scenario, port, sshd_rig)
         before = {f: _read(ours_config.parent / f) for f in FILES}
         theirs = ssh_decides(theirs_config, scenario.mode)
-        if os.environ.get("ONLY"):
-            print(theirs[1])
         ours = we_decide(sshd_rig, ours_config, scenario.mode)
         seen[theirs[0]] = seen.get(theirs[0], 0) + 1
         if ours[0] != theirs[0] and not known_difference(ours, theirs):
@@ -255,10 +262,9 @@ def test_host_key_decisions_match_openssh(
                     f"{scenario.describe()}\n  after our enrolment ssh says {again[0]}:"
                     f" {again[1].strip()[-300:]!r}\n  files: {after}"
                 )
-    print(seen)
     assert not failures, "\n\n".join(failures)
     # the generator must reach every kind of decision, or it tests less than it claims
-    if not os.environ.get("ONLY"):
+    if not os.environ.get("UGRO_HOSTKEY_ONLY"):
         assert {"accept", "unknown", "changed", "revoked"} <= set(seen), seen
 
 

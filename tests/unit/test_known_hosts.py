@@ -127,3 +127,16 @@ def test_the_same_key_enrolled_twice_at_once_is_written_once(tmp_path: Path, key
 
     assert outcome == [None]
     assert len(path.read_text().splitlines()) == 1
+
+
+def test_an_enrolment_is_logged_with_its_name_type_and_fingerprint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "known_hosts"
+    real = paramiko.ECDSAKey.generate()
+    with caplog.at_level("WARNING", logger="ugro_health.transport.ssh_hostkeys"):
+        KnownHosts().verify(QUERY, real, (str(path),), enrol_path=str(path), what="node")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"enrolled host key for {NAME}: ecdsa-sha2-nistp256 {real.fingerprint} in {path}"
+    ]
+    assert path.read_text() == f"{NAME} ecdsa-sha2-nistp256 {real.get_base64()}\n"

@@ -19,6 +19,7 @@ from ugro_health.transport.ssh_known_hosts import (
     Status,
     decide,
     hash_name,
+    host_key_query,
     host_matches,
     hostkey_algorithms,
     match_pattern,
@@ -234,3 +235,13 @@ def test_a_revoked_known_key_does_not_count_for_the_order() -> None:
     algorithms = ("ssh-ed25519", "rsa-sha2-512")
     entries, _ = db(line("gpu1", ED_A), line("gpu1", RSA_A), line("gpu1", ED_A, "@revoked"))
     assert order_hostkey_algorithms(algorithms, entries) == ("rsa-sha2-512", "ssh-ed25519")
+
+
+def test_check_host_ip_is_off_for_loopback_peers_and_without_a_socket() -> None:
+    on = host_key_query("GPU1", 22, None, True, "10.0.0.5", True)
+    assert (on.hostname, on.ip, on.check_host_ip) == ("gpu1", "10.0.0.5", True)
+    for peer in ("127.0.0.2", "::1", None):
+        assert not host_key_query("gpu1", 22, None, True, peer, True).check_host_ip
+    # ssh's sockaddr_is_local knows ::1 only: an IPv4-mapped loopback is checked
+    assert host_key_query("gpu1", 22, None, True, "::ffff:127.0.0.1", True).check_host_ip
+    assert not host_key_query("gpu1", 22, None, False, "10.0.0.5", True).check_host_ip

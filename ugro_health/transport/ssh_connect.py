@@ -12,7 +12,6 @@ any exception into a one-line ``TransportError`` that never carries a secret.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import socket
 import threading
@@ -26,7 +25,7 @@ from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
 from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
-from ugro_health.transport.ssh_known_hosts import Query
+from ugro_health.transport.ssh_known_hosts import host_key_query
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     IndexedSshConfig,
@@ -202,30 +201,6 @@ def _prefer(first: tuple[str, ...], available: tuple[str, ...]) -> tuple[str, ..
     return tuple(a for a in first if a in available) + tuple(a for a in available if a not in first)
 
 
-def _is_local(ip: str) -> bool:
-    """ssh's sockaddr_is_local: 127/8 or ::1 (an IPv4-mapped ::ffff:127.x is not; Python 3.13's
-    is_loopback says it is)."""
-    address = ipaddress.ip_address(ip.partition("%")[0])
-    return address.is_loopback if address.version == 4 else address == ipaddress.ip_address("::1")
-
-
-def _host_key_query(host: ResolvedHost, sock: Any, *, writable: bool) -> Query:
-    """What ssh looks ``host``'s key up by. CheckHostIP needs the peer's address: ssh turns it
-    off for a loopback peer and through a proxy or jump host (no socket of ours here)."""
-    ip = None
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        ip = str(sock.getpeername()[0])
-    check_ip = host.check_host_ip and ip is not None and not _is_local(ip)
-    return Query(
-        hostname=host.hostname.strip("[]").lower(),
-        port=host.port,
-        alias=host.host_key_alias,
-        ip=ip if check_ip else None,
-        check_host_ip=check_ip,
-        writable=writable,
-    )
-
-
 class Connector:
     """Resolves nodes and opens authenticated connections; safe to share between threads.
 
@@ -350,7 +325,15 @@ class Connector:
         would enrol it."""
         user_files, global_files = self._known_hosts_files(host)
         files = user_files + global_files
-        query = _host_key_query(host, sock, writable=bool(user_files))
+        peer = sock.getpeername()[0] if isinstance(sock, socket.socket) else None  # not via a jump
+        query = host_key_query(
+            host.hostname,
+            host.port,
+            host.host_key_alias,
+            host.check_host_ip,
+            peer,
+            bool(user_files),
+        )
         options = transport.get_security_options()
         options.key_types = self._known.key_types(
             query, files, tuple(options.key_types), host.host_key_algorithms

@@ -14,6 +14,7 @@ import binascii
 import enum
 import hashlib
 import hmac
+import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -310,6 +311,34 @@ class Query:
     @property
     def name(self) -> str:
         return self.alias or host_port(self.hostname, self.port)
+
+
+def host_key_query(
+    hostname: str,
+    port: int,
+    alias: str | None,
+    check_host_ip: bool,
+    peer: str | None,
+    writable: bool,
+) -> Query:
+    """What ssh looks a host's key up by; ``peer`` is the address connected to (None through
+    a jump host or proxy, where ssh has none either and CheckHostIP is off)."""
+    check_ip = check_host_ip and peer is not None and not _is_local(peer)
+    return Query(
+        hostname=hostname.strip("[]").lower(),
+        port=port,
+        alias=alias,
+        ip=peer if check_ip else None,
+        check_host_ip=check_ip,
+        writable=writable,
+    )
+
+
+def _is_local(ip: str) -> bool:
+    """ssh's sockaddr_is_local: 127/8 or ::1. An IPv4-mapped ::ffff:127.x is not (Python 3.13's
+    is_loopback says it is)."""
+    address = ipaddress.ip_address(ip.partition("%")[0])
+    return address.is_loopback if address.version == 4 else address == ipaddress.ip_address("::1")
 
 
 @dataclass(frozen=True, slots=True)
