@@ -155,7 +155,7 @@ class SshdRig:
         host_key = host_key or self.host_key
         port = free_port()
         config = self.root / f"sshd_{name}.conf"
-        config.write_text(self._sshd_config(port, (host_key, *extra_host_keys)))
+        config.write_text(self._sshd_config(port, host_key, extra_host_keys))
         log = self.root / f"sshd_{name}.log"
         node = RigNode(name, port, host_key, self._spawn(config, log), log)
         self.nodes[name] = node
@@ -226,12 +226,12 @@ class SshdRig:
                 found.append(child)
         return found
 
-    def _sshd_config(self, port: int, host_keys: tuple[Path, ...]) -> str:
+    def _sshd_config(self, port: int, host_key: Path, extra: tuple[Path, ...] = ()) -> str:
         return "\n".join(
             [
                 f"Port {port}",
                 "ListenAddress 127.0.0.1",
-                *(f"HostKey {key}" for key in host_keys),
+                *(f"HostKey {key}" for key in (host_key, *extra)),
                 "PidFile none",
                 f"AuthorizedKeysFile {self.authorized_keys}",
                 f"AllowUsers {self.user}",
