@@ -140,3 +140,17 @@ def test_an_enrolment_is_logged_with_its_name_type_and_fingerprint(
         f"enrolled host key for {NAME}: ecdsa-sha2-nistp256 {real.fingerprint} in {path}"
     ]
     assert path.read_text() == f"{NAME} ecdsa-sha2-nistp256 {real.get_base64()}\n"
+
+
+def test_a_cert_authority_line_is_named_when_the_plain_key_is_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "known_hosts"
+    ca, real = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    path.write_text(f"@cert-authority [10.0.0.*]:* ecdsa-sha2-nistp256 {ca.get_base64()}\n")
+    hosts, files = KnownHosts(), (str(path),)
+    with pytest.raises(TransportError) as info:
+        hosts.verify(QUERY, real, files, enrol_path=None, what="node")
+    assert info.value.kind is ErrorKind.HOST_KEY_UNKNOWN
+    assert f"{path}:1 names a @cert-authority" in info.value.message
+    # as ssh's accept-new does when no certificate verifies: the plain key is enrolled
+    hosts.verify(QUERY, real, files, enrol_path=str(path), what="node")
+    assert path.read_text().splitlines()[1] == f"{NAME} ecdsa-sha2-nistp256 {real.get_base64()}"

@@ -145,8 +145,8 @@ class KnownHosts:
             raise _unknown(key, what, verdict.ca)  # ssh says so before looking at the IP
         if verdict.ip_status not in (None, Status.NEW):
             raise _refusal(query, key, what, verdict)  # ssh: enrols, then refuses; we don't write
-        if verdict.ca is not None:
-            raise _ca_refused(query, key, what, verdict.ca)
+        # A @cert-authority line for the host does not stop it: ssh's accept-new enrols the
+        # plain key too whenever it gets no certificate that verifies.
         with self._lock:  # one enrolment at a time, decided again under the lock
             self._enrol_locked(query, key, files, enrol_path, what, hashed)
             self._answers.clear()
@@ -202,32 +202,21 @@ def _append(path: str, lines: list[str]) -> None:
 
 
 def _unknown(key: paramiko.PKey, what: str, ca: Entry | None) -> TransportError:
-    how = (
-        f"{ca.where} names a @cert-authority for it, but ugro-health does not verify host "
-        "certificates: add the host's key to known_hosts"
-        if ca is not None
-        else "enrol it with `ugro-health check --accept-new` or ssh-keyscan"
-    )
+    how = "enrol it with `ugro-health check --accept-new` or ssh-keyscan"
+    if ca is not None:
+        how = f"{ca.where} names a @cert-authority for it (certificates are not verified); {how}"
     return TransportError(
         ErrorKind.HOST_KEY_UNKNOWN,
         f"host key for {what} is not in known_hosts ({key.get_name()} {fingerprint(key)}); {how}",
     )
 
 
-def _ca_refused(query: Query, key: paramiko.PKey, what: str, ca: Entry) -> TransportError:
-    return TransportError(
-        ErrorKind.HOST_KEY_UNKNOWN,
-        f"host key for {what} not enrolled: {ca.where} trusts a @cert-authority for "
-        f"{query.name} and ugro-health does not verify host certificates; add the host's key "
-        f"({key.get_name()} {fingerprint(key)}) to known_hosts yourself",
-    )
-
-
 def _refusal(query: Query, key: paramiko.PKey, what: str, verdict: Verdict) -> TransportError:
     offered = f"{key.get_name()} {fingerprint(key)}"
     if Status.REVOKED in (verdict.status, verdict.ip_status):
-        found = verdict.found if verdict.status is Status.REVOKED else verdict.ip_found
-        at = f" ({found.where})" if found is not None else ""
+        by_ip = verdict.status is not Status.REVOKED
+        found = verdict.ip_found if by_ip else verdict.found
+        at = f" ({found.where}{', its IP address (CheckHostIP)' if by_ip else ''})" if found else ""
         return TransportError(
             ErrorKind.HOST_KEY_CHANGED, f"host key for {what} is marked @revoked{at} ({offered})"
         )
