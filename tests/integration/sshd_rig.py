@@ -72,9 +72,9 @@ def ensure_test_user() -> str:
     return TEST_USER
 
 
-def _keygen(path: Path, comment: str) -> Path:
+def _keygen(path: Path, comment: str, kind: str = "ed25519") -> Path:
     subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(path)],
         check=True,
         capture_output=True,
     )
@@ -145,15 +145,17 @@ class SshdRig:
         host_key: Path | None = None,
         record: bool = True,
         recorded_key: Path | None = None,
+        extra_host_keys: tuple[Path, ...] = (),
     ) -> RigNode:
         """Start one sshd; ``record`` files ``recorded_key`` (default: its real key) in
-        known_hosts under ``[127.0.0.1]:port``. A node of the same name is stopped first."""
+        known_hosts under ``[127.0.0.1]:port``; ``extra_host_keys`` are served beside
+        ``host_key``. A node of the same name is stopped first."""
         if name in self.nodes and self.nodes[name].process.poll() is None:
             self.stop_node(name)  # else its sshd would outlive the rig
         host_key = host_key or self.host_key
         port = free_port()
         config = self.root / f"sshd_{name}.conf"
-        config.write_text(self._sshd_config(port, host_key))
+        config.write_text(self._sshd_config(port, host_key, extra_host_keys))
         log = self.root / f"sshd_{name}.log"
         node = RigNode(name, port, host_key, self._spawn(config, log), log)
         self.nodes[name] = node
@@ -224,12 +226,12 @@ class SshdRig:
                 found.append(child)
         return found
 
-    def _sshd_config(self, port: int, host_key: Path) -> str:
+    def _sshd_config(self, port: int, host_key: Path, extra: tuple[Path, ...] = ()) -> str:
         return "\n".join(
             [
                 f"Port {port}",
                 "ListenAddress 127.0.0.1",
-                f"HostKey {host_key}",
+                *(f"HostKey {key}" for key in (host_key, *extra)),
                 "PidFile none",
                 f"AuthorizedKeysFile {self.authorized_keys}",
                 f"AllowUsers {self.user}",

@@ -73,7 +73,9 @@ def test_defaults_without_ssh_config() -> None:
     assert host.identity_files == DEFAULT_IDENTITIES
     assert host.proxy_jump is None
     assert host.known_hosts_name == "gpu7"
-    assert host.known_hosts_files == ("~/.ssh/known_hosts", "/etc/ssh/ssh_known_hosts")
+    assert host.user_known_hosts == ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+    assert host.global_known_hosts == ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+    assert (host.check_host_ip, host.host_key_algorithms) == (False, None)
 
 
 def test_proxy_jump_none_identities_only_and_known_hosts_files() -> None:
@@ -83,12 +85,8 @@ def test_proxy_jump_none_identities_only_and_known_hosts_files() -> None:
     assert host.identities_only is True
     assert host.identity_files == ("/keys/all",)
     assert host.known_hosts_name == "[direct]:2222"
-    assert host.known_hosts_files == (
-        "/kh/one",
-        "/kh/two",
-        "/etc/ssh/ssh_known_hosts",
-        "/etc/ugro/known_hosts",
-    )
+    assert host.user_known_hosts == ("/kh/one", "/kh/two")
+    assert host.global_known_hosts == ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 
 
 def test_known_hosts_name_for_ipv6_on_another_port() -> None:

@@ -25,6 +25,7 @@ from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
 from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
+from ugro_health.transport.ssh_known_hosts import host_key_query
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     IndexedSshConfig,
@@ -305,27 +306,39 @@ class Connector:
         transport.set_log_channel(PARAMIKO_LOG)
         # Our own loop enforces the phase deadline; paramiko's timeouts are only a backstop.
         transport.banner_timeout = transport.handshake_timeout = self.settings.connect_timeout + 5
-        files = self._known_hosts_files(host)
-        options = transport.get_security_options()
-        options.key_types = self._known.preferred_key_types(
-            host.known_hosts_name, files, tuple(options.key_types)
-        )
-        options.ciphers = _prefer(_AEAD_CIPHERS, tuple(options.ciphers))
-        self._handshake(attempt, transport, via)
-        enrol = self._enrol_path(host) if self.accept_new else None
-        self._known.verify(
-            host.known_hosts_name,
-            transport.get_remote_server_key(),
-            files,
-            enrol_path=enrol,
-            what=host.target + via,
-            hashed=host.hash_known_hosts,
-        )
+        self._handshake(attempt, transport, host, sock, via)
         self._authenticate(attempt, transport, host, via)
         transport.set_keepalive(max(1, round(self.settings.keepalive_s)))
         return transport
 
-    def _handshake(self, attempt: Attempt, transport: paramiko.Transport, via: str) -> None:
+    def _handshake(
+        self,
+        attempt: Attempt,
+        transport: paramiko.Transport,
+        host: ResolvedHost,
+        sock: Any,
+        via: str,
+    ) -> None:
+        """Banner, key exchange and the host-key decision, as ssh makes it (``KnownHosts``):
+        the host-key algorithms offered in ssh's order for what is known about the host, then
+        the server's key verified, or enrolled under ``--accept-new`` where ssh's accept-new
+        would enrol it."""
+        user_files, global_files = self._known_hosts_files(host)
+        files = user_files + global_files
+        peer = sock.getpeername()[0] if isinstance(sock, socket.socket) else None  # not via a jump
+        query = host_key_query(
+            host.hostname,
+            host.port,
+            host.host_key_alias,
+            host.check_host_ip,
+            peer,
+            bool(user_files),
+        )
+        options = transport.get_security_options()
+        options.key_types = self._known.key_types(
+            query, files, tuple(options.key_types), host.host_key_algorithms
+        )
+        options.ciphers = _prefer(_AEAD_CIPHERS, tuple(options.ciphers))
         attempt.begin(f"SSH banner{via}", self.settings.connect_timeout)
         done = threading.Event()
         transport.start_client(event=done)
@@ -341,17 +354,29 @@ class Connector:
                     ErrorKind.SSH_ERROR, f"connection closed before the SSH banner{via}: {exc}"
                 )
             raise exc or paramiko.SSHException(f"SSH negotiation failed{via}")
+        self._known.verify(
+            query,
+            transport.get_remote_server_key(),
+            files,
+            enrol_path=self._enrol_path(user_files) if self.accept_new else None,
+            what=host.target + via,
+            hashed=host.hash_known_hosts,
+        )
 
-    def _known_hosts_files(self, host: ResolvedHost) -> tuple[str, ...]:
-        if self._known_hosts_override is None:
-            return host.known_hosts_files
+    def _known_hosts_files(self, host: ResolvedHost) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(UserKnownHostsFile, GlobalKnownHostsFile) as ssh reads them, ``none`` dropped. The
+        ``ssh.known_hosts`` setting is read first of all and enrolled into; an explicit list
+        (tests, the API) stands for both of ssh's."""
         extra = (self.settings.known_hosts,) if self.settings.known_hosts else ()
-        return self._known_hosts_override + extra
+        if self._known_hosts_override is not None:
+            return extra + self._known_hosts_override, ()
+        user = tuple(f for f in host.user_known_hosts if f.lower() != "none")
+        glob = tuple(f for f in host.global_known_hosts if f.lower() != "none")
+        return extra + user, glob
 
-    def _enrol_path(self, host: ResolvedHost) -> str:
-        if self.settings.known_hosts:
-            return self.settings.known_hosts
-        return (self._known_hosts_override or host.known_hosts_files)[0]
+    def _enrol_path(self, user_files: tuple[str, ...]) -> str | None:
+        """ssh's accept-new writes to the first UserKnownHostsFile; without one, nowhere."""
+        return user_files[0] if user_files else None
 
     def _authenticate(
         self, attempt: Attempt, transport: paramiko.Transport, host: ResolvedHost, via: str

@@ -2,14 +2,13 @@
 
 Part of the SSH transport (imports paramiko; only the ``transport.ssh*`` modules import this one).
 The policy is OpenSSH's ``StrictHostKeyChecking yes``, or ``accept-new`` when enrolment is asked
-for: a changed or revoked key is refused always, an unknown one unless enrolment is on.
+for, decided by ``ssh_known_hosts`` exactly as ssh decides it (the rules live there).
 Files are parsed once per ``KnownHosts`` and cached; enrolment appends under a lock and updates
 the cache, so concurrent probes of many nodes see one consistent view.
 """
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import logging
 import os
@@ -17,26 +16,28 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import paramiko
 
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
+from ugro_health.transport.ssh_known_hosts import (
+    ConfigError,
+    Entry,
+    Query,
+    Status,
+    Verdict,
+    decide,
+    hash_name,
+    host_matches,
+    host_port,
+    hostkey_algorithms,
+    order_hostkey_algorithms,
+    parse_known_hosts,
+)
 
 log = logging.getLogger(__name__)
-
-# The host-key algorithms paramiko may negotiate, by the key name known_hosts stores.
-_ALGORITHMS_FOR_KEY_NAME = {
-    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
-}
-
-
-@dataclass(slots=True)
-class _KnownFile:
-    keys: paramiko.HostKeys = field(default_factory=paramiko.HostKeys)
-    revoked: set[bytes] = field(default_factory=set)
 
 
 def known_hosts_name(hostname: str, port: int, host_key_alias: str | None = None) -> str:
@@ -44,100 +45,83 @@ def known_hosts_name(hostname: str, port: int, host_key_alias: str | None = None
     if host_key_alias:
         return host_key_alias
     host = hostname[1:-1] if hostname.startswith("[") and hostname.endswith("]") else hostname
-    return host if port == 22 else f"[{host}]:{port}"
+    return host_port(host.lower(), port)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
     return str(key.fingerprint)
 
 
-def _load_file(path: str) -> _KnownFile:
-    """Parse one known_hosts file; unreadable lines are skipped, ``@revoked`` keys collected."""
-    known = _KnownFile()
+def _read_entries(path: str) -> list[Entry]:
+    """The usable lines of one known_hosts file; a missing file has none."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            return parse_known_hosts(fh.read(), path)
     except FileNotFoundError:
-        return known
+        return []
     except OSError as exc:
         log.warning("cannot read known_hosts file %s: %s", path, exc.strerror or exc)
-        return known
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        marker = None
-        if line.startswith("@"):
-            marker, _, line = line.partition(" ")
-            line = line.strip()
-        try:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
-        except (paramiko.SSHException, binascii.Error, ValueError):
-            entry = None
-        if entry is None or entry.key is None:
-            continue
-        if marker == "@revoked":
-            known.revoked.add(entry.key.asbytes())
-        elif marker is None:
-            for name in entry.hostnames:
-                known.keys.add(name, entry.key.get_name(), entry.key)
-        # @cert-authority lines are not supported: host certificates are not verified.
-    return known
+        return []
 
 
 class KnownHosts:
-    """A cache of parsed known_hosts files and the host-key policy applied to them."""
+    """A cache of parsed known_hosts files and OpenSSH's host-key policy applied to them."""
 
     def __init__(self) -> None:
-        self._files: dict[str, _KnownFile] = {}
-        # known_keys() answers by (name, files): paramiko's lookup scans every entry (an HMAC
-        # each when hashed), and each connection asks several times. An enrolment clears them
-        # and bumps the generation, so an answer looked up before it is never stored after it.
-        self._answers: dict[tuple[str, tuple[str, ...]], list[paramiko.PKey]] = {}
+        self._files: dict[str, list[Entry]] = {}  # by expanded path, under _lock
+        # lookups answer by (name, files): a hashed line costs an HMAC per name, and each
+        # connection asks several times. An enrolment clears them and bumps the generation, so
+        # an answer looked up before it is never stored after it.
+        self._answers: dict[tuple[str, tuple[str, ...]], list[Entry]] = {}
         self._generation = 0
         self._lock = threading.Lock()
 
-    def _file(self, path: str) -> _KnownFile:
-        path = os.path.expanduser(path)
-        with self._lock:
-            known = self._files.get(path)
-            if known is None:
-                known = self._files[path] = _load_file(path)
-            return known
-
-    def known_keys(self, name: str, files: tuple[str, ...]) -> list[paramiko.PKey]:
+    def lookup(self, name: str, files: tuple[str, ...]) -> list[Entry]:
+        """The lines of ``files`` (in order) that name ``name``, as ssh's load_hostkeys."""
         with self._lock:
             answer = self._answers.get((name, files))
             generation = self._generation
+            if answer is None:
+                entries = [e for path in files for e in self._file_locked(path)]
         if answer is not None:
             return answer
-        found: list[paramiko.PKey] = []
-        for path in files:
-            entries = self._file(path).keys.lookup(name)
-            if entries is not None:
-                found.extend(entries[key_type] for key_type in entries)
+        found = _naming(name, entries)
         with self._lock:
             if generation == self._generation:
                 self._answers[(name, files)] = found
         return found
 
-    def preferred_key_types(
-        self, name: str, files: tuple[str, ...], available: tuple[str, ...]
-    ) -> tuple[str, ...]:
-        """``available`` with the algorithms of keys already known for ``name`` first.
+    def _file_locked(self, path: str) -> list[Entry]:
+        full = os.path.expanduser(path)
+        entries = self._files.get(full)
+        if entries is None:
+            entries = self._files[full] = _read_entries(full)
+        return entries
 
-        So a server with several host keys offers the one we know, as OpenSSH arranges.
-        """
-        first: list[str] = []
-        for key in self.known_keys(name, files):
-            for algorithm in _ALGORITHMS_FOR_KEY_NAME.get(key.get_name(), (key.get_name(),)):
-                if algorithm in available and algorithm not in first:
-                    first.append(algorithm)
-        return tuple(first) + tuple(a for a in available if a not in first)
+    def key_types(
+        self, query: Query, files: tuple[str, ...], available: tuple[str, ...], setting: str | None
+    ) -> tuple[str, ...]:
+        """The host-key algorithms to offer: ssh's list for HostKeyAlgorithms ``setting``,
+        ordered as ssh orders it for the keys known for ``query``, limited to ``available``.
+        The server picks the first it has: a host whose preferred key is not the one known is
+        then refused, as by ssh, not accepted on another type."""
+        try:
+            algorithms = hostkey_algorithms(setting)
+        except ConfigError as exc:
+            raise TransportError(ErrorKind.SSH_ERROR, f"ssh config: {exc}") from None
+        ordered = order_hostkey_algorithms(algorithms, self.lookup(query.name, files), setting)
+        offered = tuple(a for a in ordered if a in available)
+        if not offered:
+            raise TransportError(
+                ErrorKind.SSH_ERROR,
+                f"ssh config: HostKeyAlgorithms {setting!r} leaves no algorithm ugro-health "
+                f"supports ({', '.join(available)})",
+            )
+        return offered
 
     def verify(
         self,
-        name: str,
+        query: Query,
         key: paramiko.PKey,
         files: tuple[str, ...],
         *,
@@ -145,68 +129,110 @@ class KnownHosts:
         what: str,
         hashed: bool = False,
     ) -> None:
-        """Return if ``key`` is known for ``name``; enrol it if allowed; else raise.
+        """Return if ssh (StrictHostKeyChecking yes, or accept-new with ``enrol_path``) would
+        accept ``key`` for ``query``; enrol it where accept-new would; else raise.
 
-        ``what`` names the host for messages (``user@host:port``), ``enrol_path`` is the file
-        a new key is appended to, None when enrolment is off; ``hashed`` writes the name
-        hashed, as ssh does under ``HashKnownHosts yes``.
+        ``files`` are UserKnownHostsFile then GlobalKnownHostsFile; ``enrol_path`` is the
+        first UserKnownHostsFile when enrolment is on, else None; ``what`` names the host for
+        messages (``user@host:port``); ``hashed`` writes names hashed (HashKnownHosts yes).
         """
-        offered = fingerprint(key)
-        if any(key.asbytes() in self._file(path).revoked for path in files):
-            raise TransportError(
-                ErrorKind.HOST_KEY_CHANGED, f"host key for {what} is marked @revoked ({offered})"
-            )
-        known = self.known_keys(name, files)
-        if any(k.asbytes() == key.asbytes() for k in known):
+        verdict = decide(lambda n: self.lookup(n, files), query, key.asbytes(), hashed=hashed)
+        if verdict.accepted:
             return
-        if known:
-            raise _changed(name, key, known, what)
-        if enrol_path is None:
-            raise TransportError(
-                ErrorKind.HOST_KEY_UNKNOWN,
-                f"host key for {what} is not in known_hosts ({key.get_name()} {offered}); "
-                f"enrol it with `ugro-health check --accept-new` or ssh-keyscan",
-            )
-        self._enrol(name, key, enrol_path, hashed, what)
-
-    def _enrol(self, name: str, key: paramiko.PKey, path: str, hashed: bool, what: str) -> None:
-        path = os.path.expanduser(path)
-        known = self._file(path)
-        with self._lock:
-            entries = known.keys.lookup(name)
-            filed = [entries[key_type] for key_type in entries] if entries is not None else []
-            if any(k.asbytes() == key.asbytes() for k in filed):
-                return  # another thread enrolled this host a moment ago
-            if filed:  # another thread enrolled another key: one of the two is an impostor
-                raise _changed(name, key, filed, what)
-            written = paramiko.HostKeys.hash_host(name) if hashed else name
-            line = paramiko.hostkeys.HostKeyEntry([written], key).to_line()
-            if line is None:
-                raise TransportError(ErrorKind.SSH_ERROR, f"cannot record host key for {name}")
-            parent = os.path.dirname(path)
-            if parent:
-                os.makedirs(parent, mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                needs_newline = os.fstat(fd).st_size > 0 and not _ends_with_newline(path)
-                os.write(fd, (("\n" if needs_newline else "") + line).encode())
-            finally:
-                os.close(fd)
-            known.keys.add(name, key.get_name(), key)
+        if verdict.status is not Status.NEW:
+            raise _refusal(query, key, what, verdict)
+        if enrol_path is None or not verdict.enrol:
+            raise _unknown(key, what, verdict.ca)  # ssh says so before looking at the IP
+        if verdict.ip_status not in (None, Status.NEW):
+            raise _refusal(query, key, what, verdict)  # ssh: enrols, then refuses; we don't write
+        # A @cert-authority line for the host does not stop it: ssh's accept-new enrols the
+        # plain key too whenever it gets no certificate that verifies.
+        with self._lock:  # one enrolment at a time, decided again under the lock
+            self._enrol_locked(query, key, files, enrol_path, what, hashed)
             self._answers.clear()
             self._generation += 1
-        log.info("enrolled host key for %s (%s) in %s", name, fingerprint(key), path)
+
+    def _enrol_locked(
+        self,
+        query: Query,
+        key: paramiko.PKey,
+        files: tuple[str, ...],
+        path: str,
+        what: str,
+        hashed: bool,
+    ) -> None:
+        def lookup(name: str) -> list[Entry]:
+            return _naming(name, [e for p in files for e in self._file_locked(p)])
+
+        verdict = decide(lookup, query, key.asbytes(), hashed=hashed)
+        if verdict.accepted:
+            return  # another thread enrolled this key a moment ago
+        if verdict.status is not Status.NEW or not verdict.enrol:
+            raise _refusal(query, key, what, verdict)  # another key came first: one is forged
+        lines = [
+            f"{hash_name(n, os.urandom(20)) if hashed else n} {key.get_name()} {key.get_base64()}"
+            for n in verdict.enrol
+        ]
+        full = os.path.expanduser(path)
+        _append(full, lines)
+        cached = self._file_locked(full)
+        cached.extend(e for line in lines for e in parse_known_hosts(line, full))
+        for name in verdict.enrol:  # one line each: the operator sees what was trusted
+            log.warning("enrolled host key for %s: %s %s in %s", name, key.get_name(),
+                        fingerprint(key), path)  # fmt: skip
 
 
-def _changed(
-    name: str, key: paramiko.PKey, known: list[paramiko.PKey], what: str
-) -> TransportError:
-    types = ", ".join(sorted({k.get_name() for k in known}))
+def _naming(name: str, entries: list[Entry]) -> list[Entry]:
+    return [e for e in entries if host_matches(name, e.hosts)]
+
+
+def _append(path: str, lines: list[str]) -> None:
+    """Append ``lines`` to ``path`` (created 0600, its directory 0700), after a newline if the
+    file does not end with one."""
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        needs_newline = os.fstat(fd).st_size > 0 and not _ends_with_newline(path)
+        text = ("\n" if needs_newline else "") + "".join(line + "\n" for line in lines)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _unknown(key: paramiko.PKey, what: str, ca: Entry | None) -> TransportError:
+    how = "enrol it with `ugro-health check --accept-new` or ssh-keyscan"
+    if ca is not None:
+        how = f"{ca.where} names a @cert-authority for it (certificates are not verified); {how}"
+    return TransportError(
+        ErrorKind.HOST_KEY_UNKNOWN,
+        f"host key for {what} is not in known_hosts ({key.get_name()} {fingerprint(key)}); {how}",
+    )
+
+
+def _refusal(query: Query, key: paramiko.PKey, what: str, verdict: Verdict) -> TransportError:
+    offered = f"{key.get_name()} {fingerprint(key)}"
+    if Status.REVOKED in (verdict.status, verdict.ip_status):
+        by_ip = verdict.status is not Status.REVOKED
+        found = verdict.ip_found if by_ip else verdict.found
+        at = f" ({found.where}{', its IP address (CheckHostIP)' if by_ip else ''})" if found else ""
+        return TransportError(
+            ErrorKind.HOST_KEY_CHANGED, f"host key for {what} is marked @revoked{at} ({offered})"
+        )
+    if verdict.status is Status.CHANGED and verdict.found is not None:
+        name = query.name
+        return TransportError(
+            ErrorKind.HOST_KEY_CHANGED,
+            f"HOST KEY CHANGED for {what}: offered {offered}, {verdict.found.where} has a "
+            f"different {verdict.found.key_type} key for {name}; if the change is expected, "
+            f"remove the old entry (ssh-keygen -R '{name}') and enrol again",
+        )
+    at = f" ({verdict.ip_found.where})" if verdict.ip_found is not None else ""
     return TransportError(
         ErrorKind.HOST_KEY_CHANGED,
-        f"HOST KEY CHANGED for {what}: offered {key.get_name()} {fingerprint(key)}, "
-        f"known_hosts has a different {types} key for {name}; if the change is "
-        f"expected, remove the old entry (ssh-keygen -R '{name}') and enrol again",
+        f"HOST KEY CHANGED for {what}: offered {offered}, which differs from the key filed "
+        f"under its IP address {query.ip}{at} (CheckHostIP)",
     )
 
 

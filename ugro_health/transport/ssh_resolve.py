@@ -24,8 +24,8 @@ from ugro_health.transport.ssh_hostkeys import known_hosts_name
 log = logging.getLogger(__name__)
 
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
-DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts",)
-DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts",)
+DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,13 @@ class ResolvedHost:
     identities_only: bool = False
     known_hosts_files: tuple[str, ...] = ()
     hash_known_hosts: bool = False  # ssh_config's HashKnownHosts: enrol hashed names
+    user_known_hosts: tuple[str, ...] = DEFAULT_USER_KNOWN_HOSTS  # UserKnownHostsFile
+    global_known_hosts: tuple[str, ...] = DEFAULT_GLOBAL_KNOWN_HOSTS  # GlobalKnownHostsFile
+    check_host_ip: bool = False  # CheckHostIP (OpenSSH 9's default: no)
+    host_key_algorithms: str | None = None  # HostKeyAlgorithms as written (+, -, ^ or a list)
+    # StrictHostKeyChecking as written; shown only: ugro-health applies `yes`, or `accept-new`
+    # with --accept-new, whatever it says (`no` and `ask` never accept a key silently here)
+    strict_host_key_checking: str = "ask"
 
     @property
     def target(self) -> str:
@@ -83,6 +90,11 @@ def resolve(
         identities_only=opts.get("identitiesonly", "no").lower() == "yes",
         known_hosts_files=user_kh + global_kh + extra_kh,
         hash_known_hosts=opts.get("hashknownhosts", "no").lower() == "yes",
+        user_known_hosts=user_kh,
+        global_known_hosts=global_kh,
+        check_host_ip=opts.get("checkhostip", "no").lower() == "yes",
+        host_key_algorithms=opts.get("hostkeyalgorithms") or None,
+        strict_host_key_checking=opts.get("stricthostkeychecking", "ask").lower(),
     )
 
 
