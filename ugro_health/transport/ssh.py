@@ -27,6 +27,7 @@ from ugro_health.transport.ssh_connect import (
     Watchdog,
     classify,
 )
+from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     ResolvedHost,
@@ -141,7 +142,7 @@ class SshTransport:
             self._sessions.close()
         self._watchdog.stop()
 
-    def ssh_config(self) -> paramiko.SSHConfig | None:
+    def ssh_config(self) -> SshConfig | None:
         """The parsed ssh_config file (once per transport), None when disabled or absent."""
         return self._connector.ssh_config()
 
