@@ -32,6 +32,7 @@ from ugro_health.transport.ssh_config import (
 EXEC_TIMEOUT_S = 10.0  # a `Match exec` command that hangs is an error, not a hung run
 DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+_TIMES = ("connecttimeout", "serveraliveinterval")
 PROXY_TOKENS = "hknpr"  # sshconnect.c expand_proxy_command
 # Directives that change where or how ssh connects in a way ugro-health does not do:
 # honouring them silently differently would connect somewhere else or trust other keys.
@@ -50,7 +51,9 @@ _REFUSED = {
 
 @dataclass(frozen=True, slots=True)
 class Local:
-    """The local facts tokens and ``Match`` use (ssh takes them from getpwuid, not $HOME)."""
+    """The local facts tokens and ``Match`` use. ssh takes the home directory (``~``, ``%d``)
+    from the passwd entry; we take $HOME when set, so that a changed HOME moves every file
+    ugro-health reads together (README, known differences)."""
 
     user: str
     home: str
@@ -60,7 +63,8 @@ class Local:
     @classmethod
     def here(cls) -> Local:
         pw = pwd.getpwuid(os.getuid())
-        return cls(pw.pw_name, pw.pw_dir, os.getuid(), socket.gethostname())
+        home = os.environ.get("HOME") or pw.pw_dir
+        return cls(pw.pw_name, home, os.getuid(), socket.gethostname())
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +191,8 @@ class _State:
             # readconf.c: whichever of the two comes first wins, the other is ignored
             if "proxycommand" not in self.opts and "proxyjump" not in self.opts:
                 self.opts[key] = opt
-        elif key not in self.opts:
-            self.opts[key] = opt
+        elif key not in self.opts or (key in _TIMES and self.opts[key].value == "-1"):
+            self.opts[key] = opt  # a time of "none" is readconf's unset value: a later one wins
 
     def value(self, key: str, default: str | None = None) -> str | None:
         opt = self.opts.get(key)
@@ -228,11 +232,14 @@ class SshConfig:
         return _result(state, hostname)
 
     def _walk(self, config: ConfigFile, state: _State, active: bool) -> None:
-        indices = range(len(config.sections)) if state.full else config.sections_for(state.alias)
+        # Host lines match the name as typed; on the final pass, the final HostName (ssh.c
+        # passes its current `host` to readconf)
+        subject = state.final_host if state.final else state.alias
+        indices = range(len(config.sections)) if state.full else config.sections_for(subject)
         for i in indices:
             section = config.sections[i]
             if section.host is not None:
-                active = not state.never and _host_active(section.host, state.alias)
+                active = not state.never and _host_active(section.host, subject)
             elif section.match is not None:
                 active = not state.never and _match(section.match, section.where, state)
             for line in section.body:
@@ -346,7 +353,7 @@ def _result(state: _State, hostname: str) -> HostConfig:
     if state.identities:
         sources["identityfile"] = ", ".join(o.where for o in state.identities)
     jump = state.value("proxyjump")
-    jump = jump.split("#")[0].rstrip() if jump else None
+    jump = _jump(jump) if jump else None
     command = state.value("proxycommand")
     alias = state.value("hostkeyalias")
     timeout = int(state.value("connecttimeout", "-1") or -1)
@@ -374,6 +381,13 @@ def _result(state: _State, hostname: str) -> HostConfig:
     )
     known = tuple(partial.expand_path(p, "UserKnownHostsFile") for p in partial.user_known_hosts)
     return replace(partial, user_known_hosts=known)
+
+
+def _jump(spec: str) -> str:
+    """ProxyJump as ssh -G prints it: comment cut, the last hop without ``ssh://``."""
+    spec = spec.split("#")[0].rstrip()
+    head, comma, last = spec.rpartition(",")
+    return head + comma + last.removeprefix("ssh://")
 
 
 def _files(opt: Option | None, default: tuple[str, ...]) -> tuple[str, ...]:
