@@ -48,11 +48,11 @@ userknownhostsfile2 useroaming usersh verifyhostkeydns visualhostkey xauthlocati
 )
 _STRINGS = frozenset(
     "hostname user hostkeyalias hostkeyalgorithms identityagent bindaddress bindinterface"
-    " knownhostscommand revokedhostkeys ignoreunknown".split()
+    " revokedhostkeys ignoreunknown".split()
 )
 _FLAGS = frozenset("identitiesonly checkhostip hashknownhosts proxyusefdpass".split())
 _ARRAYS = frozenset(("userknownhostsfile", "globalknownhostsfile"))
-_COMMANDS = frozenset(("proxycommand", "remotecommand", "localcommand"))
+_COMMANDS = frozenset(("proxycommand", "remotecommand", "localcommand", "knownhostscommand"))
 _TIMES = frozenset(("connecttimeout", "serveraliveinterval"))
 _CHOICES = {
     "stricthostkeychecking": {

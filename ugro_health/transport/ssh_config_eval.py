@@ -206,6 +206,7 @@ class SshConfig:
         self.path = path
         self.local = local or Local.here()
         self.error: str | None = None  # a bad line: ssh refuses every host, so do we
+        self.indexed = True  # False: walk every section (tests compare the two)
         self.root: ConfigFile | None = None
         try:
             if text is None:
@@ -221,7 +222,7 @@ class SshConfig:
         ``SshConfigError``."""
         if self.root is None:
             raise SshConfigError(self.error or f"cannot read {self.path}")
-        state = _State(alias, self.local, full=self.root.has_unknown)
+        state = _State(alias, self.local, full=self.root.has_unknown or not self.indexed)
         for option in preset:
             state.apply(option)
         self._walk(self.root, state, True)
