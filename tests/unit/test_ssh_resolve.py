@@ -31,7 +31,7 @@ Host direct
     UserKnownHostsFile /kh/one /kh/two
 Host *
     IdentityFile /keys/all
-"""
+""",
 )
 
 

@@ -19,6 +19,7 @@ import paramiko
 from ugro_health.config import PYTHON_RE, NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError, check_document, parse_probe_output
+from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_connect import (
     PARAMIKO_LOG,
     POLL_S,
@@ -27,7 +28,6 @@ from ugro_health.transport.ssh_connect import (
     Watchdog,
     classify,
 )
-from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     ResolvedHost,

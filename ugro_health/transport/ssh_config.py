@@ -21,8 +21,8 @@ MAX_DEPTH = 16  # READCONF_MAX_DEPTH: nested Includes
 _WS = " \t\r\n"
 
 # readconf.c's keywords[]: anything else is a "Bad configuration option" unless IgnoreUnknown.
-KNOWN = frozenset(
-    """addkeystoagent addressfamily afstokenpassing batchmode bindaddress bindinterface
+_KEYWORDS = """
+addkeystoagent addressfamily afstokenpassing batchmode bindaddress bindinterface
 canonicaldomains canonicalizefallbacklocal canonicalizehostname canonicalizemaxdots
 canonicalizepermittedcnames casignaturealgorithms certificatefile
 challengeresponseauthentication checkhostip cipher ciphers clearallforwardings compression
@@ -44,13 +44,13 @@ rhostsrsaauthentication rsaauthentication securitykeyprovider sendenv serveraliv
 serveraliveinterval sessiontype setenv skeyauthentication smartcarddevice stdinnull
 streamlocalbindmask streamlocalbindunlink stricthostkeychecking syslogfacility tcpkeepalive
 tisauthentication tunnel tunneldevice updatehostkeys useprivilegedport user userknownhostsfile
-userknownhostsfile2 useroaming usersh verifyhostkeydns visualhostkey xauthlocation""".split()
-)
-_STRINGS = frozenset(
-    "hostname user hostkeyalias hostkeyalgorithms identityagent bindaddress bindinterface"
-    " revokedhostkeys ignoreunknown".split()
-)
-_FLAGS = frozenset("identitiesonly checkhostip hashknownhosts proxyusefdpass".split())
+userknownhostsfile2 useroaming usersh verifyhostkeydns visualhostkey xauthlocation
+"""
+KNOWN = frozenset(_KEYWORDS.split())
+_STRING_KEYS = """hostname user hostkeyalias hostkeyalgorithms identityagent bindaddress
+bindinterface revokedhostkeys ignoreunknown"""
+_STRINGS = frozenset(_STRING_KEYS.split())
+_FLAGS = frozenset(["identitiesonly", "checkhostip", "hashknownhosts", "proxyusefdpass"])
 _ARRAYS = frozenset(("userknownhostsfile", "globalknownhostsfile"))
 _COMMANDS = frozenset(("proxycommand", "remotecommand", "localcommand", "knownhostscommand"))
 _TIMES = frozenset(("connecttimeout", "serveraliveinterval"))
@@ -214,9 +214,9 @@ def convtime(value: str) -> int | None:
         return None
     total = 0
     for number, unit in re.findall(r"(\d+)([sSmMhHdDwW]?)", value):
-        total += int(number) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[
-            unit.lower()
-        ]
+        total += (
+            int(number) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit.lower()]
+        )
     if not re.fullmatch(r"(\d+[sSmMhHdDwW]?)+", value):
         return None
     return total

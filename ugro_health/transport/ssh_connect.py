@@ -24,8 +24,8 @@ from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
-from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
 from ugro_health.transport.ssh_config_eval import SshConfig
+from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
 from ugro_health.transport.ssh_proxy import proxy_socket
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
