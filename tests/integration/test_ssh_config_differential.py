@@ -22,8 +22,8 @@ import pytest
 from ugro_health.transport.ssh_config import SshConfigError
 from ugro_health.transport.ssh_config_eval import HostConfig, Local, SshConfig
 
-SEED = 20261203
-CASES = 250
+SEED = int(os.environ.get("UGRO_SSH_CONFIG_SEED", "20261203"))
+CASES = int(os.environ.get("UGRO_SSH_CONFIG_CASES", "250"))
 ALIASES = ["gpu1", "gpu2", "Gpu3", "web-a", "db.x", "10.0.0.5", "bastion"]
 SSH_DEFAULT_IDS = tuple(
     f"~/.ssh/id_{k}" for k in ("rsa", "ecdsa", "ecdsa_sk", "ed25519", "ed25519_sk", "xmss", "dsa")
@@ -38,7 +38,8 @@ MATCHES = [
     "all", "host gpu*", "host GPU1,db.*", "!host gpu2", "originalhost Gpu3", "user bob",
     "user root,!admin", "localuser root", "exec true", "exec false", 'exec "test %h = gpu1"',
     "host node-* exec true", "final", "final host node-*", "canonical", "!final user bob",
-    "final all", "originalhost gpu* # trailing comment", "host=gpu1",
+    "final all", "originalhost gpu* # trailing comment", "host=gpu1", 'exec "test %n = Gpu3"',
+    "localuser nobody", "host gpu1 !user bob", 'exec "test %r = bob" host *',
 ]  # fmt: skip
 VALUES = {
     "HostName": ["node-%h", "Node-%h.Example", "10.1.1.1", "%h.lan", "%%h", "BIG", "db.x"],
@@ -76,7 +77,10 @@ VALUES = {
     "ServerAliveInterval": ["15", "0", "2m"],
     "HostKeyAlgorithms": ["ssh-ed25519,ecdsa-sha2-nistp256", "rsa-sha2-512"],
 }
-BAD_LINES = ["Port notaport", "NoSuchOption yes", "Match frobnicate x", 'User "unclosed', "Host"]
+BAD_LINES = [
+    "Port notaport", "NoSuchOption yes", "Match frobnicate x", 'User "unclosed', "Host",
+    "Match all host x", "IdentityFile a b", "StrictHostKeyChecking maybe", "Include",
+]  # fmt: skip
 
 
 def _line(rng: random.Random, key: str, value: str) -> str:
@@ -113,6 +117,8 @@ def _family(rng: random.Random, home: Path) -> Path:
     for old in (ssh_dir / "inc").glob("*"):
         old.unlink()
     lines: list[str] = ["# generated"] + (_options(rng, 1) if rng.random() < 0.3 else [])
+    if rng.random() < 0.1:
+        lines += ["IgnoreUnknown NoSuch*", "NoSuchOption yes"]
     for _ in range(rng.randint(1, 5)):
         lines += _block(rng)
         if rng.random() < 0.25:
@@ -124,7 +130,7 @@ def _family(rng: random.Random, home: Path) -> Path:
                     [f"inc/{name}", "inc/*.conf", f"{ssh_dir}/inc/{name}", f"~/.ssh/inc/{name}"]
                 )
             )
-    if rng.random() < 0.05:
+    if rng.random() < 0.08:
         lines.insert(rng.randrange(1, len(lines) + 1), rng.choice(BAD_LINES))
     config = ssh_dir / "config"
     _write(config, lines, rng.random() < 0.2)
@@ -168,6 +174,7 @@ def _ours(host: HostConfig) -> dict[str, list[str]]:
         "stricthostkeychecking": [host.strict_host_key_checking],
         "connecttimeout": ["none" if host.connect_timeout is None else str(host.connect_timeout)],
         "serveraliveinterval": [str(host.server_alive_interval)],
+        "hostkeyalgorithms": [host.host_key_algorithms or DEFAULT_ALGORITHMS[0]],
     }
 
 
@@ -177,6 +184,9 @@ def _theirs(seen: dict[str, list[str]], ours: HostConfig) -> dict[str, list[str]
     return picked
 
 
+DEFAULT_ALGORITHMS: list[str] = []  # what ssh -G prints without HostKeyAlgorithms
+
+
 @pytest.fixture(scope="module")
 def ssh_client() -> str:
     path = shutil.which("ssh")
@@ -184,6 +194,9 @@ def ssh_client() -> str:
         if os.environ.get("CI"):
             pytest.fail("the OpenSSH client is missing (CI is set: this test must run)")
         pytest.skip("the OpenSSH client is not installed")
+    seen = _ssh_g(Path("/dev/null"), "x", Path.home())
+    assert seen is not None
+    DEFAULT_ALGORITHMS[:] = seen["hostkeyalgorithms"]
     return path
 
 

@@ -134,3 +134,12 @@ def test_node_user_and_port_come_first_like_ssh_command_line_options() -> None:
     assert (host.user, host.port) == ("bob", 2222)
     assert dict(host.sources)["port"] == "cfg:2"
     assert os.path.isabs(host.user_known_hosts[0])
+
+
+def test_proxy_jump_none_blocks_a_later_jump_but_not_a_later_command() -> None:
+    # what ssh -G (9.2) prints for these files
+    text = "ProxyJump none\nProxyCommand nc %h %p\nProxyJump j2\n"
+    host = lookup(text, "a")
+    assert (host.proxy_jump, host.proxy_command) == (None, "nc %h %p")  # type: ignore[attr-defined]
+    host = lookup("ProxyCommand none\nProxyJump j1\n", "a")
+    assert (host.proxy_jump, host.proxy_command) == (None, None)  # type: ignore[attr-defined]

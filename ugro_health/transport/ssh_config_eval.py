@@ -188,8 +188,13 @@ class _State:
             if all(o.value != opt.value for o in self.identities):
                 self.identities.append(opt)
         elif key in ("proxycommand", "proxyjump"):
-            # readconf.c: whichever of the two comes first wins, the other is ignored
-            if "proxycommand" not in self.opts and "proxyjump" not in self.opts:
+            # whichever of the two comes first wins, the other is ignored; but (as ssh 9.2
+            # does) a `ProxyJump none` still lets a later ProxyCommand through
+            jump = self.opts.get("proxyjump")
+            jump_blocks = jump is not None and str(jump.value).lower() != "none"
+            if key not in self.opts and not (
+                jump_blocks if key == "proxycommand" else "proxycommand" in self.opts
+            ):
                 self.opts[key] = opt
         elif key not in self.opts or (key in _TIMES and self.opts[key].value == "-1"):
             self.opts[key] = opt  # a time of "none" is readconf's unset value: a later one wins
