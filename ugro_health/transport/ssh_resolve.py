@@ -58,9 +58,6 @@ class ResolvedHost:
         return known_hosts_name(self.hostname, self.port, self.host_key_alias)
 
 
-_EMPTY: list[SshConfig] = []
-
-
 def resolve(
     node: NodeConfig,
     settings: SshSettings,
@@ -118,10 +115,8 @@ def resolve(
 
 
 def _empty() -> SshConfig:
-    """No ssh_config: OpenSSH's defaults alone (``ssh -F none``)."""
-    if not _EMPTY:
-        _EMPTY.append(SshConfig("(no ssh_config)", text="", local=Local.here()))
-    return _EMPTY[0]
+    """No ssh_config: OpenSSH's defaults alone (``ssh -F none``), for today's HOME and user."""
+    return SshConfig("(no ssh_config)", text="", local=Local.here())
 
 
 MAX_JUMPS = 8  # jump hosts in one chain, nested ones included
