@@ -6,6 +6,7 @@ on the ``YamlDoc`` with the line it was written on, and parsing carries on to co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -111,12 +112,32 @@ def expand(doc: YamlDoc, pattern: str, where: Where) -> list[str]:
     return [name for name in names if name not in bad]
 
 
+_USER_RE = re.compile(r"^[^\s@:/]+$")
+
+
+def _split_user_at_host(doc: YamlDoc, values: dict[str, Any], own: set[str], where: Where) -> None:
+    """``host: bob@gpu1`` as ``ssh bob@gpu1`` reads it (the last ``@`` splits); a node's own
+    ``user`` that says otherwise is a mistake, not a silent choice."""
+    host = values.get("host")
+    if not isinstance(host, str) or "@" not in host:
+        return
+    user, _, values["host"] = host.rpartition("@")
+    at = (*where, "host") if "host" in own else ("defaults", "host")
+    if not _USER_RE.match(user):
+        doc.problem(at, f"invalid user {user!r} in host {host!r}")
+    elif "user" in own and values.get("user") != user:
+        doc.problem(at, f"host {host!r} names user {user!r} but user is {values.get('user')!r}")
+    else:
+        values["user"] = user
+
+
 def _build_node(
     doc: YamlDoc, merged: Mapping[str, Any], own: set[str], name: str, where: Where
 ) -> NodeConfig:
     """One node from its merged keys; a bad value is reported where it was written (the node's
     own key, else ``defaults``)."""
     values = dict(merged)
+    _split_user_at_host(doc, values, own, where)
     for key, check in _NODE_CHECKS.items():
         problem = check(values[key]) if key in values else None
         if problem is not None:

@@ -314,3 +314,36 @@ def test_a_dead_second_hop_is_reported_by_the_first(sshd_rig: SshdRig) -> None:
     assert error.message == (
         f"jump host 127.0.0.1 could not connect to 127.0.0.1:{sshd_rig.refused_port}"
     )
+
+
+RELAY = Path(__file__).with_name("proxy_relay.py")
+
+
+def test_proxy_command_is_the_transport_and_wins_over_a_later_proxy_jump(
+    sshd_rig: SshdRig, tmp_path: Path
+) -> None:
+    marker = tmp_path / "relay.log"
+    port = sshd_rig.nodes["node1"].port
+    config = sshd_rig.write_ssh_config(
+        tmp_path / "ssh_config",
+        "Host via-proxy\n"
+        "    HostName 127.0.0.1\n"
+        f"    ProxyCommand python3 {RELAY} %h %p {marker}  # tokens expanded\n"
+        "Host *\n"
+        "    ProxyJump nobody@unreachable.invalid\n",
+    )
+    settings = sshd_rig.settings(ssh_config=str(config))
+    node = sshd_rig.node_config("node1", host="via-proxy")
+    assert probe(sshd_rig, node, settings=settings)["ok"] is True
+    assert marker.read_text().split("\n")[0] == f"127.0.0.1 {port}"
+
+
+def test_a_failing_proxy_command_is_never_bypassed(sshd_rig: SshdRig, tmp_path: Path) -> None:
+    config = sshd_rig.write_ssh_config(
+        tmp_path / "ssh_config", "Host via-proxy\n    HostName 127.0.0.1\n    ProxyCommand false\n"
+    )
+    settings = sshd_rig.settings(ssh_config=str(config))
+    node = sshd_rig.node_config("node1", host="via-proxy")
+    error, _ = probe_error(sshd_rig, node, settings=settings)
+    assert error.kind is ErrorKind.SSH_ERROR
+    assert "closed before the SSH banner" in str(error), error

@@ -375,3 +375,29 @@ def test_yaml_nested_too_deeply_or_aliases_that_explode_are_one_config_error(mon
         f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 4)
     )
     assert "more than 1,000 values once aliases are expanded" in error_of(bomb + "nodes: [x]\n")
+
+
+def test_host_user_at_host_is_read_as_ssh_reads_it():
+    config = parse(
+        """
+        defaults:
+          user: ubuntu
+        nodes:
+          - name: gpu1
+            host: bob@gpu1.example
+          - name: gpu2
+            host: bob@gpu2
+            user: bob
+        """
+    )
+    assert [(n.host, n.user) for n in config.nodes] == [("gpu1.example", "bob"), ("gpu2", "bob")]
+    message = error_of(
+        """
+        nodes:
+          - name: gpu1
+            host: bob@gpu1
+            user: alice
+        """
+    )
+    assert "host 'bob@gpu1' names user 'bob' but user is 'alice'" in message
+    assert "invalid user" in error_of("nodes:\n  - name: a\n    host: '@gpu1'\n")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -155,7 +157,8 @@ def test_init_with_a_host_inside_a_range_writes_a_valid_file(tmp_path: Path, hom
 def test_ssh_config_include_loop_terminates(tmp_path: Path):
     config = tmp_path / "config"
     config.write_text(f"Host a\nInclude {config}\n")
-    assert ssh_config_hosts(config) == ["a"]
+    with pytest.raises(ValueError, match="too many recursive configuration includes"):
+        ssh_config_hosts(config)  # ssh itself refuses such a file
     assert ssh_config_hosts(tmp_path / "missing") == []
 
 
@@ -191,13 +194,25 @@ def test_show_json_fills_defaults_and_resolves_ssh_config(tmp_path: Path, home):
     here, gpu1, gpu2 = doc["nodes"]
     assert here["connect"] == "local (in-process)"
     assert gpu1["python"] == "/opt/py/bin/python3"
-    assert gpu1["connect"] == {
+    connect = gpu1["connect"]
+    assert {k: connect[k] for k in ("host", "port", "user", "identity_files", "proxy_jump")} == {
         "host": "gpu1.lab",
         "port": 2222,
         "user": "ollie",
         "identity_files": [str(ssh / "lab_key")],
         "proxy_jump": "jump.lab",
-        "via": ["tester@jump.lab:22"],  # the jump host resolved in turn
+    }
+    me = pwd.getpwuid(os.getuid()).pw_name  # as ssh: the passwd name, not $USER ("tester")
+    assert connect["via"] == [f"{me}@jump.lab:22"]  # the jump host resolved in turn
+    assert connect["user_known_hosts"] == [f"{ssh}/known_hosts", f"{ssh}/known_hosts2"]
+    assert connect["strict_host_key_checking"] == "ask" and connect["proxy_command"] is None
+    where = f"{ssh}/config"
+    assert connect["set_by"] == {
+        "hostname": f"{where}:2",
+        "user": f"{where}:3",
+        "port": f"{where}:4",
+        "identityfile": f"{where}:5",
+        "proxyjump": f"{where}:6",
     }
     assert (gpu2["connect"]["user"], gpu2["connect"]["port"]) == ("admin", 2200)
 
@@ -209,7 +224,8 @@ def test_show_text_is_yaml_with_the_same_content(tmp_path: Path, home):
     assert text.returncode == 0 and text.stdout.startswith("# Effective configuration from")
     assert yaml.safe_load(text.stdout) == json.loads(as_json.stdout)
     gpu1 = json.loads(as_json.stdout)["nodes"][1]["connect"]
-    assert (gpu1["host"], gpu1["port"], gpu1["user"]) == ("gpu1", 22, "tester")
+    assert (gpu1["host"], gpu1["port"]) == ("gpu1", 22)
+    assert gpu1["user"] == pwd.getpwuid(os.getuid()).pw_name
 
 
 def test_show_without_a_file_is_the_built_in_default(tmp_path: Path, home):

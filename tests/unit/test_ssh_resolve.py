@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import getpass
+import os
 
-import paramiko
 import pytest
 
 from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.ssh import DEFAULT_IDENTITIES, parse_jump, resolve
+from ugro_health.transport.ssh_config_eval import SshConfig
 
 SETTINGS = SshSettings(ssh_config=None)
 
-SSH_CONFIG = paramiko.SSHConfig.from_text(
-    """
+SSH_CONFIG = SshConfig(
+    "ssh_config",
+    text="""
 Host gpu1
     HostName 10.0.0.11
     Port 2201
@@ -29,7 +31,7 @@ Host direct
     UserKnownHostsFile /kh/one /kh/two
 Host *
     IdentityFile /keys/all
-"""
+""",
 )
 
 
@@ -73,8 +75,10 @@ def test_defaults_without_ssh_config() -> None:
     assert host.identity_files == DEFAULT_IDENTITIES
     assert host.proxy_jump is None
     assert host.known_hosts_name == "gpu7"
-    assert host.user_known_hosts == ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+    home = os.path.expanduser("~")
+    assert host.user_known_hosts == (f"{home}/.ssh/known_hosts", f"{home}/.ssh/known_hosts2")
     assert host.global_known_hosts == ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+    assert host.known_hosts_files == host.user_known_hosts + host.global_known_hosts
     assert (host.check_host_ip, host.host_key_algorithms) == (False, None)
 
 
@@ -87,6 +91,13 @@ def test_proxy_jump_none_identities_only_and_known_hosts_files() -> None:
     assert host.known_hosts_name == "[direct]:2222"
     assert host.user_known_hosts == ("/kh/one", "/kh/two")
     assert host.global_known_hosts == ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+    assert host.known_hosts_files == (
+        "/kh/one",
+        "/kh/two",
+        "/etc/ssh/ssh_known_hosts",
+        "/etc/ssh/ssh_known_hosts2",
+        "/etc/ugro/known_hosts",
+    )
 
 
 def test_known_hosts_name_for_ipv6_on_another_port() -> None:
@@ -117,7 +128,7 @@ def test_parse_jump_rejects(spec: str) -> None:
 
 
 def test_bad_port_in_ssh_config_is_an_ssh_error() -> None:
-    config = paramiko.SSHConfig.from_text("Host bad\n    Port twenty-two\n")
+    config = SshConfig("ssh_config", text="Host bad\n    Port twenty-two\n")
     with pytest.raises(TransportError) as info:
         resolve(NodeConfig(name="bad"), SETTINGS, config)
     assert info.value.kind is ErrorKind.SSH_ERROR

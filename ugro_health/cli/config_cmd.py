@@ -71,7 +71,8 @@ def show(
     """Print every setting with its default filled in, and where each node connects.
 
     Each node's `connect` is resolved like the SSH transport does it: the node's own keys, then
-    ~/.ssh/config (HostName, User, Port, IdentityFile, ProxyJump), then defaults.
+    ~/.ssh/config read as OpenSSH reads it, then defaults; `set_by` names the file:line that set
+    each ssh_config value.
 
     Example: [bold]ugro-health config show --json | jq '.nodes[].connect'[/bold]
     """
@@ -135,6 +136,18 @@ def _connect(node: NodeConfig, config: Config, ssh_config: Any) -> Any:
         "identity_files": target.identity_files,
         "proxy_jump": target.proxy_jump,
         "via": [f"{hop.user}@{hop.hostname}:{hop.port}" for hop in hops],
+        "proxy_command": target.proxy_command,
+        "identities_only": target.identities_only,
+        "user_known_hosts": target.user_known_hosts,
+        "global_known_hosts": target.global_known_hosts,
+        "check_host_ip": target.check_host_ip,
+        "host_key_alias": target.host_key_alias,
+        "hash_known_hosts": target.hash_known_hosts,
+        "strict_host_key_checking": target.strict_host_key_checking,
+        "connect_timeout": target.connect_timeout,
+        "server_alive_interval": target.server_alive_interval,
+        "host_key_algorithms": target.host_key_algorithms,
+        "set_by": dict(target.sources),  # ssh_config keyword -> file:line that set it
     }
 
 
@@ -172,7 +185,10 @@ def init(
 
     wanted = list(hosts or [])
     if from_ssh_config:
-        found = ssh_config_hosts(Path("~/.ssh/config").expanduser())
+        try:
+            found = ssh_config_hosts(Path("~/.ssh/config").expanduser())
+        except ValueError as exc:
+            fail(f"cannot read ~/.ssh/config: {exc}")
         if not found:
             fail("~/.ssh/config has no concrete Host entries to add")
         wanted += found

@@ -1,14 +1,13 @@
 """The text of ``ugro-health config init``'s starter file, and the hosts it can start from.
 
 Pure functions (reading ``~/.ssh/config`` aside): host names in, YAML text out. ``~/.ssh/config``
-is scanned for its ``Host`` lines only, without paramiko (which stays in ``transport``); the
-transport still resolves HostName, User, Port and the rest at connect time.
+is read for its ``Host`` names by the transport's own ssh_config reader (pure, no paramiko), so
+Include and comments are read as ssh reads them; HostName, User, Port and the rest are resolved
+at connect time.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,6 @@ from pathlib import Path
 import yaml
 
 from ugro_health.config import HOST_RE, NODE_NAME_RE, ConfigError, expand_node_pattern
-
-_WILDCARDS = frozenset("*?!")
-_MAX_INCLUDE_DEPTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,45 +85,25 @@ def _entry(host: str) -> NodeEntry | None:
     return NodeEntry(name=name, host=host)
 
 
-def ssh_config_hosts(path: Path, depth: int = 0) -> list[str]:
-    """The concrete ``Host`` names of an ssh_config file and its ``Include``s, in order;
-    patterns (``*``, ``?``, ``!``) are skipped. An unreadable file has none."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+def ssh_config_hosts(path: Path) -> list[str]:
+    """The concrete ``Host`` names of an ssh_config file and its ``Include``s, in order, read
+    by the transport's ssh_config reader (OpenSSH's rules); patterns (``*``, ``?``, ``!``) are
+    skipped. A missing file has none; a file ssh would refuse raises ``ValueError``."""
+    from ugro_health.transport.ssh_config import ConfigFile, is_literal, parse_file
+
+    if not path.is_file():
         return []
-    hosts: list[str] = []
-    for line in lines:
-        words = _words(line)
-        if len(words) < 2:
-            continue
-        keyword, args = words[0].lower(), words[1:]
-        if keyword == "host":
-            hosts += [a for a in args if not _WILDCARDS.intersection(a)]
-        elif keyword == "include" and depth < _MAX_INCLUDE_DEPTH:
-            for pattern in args:
-                for included in _include_paths(pattern):
-                    hosts += ssh_config_hosts(included, depth + 1)
-    return list(dict.fromkeys(hosts))
 
+    def names(config: ConfigFile) -> list[str]:
+        found: list[str] = []
+        for section in config.sections:
+            found += [h for h in section.host or () if is_literal(h)]
+            for line in section.body:
+                for child in getattr(line, "files", ()):
+                    found += names(child)
+        return found
 
-_KEYWORD_RE = re.compile(r"^\s*([A-Za-z]+)\s*(?:=|\s)\s*(.*)$")
-
-
-def _words(line: str) -> list[str]:
-    """``Keyword arg ...`` or ``Keyword=arg`` as words, without comments or quotes."""
-    match = _KEYWORD_RE.match(line.split("#", 1)[0])
-    if match is None:
-        return []
-    return [match.group(1), *(w.strip('"') for w in match.group(2).split())]
-
-
-def _include_paths(pattern: str) -> list[Path]:
-    """ssh_config(5): a relative ``Include`` is relative to ``~/.ssh``."""
-    expanded = os.path.expanduser(pattern)
-    if not os.path.isabs(expanded):
-        expanded = os.path.join(os.path.expanduser("~/.ssh"), expanded)
-    return [Path(p) for p in sorted(glob.glob(expanded)) if os.path.isfile(p)]
+    return list(dict.fromkeys(names(parse_file(str(path), user_config=True))))
 
 
 def _scalar(value: str) -> str:

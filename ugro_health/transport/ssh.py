@@ -25,6 +25,7 @@ from ugro_health.transport.base import (
     parse_probe_output,
     stamp_exchange,
 )
+from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_connect import (
     PARAMIKO_LOG,
     POLL_S,
@@ -147,7 +148,7 @@ class SshTransport:
             self._sessions.close()
         self._watchdog.stop()
 
-    def ssh_config(self) -> paramiko.SSHConfig | None:
+    def ssh_config(self) -> SshConfig | None:
         """The parsed ssh_config file (once per transport), None when disabled or absent."""
         return self._connector.ssh_config()
 

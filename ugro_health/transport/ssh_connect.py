@@ -24,11 +24,12 @@ from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
+from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
 from ugro_health.transport.ssh_known_hosts import host_key_query
+from ugro_health.transport.ssh_proxy import proxy_socket
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
-    IndexedSshConfig,
     ResolvedHost,
     jump_chain,
     load_ssh_config,
@@ -218,7 +219,7 @@ class Connector:
         self.settings = settings
         self.accept_new = accept_new
         self._ssh_config_path = ssh_config_path or None
-        self._ssh_config: IndexedSshConfig | None = None
+        self._ssh_config: SshConfig | None = None
         self._ssh_config_loaded = False
         self._known_hosts_override = known_hosts_files
         self._known = KnownHosts()
@@ -226,14 +227,13 @@ class Connector:
         self._agent = SshAgent(settings.connect_timeout)
         self._lock = threading.Lock()
 
-    def ssh_config(self) -> paramiko.SSHConfig | None:
+    def ssh_config(self) -> SshConfig | None:
         """The parsed ssh_config file (once per connector), None when disabled or absent."""
         with self._lock:
             if not self._ssh_config_loaded:
-                parsed = load_ssh_config(self._ssh_config_path)
-                self._ssh_config = IndexedSshConfig(parsed) if parsed is not None else None
+                self._ssh_config = load_ssh_config(self._ssh_config_path)
                 self._ssh_config_loaded = True
-            return self._ssh_config.config if self._ssh_config is not None else None
+            return self._ssh_config
 
     def resolve(self, node: NodeConfig) -> ResolvedHost:
         self.ssh_config()
@@ -270,6 +270,9 @@ class Connector:
         return jump_chain(target, self.resolve)
 
     def _tcp(self, attempt: Attempt, host: ResolvedHost, via: str) -> socket.socket:
+        if host.proxy_command is not None:  # ssh_config's ProxyCommand: never bypassed
+            attempt.begin(f"ProxyCommand to {host.hostname}{via}", self.settings.connect_timeout)
+            return proxy_socket(host.proxy_command)
         name = host.hostname.strip("[]")
         attempt.begin(f"DNS lookup of {name}{via}", self.settings.connect_timeout)
         try:
@@ -325,7 +328,10 @@ class Connector:
         would enrol it."""
         user_files, global_files = self._known_hosts_files(host)
         files = user_files + global_files
-        peer = sock.getpeername()[0] if isinstance(sock, socket.socket) else None  # not via a jump
+        # The peer's address for CheckHostIP: a TCP socket only (a jump host's channel or a
+        # ProxyCommand's socket pair has none, and ssh turns CheckHostIP off there too).
+        tcp = isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6)
+        peer = sock.getpeername()[0] if tcp else None
         query = host_key_query(
             host.hostname,
             host.port,

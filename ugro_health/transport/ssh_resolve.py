@@ -1,24 +1,23 @@
 """Where and as whom to connect for a node: its own keys, then ``~/.ssh/config``, then defaults.
 
-Part of the SSH transport (imports paramiko for its ``SSHConfig`` parser); imported by the
-``transport.ssh*`` modules only. Imports ``config``, ``model``, ``transport.base`` and
-``transport.ssh_hostkeys``. Pure lookups: nothing here opens a connection.
+Part of the SSH transport; imported by the ``transport.ssh*`` modules and ``cli.config_cmd``.
+Imports ``config``, ``model``, ``transport.base``, ``transport.ssh_hostkeys`` and the pure
+ssh_config reader ``transport.ssh_config_eval`` (OpenSSH's own rules, see there). Pure lookups:
+nothing here opens a connection.
 """
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
-
-import paramiko
 
 from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
+from ugro_health.transport.ssh_config import Option, SshConfigError
+from ugro_health.transport.ssh_config_eval import Local, SshConfig
 from ugro_health.transport.ssh_hostkeys import known_hosts_name
 
 log = logging.getLogger(__name__)
@@ -40,15 +39,17 @@ class ResolvedHost:
     proxy_jump: str | None = None
     host_key_alias: str | None = None
     identities_only: bool = False
-    known_hosts_files: tuple[str, ...] = ()
+    known_hosts_files: tuple[str, ...] = ()  # user + global + ssh.known_hosts of cluster.yaml
     hash_known_hosts: bool = False  # ssh_config's HashKnownHosts: enrol hashed names
-    user_known_hosts: tuple[str, ...] = DEFAULT_USER_KNOWN_HOSTS  # UserKnownHostsFile
-    global_known_hosts: tuple[str, ...] = DEFAULT_GLOBAL_KNOWN_HOSTS  # GlobalKnownHostsFile
-    check_host_ip: bool = False  # CheckHostIP (OpenSSH 9's default: no)
-    host_key_algorithms: str | None = None  # HostKeyAlgorithms as written (+, -, ^ or a list)
-    # StrictHostKeyChecking as written; shown only: ugro-health applies `yes`, or `accept-new`
-    # with --accept-new, whatever it says (`no` and `ask` never accept a key silently here)
-    strict_host_key_checking: str = "ask"
+    user_known_hosts: tuple[str, ...] = DEFAULT_USER_KNOWN_HOSTS
+    global_known_hosts: tuple[str, ...] = DEFAULT_GLOBAL_KNOWN_HOSTS
+    check_host_ip: bool = False
+    host_key_algorithms: str | None = None  # raw ssh_config value, e.g. "+ssh-rsa"
+    strict_host_key_checking: str = "ask"  # reported only: "no" never makes us accept a key
+    proxy_command: str | None = None  # tokens expanded; run by the shell as ssh runs it
+    connect_timeout: float | None = None
+    server_alive_interval: float | None = None
+    sources: tuple[tuple[str, str], ...] = ()  # (ssh_config keyword, "file:line") pairs
 
     @property
     def target(self) -> str:
@@ -62,60 +63,62 @@ class ResolvedHost:
 def resolve(
     node: NodeConfig,
     settings: SshSettings,
-    ssh_config: paramiko.SSHConfig | IndexedSshConfig | None,
+    ssh_config: SshConfig | None,
 ) -> ResolvedHost:
-    """Resolve ``node`` against ``ssh_config``: the node's own keys win, then ssh_config, then
-    defaults (port 22, the local user, ``~/.ssh/id_*``). The node's ``host`` (else its name) is
-    what one would type after ``ssh``: its ssh_config block applies whole, HostName included."""
+    """Resolve ``node`` against ``ssh_config`` as ``ssh`` resolves ``ssh -l user -p port -J
+    jump alias``: the node's own keys come first (and so win), then ssh_config, then OpenSSH's
+    defaults. The node's ``host`` (else its name) is the alias: its blocks apply whole, HostName
+    included. A directive ugro-health cannot honour is an error for this node, never skipped."""
     alias = node.ssh_host
-    opts = _lookup(ssh_config, alias)
-    identities = tuple(
-        dict.fromkeys(
-            ([node.identity_file] if node.identity_file else [])
-            + list(opts.get("identityfile", []))
+    config = ssh_config or _empty()
+    preset = tuple(
+        Option("cluster.yaml", key, value)
+        for key, value in (
+            ("user", node.user),
+            ("port", str(node.port) if node.port else None),
+            ("proxyjump", node.proxy_jump),
         )
+        if value
     )
-    jump = node.proxy_jump or opts.get("proxyjump")
-    user_kh = tuple(opts.get("userknownhostsfile", "").split()) or DEFAULT_USER_KNOWN_HOSTS
-    global_kh = tuple(opts.get("globalknownhostsfile", "").split()) or DEFAULT_GLOBAL_KNOWN_HOSTS
+    try:
+        host = config.lookup(alias, preset)
+        identities = tuple(host.expand_path(p, "IdentityFile") for p in host.identity_files)
+        proxy_command = host.expanded_proxy_command()
+    except SshConfigError as exc:
+        raise TransportError(ErrorKind.SSH_ERROR, f"ssh config for {alias}: {exc}") from None
+    if host.refused:
+        raise TransportError(
+            ErrorKind.SSH_ERROR,
+            f"ssh config for {alias}: ugro-health cannot honour {host.refused[0]}",
+        )
+    own = (node.identity_file,) if node.identity_file else ()
     extra_kh = (settings.known_hosts,) if settings.known_hosts else ()
     return ResolvedHost(
         alias=alias,
-        hostname=opts.get("hostname") or alias,
-        port=node.port or _port(opts.get("port"), alias),
-        user=node.user or opts.get("user") or getpass.getuser(),
-        identity_files=identities or DEFAULT_IDENTITIES,
-        proxy_jump=None if not jump or jump.lower() == "none" else jump,
-        host_key_alias=opts.get("hostkeyalias"),
-        identities_only=opts.get("identitiesonly", "no").lower() == "yes",
-        known_hosts_files=user_kh + global_kh + extra_kh,
-        hash_known_hosts=opts.get("hashknownhosts", "no").lower() == "yes",
-        user_known_hosts=user_kh,
-        global_known_hosts=global_kh,
-        check_host_ip=opts.get("checkhostip", "no").lower() == "yes",
-        host_key_algorithms=opts.get("hostkeyalgorithms") or None,
-        strict_host_key_checking=opts.get("stricthostkeychecking", "ask").lower(),
+        hostname=host.hostname,
+        port=host.port,
+        user=host.user,
+        identity_files=tuple(dict.fromkeys(own + identities)) or DEFAULT_IDENTITIES,
+        proxy_jump=host.proxy_jump,
+        host_key_alias=host.host_key_alias,
+        identities_only=host.identities_only,
+        known_hosts_files=host.user_known_hosts + host.global_known_hosts + extra_kh,
+        hash_known_hosts=host.hash_known_hosts,
+        user_known_hosts=host.user_known_hosts,
+        global_known_hosts=host.global_known_hosts,
+        check_host_ip=host.check_host_ip,
+        host_key_algorithms=host.host_key_algorithms,
+        strict_host_key_checking=host.strict_host_key_checking,
+        proxy_command=proxy_command,
+        connect_timeout=host.connect_timeout,
+        server_alive_interval=host.server_alive_interval or None,
+        sources=tuple(sorted(host.sources.items())),
     )
 
 
-def _lookup(ssh_config: paramiko.SSHConfig | IndexedSshConfig | None, alias: str) -> dict[str, Any]:
-    if ssh_config is None:
-        return {}
-    try:
-        return dict(ssh_config.lookup(alias))
-    except Exception as exc:  # e.g. `Match exec` without invoke, a bad %-token
-        raise TransportError(ErrorKind.SSH_ERROR, f"ssh config for {alias}: {exc}") from exc
-
-
-def _port(value: str | None, alias: str) -> int:
-    if not value:
-        return 22
-    try:
-        return int(value)
-    except ValueError:
-        raise TransportError(
-            ErrorKind.SSH_ERROR, f"ssh config for {alias}: bad Port {value!r}"
-        ) from None
+def _empty() -> SshConfig:
+    """No ssh_config: OpenSSH's defaults alone (``ssh -F none``), for today's HOME and user."""
+    return SshConfig("(no ssh_config)", text="", local=Local.here())
 
 
 MAX_JUMPS = 8  # jump hosts in one chain, nested ones included
@@ -177,53 +180,12 @@ def jump_chain(
     return chain
 
 
-_WILDCARDS = frozenset("*?[!")
-
-
-class IndexedSshConfig:
-    """A parsed ssh_config whose lookups skip the ``Host`` blocks that cannot apply.
-
-    paramiko tests every block on every lookup (and calls ``getpass.getuser()`` for each one
-    that does not match), so a file with a block per node costs O(nodes) per lookup and
-    O(nodes²) per cluster: 0.7 ms a lookup at 32 blocks, 20 ms at 1000. A block whose patterns
-    are all literal names applies to exactly those names; the others (wildcards, negations,
-    ``Match``) are kept for every lookup, in file order, so the result is paramiko's own.
-    """
-
-    def __init__(self, config: paramiko.SSHConfig) -> None:
-        self.config = config
-        blocks: list[dict[str, Any]] = list(getattr(config, "_config", None) or [])
-        self._general: list[int] = []
-        self._by_name: dict[str, list[int]] = {}
-        if any("canonicalizehostname" in block.get("config", {}) for block in blocks):
-            blocks = []  # a canonical re-lookup may match any block: keep paramiko's way
-        self._blocks = blocks
-        for index, block in enumerate(blocks):
-            hosts = block.get("host") or []
-            if block.get("matches") or not hosts or any(_WILDCARDS & set(h) for h in hosts):
-                self._general.append(index)
-            else:
-                for name in dict.fromkeys(hosts):
-                    self._by_name.setdefault(name, []).append(index)
-
-    def lookup(self, alias: str) -> Any:
-        if not self._blocks:  # paramiko's layout changed: use its own lookup
-            return self.config.lookup(alias)
-        indices = sorted(self._general + self._by_name.get(alias, []))
-        subset = paramiko.SSHConfig()
-        subset._config = [self._blocks[i] for i in indices]  # type: ignore[attr-defined]
-        return subset.lookup(alias)
-
-
-def load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
-    """The parsed ssh_config file, None when ``path`` is empty, absent or unparseable."""
+def load_ssh_config(path: str | None) -> SshConfig | None:
+    """The ssh_config file read once (Includes too), None when ``path`` is empty or absent. A
+    file ssh would refuse is kept with its error, so that every node reports it."""
     if not path:
         return None
     full = os.path.expanduser(path)
     if not os.path.isfile(full):
         return None
-    try:
-        return paramiko.SSHConfig.from_path(full)
-    except (OSError, ValueError, paramiko.SSHException) as exc:
-        log.warning("ignoring ssh config %s: %s", path, exc)
-        return None
+    return SshConfig(full)
