@@ -305,22 +305,21 @@ class Connector:
         (sshd's MaxStartups), as long as the node's deadline allows."""
         for retry in itertools.count():
             try:
-                sock = open_sock()
-                try:
-                    return self._connect(attempt, host, sock, via)
-                except TransportError as exc:
-                    failed = attempt.newest()
-                    if not _dropped_before_banner(exc, attempt, failed, via):
+                return self._connect(attempt, host, open_sock(), via)
+            except (TransportError, ConnectionResetError) as exc:
+                failed = attempt.newest()
+                if not _dropped_before_banner(exc, attempt, failed, via):
+                    raise
+                delay = backoff(retry, attempt.deadline)
+                if delay is None:
+                    if not retry:
                         raise
-                    delay = backoff(retry, attempt.deadline)
-                    if delay is None:
-                        if retry:
-                            raise TransportError(
-                                exc.kind, f"{exc.message} ({retry + 1} tries)"
-                            ) from exc
-                        raise
-                    assert failed is not None
-                    attempt.drop(failed)
+                    error = exc if isinstance(exc, TransportError) else classify(exc, attempt)
+                    raise TransportError(
+                        error.kind, f"{error.message} ({retry + 1} tries)"
+                    ) from exc
+                if isinstance(exc, TransportError) and failed is not None:
+                    attempt.drop(failed)  # the new transport (see _dropped_before_banner)
             finally:
                 attempt.free_slot()
             log.debug("%s%s dropped before its banner: retrying", host.target, via)
@@ -523,13 +522,18 @@ def _endpoint(addr: tuple[Any, ...]) -> str:
 
 
 def _dropped_before_banner(
-    exc: TransportError, attempt: Attempt, failed: _Closeable | None, via: str
+    exc: BaseException, attempt: Attempt, failed: _Closeable | None, via: str
 ) -> bool:
-    """Whether ``exc`` is a connection the server closed before sending its banner."""
+    """Whether ``exc`` is a connection the server accepted, then closed or reset before its
+    banner (a reset can even come back from ``connect()`` itself, on loopback)."""
+    if attempt.overdue():
+        return False
+    if isinstance(exc, ConnectionResetError):
+        return attempt.phase.startswith(("TCP connect", "SSH banner"))
     return (
-        exc.kind is ErrorKind.SSH_ERROR
+        isinstance(exc, TransportError)
+        and exc.kind is ErrorKind.SSH_ERROR
         and attempt.phase == f"SSH banner{via}"
-        and not attempt.overdue()
         and isinstance(failed, paramiko.Transport)
         and not failed.remote_version
     )
