@@ -29,7 +29,12 @@ from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
 from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
-from ugro_health.transport.ssh_pacing import Pacer, backoff
+from ugro_health.transport.ssh_pacing import (
+    Pacer,
+    backoff,
+    dropped_before_banner,
+    endpoint_key,
+)
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     IndexedSshConfig,
@@ -308,7 +313,8 @@ class Connector:
                 return self._connect(attempt, host, open_sock(), via)
             except (TransportError, ConnectionResetError) as exc:
                 failed = attempt.newest()
-                if not _dropped_before_banner(exc, attempt, failed, via):
+                banner = failed.remote_version if isinstance(failed, paramiko.Transport) else None
+                if attempt.overdue() or not dropped_before_banner(exc, attempt.phase, via, banner):
                     raise
                 delay = backoff(retry, attempt.deadline)
                 if delay is None:
@@ -319,7 +325,7 @@ class Connector:
                         error.kind, f"{error.message} ({retry + 1} tries)"
                     ) from exc
                 if isinstance(exc, TransportError) and failed is not None:
-                    attempt.drop(failed)  # the new transport (see _dropped_before_banner)
+                    attempt.drop(failed)  # the new transport (see dropped_before_banner)
             finally:
                 attempt.free_slot()
             log.debug("%s%s dropped before its banner: retrying", host.target, via)
@@ -365,7 +371,7 @@ class Connector:
                 raise attempt.timeout_error() from exc  # the caller's time ran out, not DNS's
             raise
         if addresses:  # one slot per resolved sshd endpoint, whatever name led there
-            where = _endpoint(addresses[0][4])
+            where = endpoint_key(addresses[0][4])
             attempt.hold(self._pacer, where, where + via)
         attempt.begin(f"TCP connect to {name}:{host.port}{via}", self.settings.connect_timeout)
         last: OSError | None = None
@@ -513,29 +519,6 @@ def forward_error(
         )
     return TransportError(
         ErrorKind.SSH_ERROR, f"jump host {jump.alias} refused forwarding to {where}: {exc.text}"
-    )
-
-
-def _endpoint(addr: tuple[Any, ...]) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-def _dropped_before_banner(
-    exc: BaseException, attempt: Attempt, failed: _Closeable | None, via: str
-) -> bool:
-    """Whether ``exc`` is a connection the server accepted, then closed or reset before its
-    banner (a reset can even come back from ``connect()`` itself, on loopback)."""
-    if attempt.overdue():
-        return False
-    if isinstance(exc, ConnectionResetError):
-        return attempt.phase.startswith(("TCP connect", "SSH banner"))
-    return (
-        isinstance(exc, TransportError)
-        and exc.kind is ErrorKind.SSH_ERROR
-        and attempt.phase == f"SSH banner{via}"
-        and isinstance(failed, paramiko.Transport)
-        and not failed.remote_version
     )
 
 

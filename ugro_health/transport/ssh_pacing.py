@@ -1,7 +1,7 @@
 """Pacing new SSH connections per sshd endpoint, and when to retry one dropped before its banner.
 
-Part of the SSH transport; imported by ``transport.ssh_connect`` only. Imports the standard
-library only. sshd drops connections at random once ``MaxStartups`` (10:30:100 by default)
+Part of the SSH transport; imported by ``transport.ssh_connect`` only. Imports ``model`` and
+``transport.base``. sshd drops connections at random once ``MaxStartups`` (10:30:100 by default)
 are unauthenticated at once: 64 nodes behind one sshd (a bastion used as ProxyJump, or many
 names for one address) would lose some of them with "connection reset" before the SSH banner
 and report healthy nodes CRITICAL. A ``Pacer`` lets at most ``limit`` connections to one
@@ -14,6 +14,10 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import Any
+
+from ugro_health.model import ErrorKind
+from ugro_health.transport.base import TransportError
 
 RETRY_LIMIT = 4  # tries after the first: a server that resets every connection is reported
 _BACKOFF_BASE_S = 0.1
@@ -53,3 +57,23 @@ def backoff(retry: int, deadline: float) -> float | None:
     if time.monotonic() + delay + _RETRY_MARGIN_S >= deadline:
         return None
     return delay
+
+
+def endpoint_key(addr: tuple[Any, ...]) -> str:
+    """``address:port`` of a resolved sockaddr (``[v6]:port``): what one sshd listens on."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+def dropped_before_banner(exc: BaseException, phase: str, via: str, banner: str | None) -> bool:
+    """Whether ``exc`` is a connection the server accepted, then closed or reset before its
+    banner (a reset can even come back from ``connect()`` itself, on loopback). ``banner`` is
+    the new connection's remote version ("" before any; None when it never got that far)."""
+    if isinstance(exc, ConnectionResetError):
+        return phase.startswith(("TCP connect", "SSH banner"))
+    return (
+        isinstance(exc, TransportError)
+        and exc.kind is ErrorKind.SSH_ERROR
+        and phase == f"SSH banner{via}"
+        and banner == ""
+    )
