@@ -375,3 +375,13 @@ def test_yaml_nested_too_deeply_or_aliases_that_explode_are_one_config_error(mon
         f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 4)
     )
     assert "more than 1,000 values once aliases are expanded" in error_of(bomb + "nodes: [x]\n")
+
+
+def test_max_startups_defaults_below_sshds_and_must_be_at_least_1():
+    assert parse_config("nodes: [{name: a}]\n", "c.yaml").ssh.max_startups == 8
+    text = "ssh:\n  max_startups: 3\nnodes: [{name: a}]\n"
+    assert parse_config(text, "c.yaml").ssh.max_startups == 3
+    for bad, why in (("0", "must be at least 1"), ("many", "must be an integer, not 'many'")):
+        with pytest.raises(ConfigError) as info:
+            parse_config(f"ssh:\n  max_startups: {bad}\nnodes: [{{name: a}}]\n", "c.yaml")
+        assert str(info.value) == f"c.yaml:2: ssh.max_startups: {why}"
