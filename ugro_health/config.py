@@ -47,6 +47,10 @@ class SshSettings:
     connect_timeout: float = 5.0  # DNS, TCP connect, banner and authentication, each
     command_timeout: float = 15.0  # one probe run, from exec to the last byte
     max_workers: int = 32
+    # Connections to one sshd (address:port, or one target through one jump host) in their
+    # unauthenticated phases at once: below sshd's MaxStartups (10:30:100 by default), whose
+    # random drops would otherwise read as unreachable nodes.
+    max_startups: int = 8
     keepalive_s: float = 15.0
     known_hosts: str | None = None  # extra known_hosts file besides ~/.ssh and /etc/ssh
     ssh_config: str | None = "~/.ssh/config"  # None/"" disables ~/.ssh/config
@@ -232,7 +236,8 @@ def _job_match(doc: YamlDoc, data: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _ssh(doc: YamlDoc, data: Mapping[str, Any]) -> SshSettings:
     ssh: SshSettings = _settings(doc, data, "ssh", SshSettings, _SSH_KEYS)
-    ssh = _bounded(doc, ssh, "ssh", ("max_workers",), lambda v: v >= 1, "must be at least 1")
+    counts = ("max_workers", "max_startups")
+    ssh = _bounded(doc, ssh, "ssh", counts, lambda v: v >= 1, "must be at least 1")
     # 0 would leave no time at all: every SSH node would fail before its DNS lookup.
     timeouts = ("connect_timeout", "command_timeout")
     ssh = _bounded(doc, ssh, "ssh", timeouts, lambda v: v > 0, "must be more than zero")

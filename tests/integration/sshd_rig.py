@@ -146,16 +146,18 @@ class SshdRig:
         record: bool = True,
         recorded_key: Path | None = None,
         extra_host_keys: tuple[Path, ...] = (),
+        options: tuple[str, ...] = (),
     ) -> RigNode:
         """Start one sshd; ``record`` files ``recorded_key`` (default: its real key) in
         known_hosts under ``[127.0.0.1]:port``; ``extra_host_keys`` are served beside
-        ``host_key``. A node of the same name is stopped first."""
+        ``host_key``; ``options`` are sshd_config lines that win over the rig's own (e.g.
+        ``"MaxSessions 1"``). A node of the same name is stopped first."""
         if name in self.nodes and self.nodes[name].process.poll() is None:
             self.stop_node(name)  # else its sshd would outlive the rig
         host_key = host_key or self.host_key
         port = free_port()
         config = self.root / f"sshd_{name}.conf"
-        config.write_text(self._sshd_config(port, host_key, extra_host_keys))
+        config.write_text(self._sshd_config(port, host_key, extra_host_keys, options))
         log = self.root / f"sshd_{name}.log"
         node = RigNode(name, port, host_key, self._spawn(config, log), log)
         self.nodes[name] = node
@@ -226,30 +228,42 @@ class SshdRig:
                 found.append(child)
         return found
 
-    def _sshd_config(self, port: int, host_key: Path, extra: tuple[Path, ...] = ()) -> str:
+    def _sshd_config(
+        self,
+        port: int,
+        host_key: Path,
+        extra: tuple[Path, ...] = (),
+        options: tuple[str, ...] = (),
+    ) -> str:
+        # Most keywords keep their first value, some (MaxStartups) their last: an option
+        # replaces the rig's own line for its keyword.
+        replaced = {line.split()[0].lower() for line in options}
+        lines = self._rig_config(port, host_key, extra)
         return "\n".join(
-            [
-                f"Port {port}",
-                "ListenAddress 127.0.0.1",
-                *(f"HostKey {key}" for key in (host_key, *extra)),
-                "PidFile none",
-                f"AuthorizedKeysFile {self.authorized_keys}",
-                f"AllowUsers {self.user}",
-                "StrictModes no",
-                "UsePAM no",
-                "LogLevel ERROR",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "AllowTcpForwarding yes",
-                "PermitTTY no",
-                "PrintMotd no",
-                "UseDNS no",
-                "MaxStartups 200",
-                "MaxSessions 50",
-                "",
-            ]
+            [*options, *(ln for ln in lines if ln.split()[0].lower() not in replaced), ""]
         )
+
+    def _rig_config(self, port: int, host_key: Path, extra: tuple[Path, ...] = ()) -> list[str]:
+        return [
+            f"Port {port}",
+            "ListenAddress 127.0.0.1",
+            *(f"HostKey {key}" for key in (host_key, *extra)),
+            "PidFile none",
+            f"AuthorizedKeysFile {self.authorized_keys}",
+            f"AllowUsers {self.user}",
+            "StrictModes no",
+            "UsePAM no",
+            "LogLevel ERROR",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "AllowTcpForwarding yes",
+            "PermitTTY no",
+            "PrintMotd no",
+            "UseDNS no",
+            "MaxStartups 200",
+            "MaxSessions 50",
+        ]
 
     def node_config(self, name: str, **overrides: Any) -> NodeConfig:
         """A NodeConfig for rig node ``name`` (host, port, user, key, python all explicit)."""

@@ -401,3 +401,13 @@ def test_host_user_at_host_is_read_as_ssh_reads_it():
     )
     assert "host 'bob@gpu1' names user 'bob' but user is 'alice'" in message
     assert "invalid user" in error_of("nodes:\n  - name: a\n    host: '@gpu1'\n")
+
+
+def test_max_startups_defaults_below_sshds_and_must_be_at_least_1():
+    assert parse_config("nodes: [{name: a}]\n", "c.yaml").ssh.max_startups == 8
+    text = "ssh:\n  max_startups: 3\nnodes: [{name: a}]\n"
+    assert parse_config(text, "c.yaml").ssh.max_startups == 3
+    for bad, why in (("0", "must be at least 1"), ("many", "must be an integer, not 'many'")):
+        with pytest.raises(ConfigError) as info:
+            parse_config(f"ssh:\n  max_startups: {bad}\nnodes: [{{name: a}}]\n", "c.yaml")
+        assert str(info.value) == f"c.yaml:2: ssh.max_startups: {why}"

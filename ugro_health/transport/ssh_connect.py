@@ -12,10 +12,14 @@ any exception into a one-line ``TransportError`` that never carries a secret.
 from __future__ import annotations
 
 import errno
+import functools
+import itertools
 import logging
+import math
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import paramiko
@@ -27,6 +31,12 @@ from ugro_health.transport.dns import lookup
 from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
 from ugro_health.transport.ssh_known_hosts import host_key_query
+from ugro_health.transport.ssh_pacing import (
+    Pacer,
+    backoff,
+    dropped_before_banner,
+    endpoint_key,
+)
 from ugro_health.transport.ssh_proxy import proxy_socket
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
@@ -63,6 +73,7 @@ class Attempt:
         self.expired = False
         self.watched = False  # registered with a Watchdog
         self._owned: list[_Closeable] = []
+        self._slot: tuple[Pacer, str] | None = None  # a pacing slot held until authenticated
         self._lock = threading.Lock()
 
     def begin(self, phase: str, limit: float) -> float:
@@ -105,6 +116,33 @@ class Attempt:
             if self.expired:
                 thing.close()
 
+    def hold(self, pacer: Pacer, key: str, what: str) -> None:
+        """Wait (within the node's deadline, not a phase's) for a pacing slot to ``key``."""
+        if pacer.acquire(key, 0):
+            self._slot = (pacer, key)
+            return
+        self.begin(f"a connection slot to {what}", math.inf)
+        if not pacer.acquire(key, self.remaining()):
+            raise self.timeout_error()
+        self._slot = (pacer, key)
+
+    def free_slot(self) -> None:
+        with self._lock:
+            slot, self._slot = self._slot, None
+        if slot is not None:
+            slot[0].release(slot[1])
+
+    def newest(self) -> _Closeable | None:
+        with self._lock:
+            return self._owned[-1] if self._owned else None
+
+    def drop(self, thing: _Closeable) -> None:
+        """Close ``thing`` now and stop owning it (a failed try that is retried)."""
+        with self._lock:
+            if thing in self._owned:
+                self._owned.remove(thing)
+        thing.close()
+
     def release(self) -> list[_Closeable]:
         """Hand everything owned to the caller (a session keeps it past this attempt)."""
         with self._lock:
@@ -117,6 +155,7 @@ class Attempt:
             owned, self._owned = self._owned, []
         for thing in reversed(owned):  # the target first, then its jump host
             thing.close()
+        self.free_slot()
 
 
 class Watchdog:
@@ -225,6 +264,7 @@ class Connector:
         self._known = KnownHosts()
         self._identities = Identities(DEFAULT_IDENTITIES)
         self._agent = SshAgent(settings.connect_timeout)
+        self._pacer = Pacer(settings.max_startups)
         self._lock = threading.Lock()
 
     def ssh_config(self) -> SshConfig | None:
@@ -240,30 +280,83 @@ class Connector:
         return resolve(node, self.settings, self._ssh_config)
 
     def open(self, attempt: Attempt, target: ResolvedHost) -> paramiko.Transport:
-        """An authenticated transport to ``target``; ``attempt`` owns it and its jump hosts."""
+        """An authenticated transport to ``target``; ``attempt`` owns it and its jump hosts.
+
+        Each hop waits for a pacing slot to its sshd (by address, or by target and jump host)
+        and holds it until authenticated; a connection dropped before the banner is retried.
+        """
         hops = self.jump_chain(target)
         if not hops:
-            return self._connect(attempt, target, self._tcp(attempt, target, ""), "")
+            return self._hop(attempt, target, "", lambda: self._tcp(attempt, target, ""))
         first = hops[0]
         via = f" (jump host {first.alias})"
-        transport = self._connect(attempt, first, self._tcp(attempt, first, via), via)
+        transport = self._hop(attempt, first, via, lambda: self._tcp(attempt, first, via))
+        endpoint = first.target
         for jump, host in zip(hops, [*hops[1:], target], strict=True):
-            via = f" (jump host {jump.alias})"
-            attempt.begin(
-                f"forwarding to {host.hostname}:{host.port}{via}", self.settings.connect_timeout
-            )
-            try:
-                channel = transport.open_channel(
-                    "direct-tcpip",
-                    (host.hostname, host.port),
-                    ("127.0.0.1", 0),
-                    timeout=attempt.remaining(),
-                )
-            except paramiko.ChannelException as exc:
-                raise forward_error(exc, host, jump) from exc
+            endpoint = f"{host.hostname}:{host.port} via {endpoint}"
             own_via = "" if host is target else f" (jump host {host.alias})"
-            transport = self._connect(attempt, host, channel, own_via)
+            transport = self._hop(
+                attempt,
+                host,
+                own_via,
+                functools.partial(self._forward, attempt, transport, jump, host, endpoint),
+            )
         return transport
+
+    def _hop(
+        self, attempt: Attempt, host: ResolvedHost, via: str, open_sock: Callable[[], Any]
+    ) -> paramiko.Transport:
+        """Connect one hop over what ``open_sock`` opens (which takes the pacing slot), and
+        try again after a short jittered wait when the server drops it before its banner
+        (sshd's MaxStartups), as long as the node's deadline allows."""
+        for retry in itertools.count():
+            try:
+                return self._connect(attempt, host, open_sock(), via)
+            except (TransportError, ConnectionResetError) as exc:
+                failed = attempt.newest()
+                banner = failed.remote_version if isinstance(failed, paramiko.Transport) else None
+                if attempt.overdue() or not dropped_before_banner(exc, attempt.phase, via, banner):
+                    raise
+                delay = backoff(retry, attempt.deadline)
+                if delay is None:
+                    if not retry:
+                        raise
+                    error = exc if isinstance(exc, TransportError) else classify(exc, attempt)
+                    raise TransportError(
+                        error.kind, f"{error.message} ({retry + 1} tries)"
+                    ) from exc
+                if isinstance(exc, TransportError) and failed is not None:
+                    attempt.drop(failed)  # the new transport (see dropped_before_banner)
+            finally:
+                attempt.free_slot()
+            log.debug("%s%s dropped before its banner: retrying", host.target, via)
+            attempt.begin(f"reconnecting{via}", delay + 1.0)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _forward(
+        self,
+        attempt: Attempt,
+        transport: paramiko.Transport,
+        jump: ResolvedHost,
+        host: ResolvedHost,
+        endpoint: str,
+    ) -> paramiko.Channel:
+        """A direct-tcpip channel from ``jump`` to ``host``, once a pacing slot is free."""
+        via = f" (jump host {jump.alias})"
+        attempt.hold(self._pacer, endpoint, endpoint)
+        attempt.begin(
+            f"forwarding to {host.hostname}:{host.port}{via}", self.settings.connect_timeout
+        )
+        try:
+            return transport.open_channel(
+                "direct-tcpip",
+                (host.hostname, host.port),
+                ("127.0.0.1", 0),
+                timeout=attempt.remaining(),
+            )
+        except paramiko.ChannelException as exc:
+            raise forward_error(exc, host, jump) from exc
 
     def jump_chain(self, target: ResolvedHost) -> list[ResolvedHost]:
         """The jump hosts to ``target``, first hop first (see ``ssh_resolve.jump_chain``)."""
@@ -281,6 +374,9 @@ class Connector:
             if exc.kind is ErrorKind.DNS and attempt.bound_by_deadline and attempt.overdue():
                 raise attempt.timeout_error() from exc  # the caller's time ran out, not DNS's
             raise
+        if addresses:  # one slot per resolved sshd endpoint, whatever name led there
+            where = endpoint_key(addresses[0][4])
+            attempt.hold(self._pacer, where, where + via)
         attempt.begin(f"TCP connect to {name}:{host.port}{via}", self.settings.connect_timeout)
         last: OSError | None = None
         for family, kind, proto, _, addr in addresses:

@@ -9,7 +9,9 @@ each tick writes one JSON request line and reads exactly one ``UGRO1`` answer li
 A dead channel or connection is found at the start of a tick (or when a reused channel hits EOF
 before answering, which is retried once on a fresh one) and replaced. Any failure is reported as a
 classified ``TransportError``; a timeout closes the channel (its state is unknown) and keeps the
-connection, any other failure drops the whole session, so the next tick starts clean.
+connection, any other failure drops the whole session, so the next tick starts clean. A server
+that refuses the next channel on the kept connection (``MaxSessions``, with the timed-out probe
+still running) gets a new connection within the same tick.
 
 Sessions are locked one per node, so different nodes tick in parallel on the caller's threads.
 """
@@ -252,19 +254,21 @@ class Sessions:
         if session.channel is not None:
             return False
         self._watchdog.watch(attempt)
-        if session.transport is None:
-            target = self._connector.resolve(node)
-            self._connector.open(attempt, target)
-            owned = reversed(attempt.release())  # the target first, then its jump host
-            session.transports = [t for t in owned if isinstance(t, paramiko.Transport)]
-            wake = min(_IDLE_WAKE_S, max(1.0, self.settings.keepalive_s))
-            for transport in session.transports:
-                if isinstance(transport.sock, socket.socket):
-                    transport.sock.settimeout(wake)
-        attempt.own(session)  # until the probe runs, an overrun closes the whole session
-        attempt.begin("probe start", self.settings.command_timeout)
-        assert session.transport is not None
-        channel = session.transport.open_session(timeout=attempt.remaining())
+        fresh = session.transport is None
+        if fresh:
+            self._connect(session, attempt, node)
+        try:
+            channel = self._open_channel(session, attempt)
+        except paramiko.ChannelException:
+            if fresh:
+                raise
+            # sshd refused a session on a connection that had one (MaxSessions): the probe of
+            # a timed-out tick still holds it there, closed on our side, until it exits. A new
+            # connection starts with no session; closing the old one ends that probe's input.
+            log.debug("%s: session refused on the old connection, reconnecting", node.name)
+            session.close()
+            self._connect(session, attempt, node)
+            channel = self._open_channel(session, attempt)
         session.channel = channel
         session.stderr.clear()
         session.noise.clear()
@@ -276,6 +280,22 @@ class Sessions:
             pass  # the command ended without reading its input: the exchange finds out why
         attempt.release()
         return True
+
+    def _connect(self, session: Session, attempt: Attempt, node: NodeConfig) -> None:
+        """Open ``session``'s connection (its transports, target first, then jump hosts)."""
+        self._connector.open(attempt, self._connector.resolve(node))
+        owned = reversed(attempt.release())  # the target first, then its jump host
+        session.transports = [t for t in owned if isinstance(t, paramiko.Transport)]
+        wake = min(_IDLE_WAKE_S, max(1.0, self.settings.keepalive_s))
+        for transport in session.transports:
+            if isinstance(transport.sock, socket.socket):
+                transport.sock.settimeout(wake)
+
+    def _open_channel(self, session: Session, attempt: Attempt) -> paramiko.Channel:
+        attempt.own(session)  # until the probe runs, an overrun closes the whole session
+        attempt.begin("probe start", self.settings.command_timeout)
+        assert session.transport is not None
+        return session.transport.open_session(timeout=attempt.remaining())
 
     def _exchange(self, session: Session, attempt: Attempt, request: bytes) -> dict[str, Any]:
         """Send one request line and read lines until the answer; ``_Stale`` on EOF."""
