@@ -111,3 +111,25 @@ def test_running_watch_picks_up_a_job_started_from_another_shell(tmp_path: Path)
     finally:
         proc.kill()
     assert proc.returncode == 0
+
+
+def test_headless_says_an_unreadable_kernel_log_once_per_node(capsys: pytest.CaptureFixture[str]):
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from ugro_health.cli.watch import _note_kernel_log
+    from ugro_health.model import NodeReport, NodeSample, Status
+
+    denied = NodeSample(errors={"xid": "dmesg: read kernel buffer failed: Permission denied"})
+    reports = {"gpu1": NodeReport("gpu1", Status.OK, 100, 0.0, 0.1, sample=denied)}
+    monitor = SimpleNamespace(view=SimpleNamespace(reports=reports))
+    noted: set[str] = set()
+    _note_kernel_log(monitor, 0.0, noted)  # type: ignore[arg-type]
+    _note_kernel_log(monitor, 5.0, noted)  # type: ignore[arg-type]
+    reports["gpu2"] = replace(reports["gpu1"], name="gpu2")
+    _note_kernel_log(monitor, 10.0, noted)  # type: ignore[arg-type]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2, lines
+    assert " NOTE XID errors are not checked on gpu1: " in lines[0]
+    assert " NOTE XID errors are not checked on gpu2: " in lines[1]
+    assert "kernel.dmesg_restrict=0" in lines[1]

@@ -191,3 +191,16 @@ def test_breaker_back_off_after_a_recovery_is_shown_at_any_width(width: int):
         assert "breaker gpu1: closed, back-off 2m" in text
         assert "breaker gpu3: open, retry 42s" in text
     assert all(len(line) <= width for line in text.splitlines())
+
+
+def test_an_unreadable_kernel_log_is_a_note_under_the_table_not_an_alert():
+    base = view()
+    denied = {"xid": "dmesg: read kernel buffer failed: Operation not permitted"}
+    name, row = base.rows[0]
+    assert row.report is not None and row.report.sample is not None
+    sample = replace(row.report.sample, errors=denied)
+    rows = [(name, replace(row, report=replace(row.report, sample=sample))), *base.rows[1:]]
+    text = " ".join(render(replace(base, rows=rows), 120).split())
+    assert text.count("XID errors are not checked on gpu1:") == 1
+    assert "`adm` group" in text and "kernel.dmesg_restrict=0" in text
+    assert "not checked" not in render(base, 120)

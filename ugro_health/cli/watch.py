@@ -128,6 +128,7 @@ def _run_headless(monitor: Monitor) -> None:
     from ugro_health.render.common import printable
 
     shown: list[str] = []  # the store problems logged last: a full disk is said once
+    noted: set[str] = set()  # nodes whose unreadable kernel log was said (once per node)
 
     def on_cycle(result: CycleResult) -> None:
         # Events carry the cycle's start time, its summary the end: log them in that order.
@@ -140,6 +141,7 @@ def _run_headless(monitor: Monitor) -> None:
             if not result.store_problems and any(_is_write_failure(p) for p in shown):
                 _log(f"{_stamp(result.at)} STORE recorded again")
             shown[:] = result.store_problems
+        _note_kernel_log(monitor, result.at, noted)
 
     _log(
         f"{_stamp(time.time())} watching {len(monitor.nodes)} node(s); "
@@ -147,6 +149,19 @@ def _run_headless(monitor: Monitor) -> None:
     )
     monitor.run(on_cycle=on_cycle, tick_s=1.0)
     _log(f"{_stamp(time.time())} stopped after {monitor.view.cycles} cycle(s)")
+
+
+def _note_kernel_log(monitor: Monitor, at: float, noted: set[str]) -> None:
+    """Say once per node that its kernel log is unreadable (XIDs unchecked), with the fix."""
+    from ugro_health.engine.scoring import kernel_log_denied
+    from ugro_health.render.table import kernel_log_message
+
+    reports = monitor.view.reports
+    new = [n for n, r in reports.items() if n not in noted and kernel_log_denied(r.sample)]
+    message = kernel_log_message(new)
+    if message is not None:
+        noted.update(new)
+        _log(f"{_stamp(at)} NOTE {message.removeprefix('note: ')}")
 
 
 def _is_write_failure(problem: str) -> bool:

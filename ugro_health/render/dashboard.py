@@ -16,8 +16,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ugro_health.engine.scoring import kernel_log_denied
 from ugro_health.model import Alert, NodeReport, Severity, Status, human_duration
 from ugro_health.render.common import DASH, STATUS_STYLE, pct, printable
+from ugro_health.render.table import kernel_log_message
 
 SEVERITY_STYLE = {Severity.CRITICAL: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
@@ -61,6 +63,10 @@ def dashboard(view: WatchView, width: int = 120, max_alerts: int = 8) -> Rendera
         parts.append(ranks)
     if width < BREAKER_COLUMN_WIDTH:
         parts.extend(_breaker_notes(view))
+    denied = (n for n, row in view.rows if row.report and kernel_log_denied(row.report.sample))
+    note = kernel_log_message(denied)
+    if note is not None:  # a standing fact of the node, not an alert on every poll
+        parts.append(Text(note, style="dim"))
     parts.append(_active_panel(view, max_alerts))
     parts.append(_events_panel(view, max_alerts))
     return Group(*parts)

@@ -5,6 +5,8 @@ Pure: builds Rich renderables from a ``ClusterReport``; printing is the caller's
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.console import Group, RenderableType
 from rich.text import Text
 
@@ -50,14 +52,19 @@ def check_table(report: ClusterReport) -> RenderableType:
 
 def kernel_log_note(report: ClusterReport) -> Text | None:
     """Once per run, the nodes whose kernel log the probe may not read, with the fix."""
-    denied = [printable(n.name) for n in report.nodes if kernel_log_denied(n.sample)]
+    message = kernel_log_message(n.name for n in report.nodes if kernel_log_denied(n.sample))
+    return None if message is None else Text(message, style="dim")
+
+
+def kernel_log_message(names: Iterable[str]) -> str | None:
+    """``note: XID errors are not checked on a, b: ...`` with the fix, or None for no node."""
+    denied = [printable(name) for name in names]
     if not denied:
         return None
-    return Text(
+    return (
         f"note: XID errors are not checked on {', '.join(denied)}: the SSH user may not read "
         "the kernel log. Fix on the node: add the user to the `adm` group (or "
-        "`systemd-journal`, for journalctl -k), or set the sysctl kernel.dmesg_restrict=0.",
-        style="dim",
+        "`systemd-journal`, for journalctl -k), or set the sysctl kernel.dmesg_restrict=0."
     )
 
 
