@@ -232,7 +232,12 @@ def test_show_reads_the_system_file_after_the_users_first_value_wins(tmp_path: P
     result = run_cli("config", "show", "--json", cwd=tmp_path, env=home)
     assert result.returncode == 0, result.stderr
     gpu1, db1 = (node["connect"] for node in json.loads(result.stdout)["nodes"])
-    assert (gpu1["user"], gpu1["port"], db1["user"], db1["port"]) == ("ollie", 2200, "sysuser", 2200)
+    assert (gpu1["user"], gpu1["port"], db1["user"], db1["port"]) == (
+        "ollie",
+        2200,
+        "sysuser",
+        2200,
+    )
     assert gpu1["set_by"] == {
         "user": f"{ssh}/config:2",  # the user's file is read first: its value wins
         "port": f"{system}:5",

@@ -90,7 +90,9 @@ class SshTransport:
         self.accept_new = accept_new or settings.accept_new_host_keys
         # an explicit ssh_config_path is read as `ssh -F path` reads it: without the system file
         from_settings = isinstance(ssh_config_path, _FromSettings)
-        path = settings.ssh_config if from_settings else ssh_config_path
+        path = (
+            settings.ssh_config if isinstance(ssh_config_path, _FromSettings) else ssh_config_path
+        )
         self._connector = Connector(
             settings,
             accept_new=self.accept_new,

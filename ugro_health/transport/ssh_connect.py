@@ -273,9 +273,7 @@ class Connector:
         """The parsed ssh_config file (once per connector), None when disabled or absent."""
         with self._lock:
             if not self._ssh_config_loaded:
-                self._ssh_config = load_ssh_config(
-                    self._ssh_config_path, self._system_ssh_config
-                )
+                self._ssh_config = load_ssh_config(self._ssh_config_path, self._system_ssh_config)
                 self._ssh_config_loaded = True
             return self._ssh_config
 
