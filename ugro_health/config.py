@@ -54,6 +54,8 @@ class SshSettings:
     keepalive_s: float = 15.0
     known_hosts: str | None = None  # extra known_hosts file besides ~/.ssh and /etc/ssh
     ssh_config: str | None = "~/.ssh/config"  # None/"" disables ~/.ssh/config
+    # read after ssh_config, as ssh without -F does; None/"" disables it (ssh -F reads neither)
+    system_ssh_config: str | None = "/etc/ssh/ssh_config"
     accept_new_host_keys: bool = False  # enrolment is explicit: `check --accept-new`
 
 
@@ -241,7 +243,13 @@ def _ssh(doc: YamlDoc, data: Mapping[str, Any]) -> SshSettings:
     # 0 would leave no time at all: every SSH node would fail before its DNS lookup.
     timeouts = ("connect_timeout", "command_timeout")
     ssh = _bounded(doc, ssh, "ssh", timeouts, lambda v: v > 0, "must be more than zero")
+    # ssh reads its system file by absolute path; a relative one would depend on the cwd
+    system = ("system_ssh_config",)
+    ssh = _bounded(doc, ssh, "ssh", system, lambda v: not v or v.startswith("/"), _ABSOLUTE)
     return ssh
+
+
+_ABSOLUTE = 'must be an absolute path, or "" to read no system-wide ssh_config'
 
 
 _PERCENT_KEYS = tuple(f.name for f in fields(Thresholds) if f.name.endswith("_pct"))

@@ -279,13 +279,14 @@ class SshdRig:
         return replace(node, **overrides)
 
     def settings(self, **overrides: Any) -> SshSettings:
-        """SshSettings with short timeouts, the rig's known_hosts and no ~/.ssh/config."""
+        """SshSettings with short timeouts, the rig's known_hosts and no ssh_config files."""
         base = SshSettings(
             connect_timeout=3.0,
             command_timeout=10.0,
             keepalive_s=5.0,
             known_hosts=str(self.known_hosts),
             ssh_config=None,
+            system_ssh_config=None,
         )
         return replace(base, **overrides)
 

@@ -5,6 +5,11 @@ A seeded generator writes ssh_config families (patterns, negation, Include relat
 quoting, ``Key=value``, CRLF, ProxyJump/ProxyCommand chains, bad lines) into a temporary HOME; for
 every alias each option ugro-health uses must equal what ``ssh -G -F file alias`` prints, and a
 file ssh refuses must be refused. ``Match exec`` commands are harmless (true, false, test).
+
+A second run compares without ``-F``: ssh then reads ``~/.ssh/config`` (from the passwd home,
+not $HOME) and this machine's real ``/etc/ssh/ssh_config`` after it. The generated home is
+bind-mounted over the passwd home in a private mount namespace (``unshare -m``), so nothing
+outside the test's temporary directory is touched.
 """
 
 from __future__ import annotations
@@ -137,10 +142,22 @@ def _family(rng: random.Random, home: Path) -> Path:
     return config
 
 
-def _ssh_g(config: Path, alias: str, home: Path) -> dict[str, list[str]] | None:
+SYSTEM_CONFIG = "/etc/ssh/ssh_config"
+SYSTEM_CASES = int(os.environ.get("UGRO_SSH_SYSTEM_CONFIG_CASES", "40"))
+# ssh -G with no -F, the generated home mounted over the passwd home ($2) for this command only
+_UNSHARED = 'mount --bind "$1" "$2" && exec ssh -G "$3"'
+
+
+def _ssh_g(
+    config: Path, alias: str, home: Path, system: bool = False
+) -> dict[str, list[str]] | None:
     env = {**os.environ, "HOME": str(home)}
+    argv = ["ssh", "-G", "-F", str(config), alias]
+    if system:
+        pw_dir = pwd.getpwuid(os.getuid()).pw_dir
+        argv = ["unshare", "-m", "sh", "-c", _UNSHARED, "sh", str(home), pw_dir, alias]
     done = subprocess.run(
-        ["ssh", "-G", "-F", str(config), alias],
+        argv,
         capture_output=True,
         text=True,
         env=env,
@@ -202,18 +219,49 @@ def ssh_client() -> str:
 
 @pytest.mark.slow
 def test_resolution_matches_ssh_minus_g(ssh_client: str, tmp_path: Path) -> None:
+    mismatches, compared = _compare(tmp_path, CASES, system=False)
+    text = "\n".join(mismatches[:20])
+    assert not mismatches, f"{len(mismatches)} differences from ssh -G, e.g.:\n{text}"
+    assert compared > CASES  # most families resolve: the comparison is not vacuous
+
+
+@pytest.fixture(scope="module")
+def private_home(ssh_client: str) -> None:
+    """``unshare -m`` with bind mounts works here (root, or CAP_SYS_ADMIN)."""
+    probe = ["unshare", "-m", "sh", "-c", "mount --bind / /mnt"]
+    try:
+        ok = subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode == 0
+    except OSError:
+        ok = False
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail("unshare -m with a bind mount is refused (CI is set: this must run)")
+        pytest.skip("no private mount namespace here (unshare -m needs root)")
+
+
+@pytest.mark.slow
+def test_resolution_with_the_system_file_matches_ssh_minus_g(
+    private_home: None, tmp_path: Path
+) -> None:
+    mismatches, compared = _compare(tmp_path, SYSTEM_CASES, system=True)
+    text = "\n".join(mismatches[:20])
+    assert not mismatches, f"{len(mismatches)} differences from ssh -G, e.g.:\n{text}"
+    assert compared > SYSTEM_CASES
+
+
+def _compare(tmp_path: Path, cases: int, system: bool) -> tuple[list[str], int]:
     pw = pwd.getpwuid(os.getuid())
     local = Local(pw.pw_name, pw.pw_dir, os.getuid(), socket.gethostname())  # as ssh takes it
-    rng = random.Random(SEED)
+    rng = random.Random(SEED + system)
     mismatches: list[str] = []
     compared = 0
-    for case in range(CASES):
+    for case in range(cases):
         config = _family(rng, tmp_path)
         os.environ["HOME"], old_home = str(tmp_path), os.environ.get("HOME", "")
         try:
-            parsed = SshConfig(str(config), local=local)
+            parsed = SshConfig(str(config), local=local, system=SYSTEM_CONFIG if system else None)
             for alias in rng.sample(ALIASES, 3):
-                seen = _ssh_g(config, alias, tmp_path)
+                seen = _ssh_g(config, alias, tmp_path, system)
                 try:
                     ours = parsed.lookup(alias)
                 except SshConfigError as exc:
@@ -234,6 +282,4 @@ def test_resolution_matches_ssh_minus_g(ssh_client: str, tmp_path: Path) -> None
             os.environ["HOME"] = old_home
         if len(mismatches) > 20:
             break
-    text = "\n".join(mismatches[:20])
-    assert not mismatches, f"{len(mismatches)} differences from ssh -G, e.g.:\n{text}"
-    assert compared > CASES  # most families resolve: the comparison is not vacuous
+    return mismatches, compared

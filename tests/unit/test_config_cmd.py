@@ -165,6 +165,8 @@ def test_ssh_config_include_loop_terminates(tmp_path: Path):
 SHOW = """\
 defaults:
   python: /opt/py/bin/python3
+ssh:
+  system_ssh_config: ""  # this machine's /etc/ssh/ssh_config would add its own values
 thresholds:
   gpu_temp_warn_c: 75
 nodes:
@@ -215,6 +217,40 @@ def test_show_json_fills_defaults_and_resolves_ssh_config(tmp_path: Path, home):
         "proxyjump": f"{where}:6",
     }
     assert (gpu2["connect"]["user"], gpu2["connect"]["port"]) == ("admin", 2200)
+
+
+def test_show_reads_the_system_file_after_the_users_first_value_wins(tmp_path: Path, home):
+    ssh = Path(home["HOME"]) / ".ssh"
+    (ssh / "config").write_text("Host gpu*\n  User ollie\n")
+    system = tmp_path / "etc_ssh_config"
+    system.write_text(
+        "Host *\n  SendEnv LANG LC_*\n  GSSAPIAuthentication yes\n"
+        "  User sysuser\n  Port 2200\n  HashKnownHosts yes\n"
+    )
+    cluster = f"ssh:\n  system_ssh_config: {system}\nnodes:\n  - name: gpu1\n  - name: db1\n"
+    (tmp_path / "cluster.yaml").write_text(cluster)
+    result = run_cli("config", "show", "--json", cwd=tmp_path, env=home)
+    assert result.returncode == 0, result.stderr
+    gpu1, db1 = (node["connect"] for node in json.loads(result.stdout)["nodes"])
+    assert (gpu1["user"], gpu1["port"], db1["user"], db1["port"]) == (
+        "ollie",
+        2200,
+        "sysuser",
+        2200,
+    )
+    assert gpu1["set_by"] == {
+        "user": f"{ssh}/config:2",  # the user's file is read first: its value wins
+        "port": f"{system}:5",
+        "hashknownhosts": f"{system}:6",
+    }
+    assert db1["set_by"]["user"] == f"{system}:4"
+
+
+def test_validate_refuses_a_relative_system_ssh_config(tmp_path: Path):
+    (tmp_path / "cluster.yaml").write_text("ssh:\n  system_ssh_config: etc/ssh_config\n")
+    result = run_cli("config", "validate", cwd=tmp_path)
+    assert result.returncode == 3
+    assert "ssh.system_ssh_config: must be an absolute path" in result.stdout
 
 
 def test_show_text_is_yaml_with_the_same_content(tmp_path: Path, home):

@@ -93,7 +93,7 @@ def effective_document(config: Config) -> dict[str, Any]:
     it connects; plain lists and dicts, for JSON and YAML alike."""
     from ugro_health.transport.ssh_resolve import load_ssh_config
 
-    ssh_config = load_ssh_config(config.ssh.ssh_config)
+    ssh_config = load_ssh_config(config.ssh.ssh_config, config.ssh.system_ssh_config)
     return _plain(
         {
             "source": config.source,

@@ -88,6 +88,8 @@ class SshTransport:
     ) -> None:
         self.settings = settings
         self.accept_new = accept_new or settings.accept_new_host_keys
+        # an explicit ssh_config_path is read as `ssh -F path` reads it: without the system file
+        from_settings = isinstance(ssh_config_path, _FromSettings)
         path = (
             settings.ssh_config if isinstance(ssh_config_path, _FromSettings) else ssh_config_path
         )
@@ -95,6 +97,7 @@ class SshTransport:
             settings,
             accept_new=self.accept_new,
             ssh_config_path=path,
+            system_ssh_config=settings.system_ssh_config if from_settings else None,
             known_hosts_files=(tuple(known_hosts_files) if known_hosts_files is not None else None),
         )
         self._watchdog = Watchdog()

@@ -205,36 +205,66 @@ class _State:
 
 
 class SshConfig:
-    """One ssh_config file (and its Includes), parsed once; ``lookup`` is cheap per host."""
+    """The user's ssh_config file then the system-wide one (each with its Includes), parsed
+    once, as ``ssh`` without ``-F`` reads them; ``lookup`` is cheap per host."""
 
-    def __init__(self, path: str, text: str | None = None, local: Local | None = None) -> None:
-        self.path = path
+    def __init__(
+        self,
+        path: str,
+        text: str | None = None,
+        local: Local | None = None,
+        *,
+        system: str | None = None,
+        system_text: str | None = None,
+    ) -> None:
+        self.path = path  # "" when only the system file is read
+        self.system = system
         self.local = local or Local.here()
-        self.error: str | None = None  # a bad line: ssh refuses every host, so do we
+        self.error: str | None = None  # a bad line in either file: ssh refuses every host
         self.indexed = True  # False: walk every section (tests compare the two)
-        self.root: ConfigFile | None = None
+        self.roots: tuple[ConfigFile, ...] = ()
         try:
-            if text is None:
-                self.root = parse_file(path, user_config=True)
-            else:
-                self.root = parse_lines(path, text.split("\n"), user_config=True)
+            self.roots = (*self._user(text), *self._system(system_text))
         except SshConfigError as exc:
             self.error = str(exc)
 
+    @property
+    def root(self) -> ConfigFile | None:
+        return self.roots[0] if self.roots else None
+
+    def _user(self, text: str | None) -> tuple[ConfigFile, ...]:
+        if text is not None:
+            return (parse_lines(self.path, text.split("\n"), user_config=True),)
+        return (parse_file(self.path, user_config=True),) if self.path else ()
+
+    def _system(self, text: str | None) -> tuple[ConfigFile, ...]:
+        # ssh reads it without SSHCONF_USERCONF: relative Includes are under /etc/ssh, no `~`;
+        # an absent file is no error
+        if not self.system:
+            return ()
+        if text is not None:
+            return (parse_lines(self.system, text.split("\n"), user_config=False),)
+        if not os.path.isfile(self.system):
+            return ()
+        return (parse_file(self.system, user_config=False),)
+
     def lookup(self, alias: str, preset: tuple[Option, ...] = ()) -> HostConfig:
-        """What ``ssh -F path alias`` would use, ``preset`` standing for ssh's command-line
-        options (they come first, so they win and ``Match user`` sees them); raises
-        ``SshConfigError``."""
-        if self.root is None:
-            raise SshConfigError(self.error or f"cannot read {self.path}")
-        state = _State(alias, self.local, full=self.root.has_unknown or not self.indexed)
+        """What ``ssh alias`` would use (``ssh -F path alias`` without a system file),
+        ``preset`` standing for ssh's command-line options (they come first, so they win and
+        ``Match user`` sees them); raises ``SshConfigError``."""
+        if self.error is not None:
+            raise SshConfigError(self.error)
+        full = not self.indexed or any(root.has_unknown for root in self.roots)
+        state = _State(alias, self.local, full=full)
         for option in preset:
             state.apply(option)
-        self._walk(self.root, state, True)
+        for root in self.roots:  # each file starts active, as readconf reads each
+            self._walk(root, state, True)
         hostname = _hostname(state)
-        if self.root.has_final:
+        if any(root.has_final for root in self.roots):  # ssh.c re-reads both files
             state.final, state.final_host = True, hostname
-            self._walk(self.root, state, True)
+            for root in self.roots:
+                self._walk(root, state, True)
         return _result(state, hostname)
 
     def _walk(self, config: ConfigFile, state: _State, active: bool) -> None:

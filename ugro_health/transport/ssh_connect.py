@@ -254,10 +254,12 @@ class Connector:
         accept_new: bool,
         ssh_config_path: str | None,
         known_hosts_files: tuple[str, ...] | None,
+        system_ssh_config: str | None = None,
     ) -> None:
         self.settings = settings
         self.accept_new = accept_new
         self._ssh_config_path = ssh_config_path or None
+        self._system_ssh_config = system_ssh_config or None
         self._ssh_config: SshConfig | None = None
         self._ssh_config_loaded = False
         self._known_hosts_override = known_hosts_files
@@ -271,7 +273,7 @@ class Connector:
         """The parsed ssh_config file (once per connector), None when disabled or absent."""
         with self._lock:
             if not self._ssh_config_loaded:
-                self._ssh_config = load_ssh_config(self._ssh_config_path)
+                self._ssh_config = load_ssh_config(self._ssh_config_path, self._system_ssh_config)
                 self._ssh_config_loaded = True
             return self._ssh_config
 

@@ -1,4 +1,4 @@
-"""Where and as whom to connect for a node: its own keys, then ``~/.ssh/config``, then defaults.
+"""Where and as whom to connect for a node: its own keys, then ssh_config, then defaults.
 
 Part of the SSH transport; imported by the ``transport.ssh*`` modules and ``cli.config_cmd``.
 Imports ``config``, ``model``, ``transport.base``, ``transport.ssh_hostkeys`` and the pure
@@ -29,7 +29,7 @@ DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_ho
 
 @dataclass(frozen=True, slots=True)
 class ResolvedHost:
-    """Where and as whom to connect for one node, after ``~/.ssh/config``."""
+    """Where and as whom to connect for one node, after ``~/.ssh/config`` and the system file."""
 
     alias: str  # what was looked up in ssh_config: the node's host, else its name
     hostname: str
@@ -180,12 +180,12 @@ def jump_chain(
     return chain
 
 
-def load_ssh_config(path: str | None) -> SshConfig | None:
-    """The ssh_config file read once (Includes too), None when ``path`` is empty or absent. A
-    file ssh would refuse is kept with its error, so that every node reports it."""
-    if not path:
+def load_ssh_config(path: str | None, system: str | None = None) -> SshConfig | None:
+    """The user's ssh_config file then the system-wide one, each read once (Includes too), as
+    ``ssh`` without ``-F`` reads them; None when both are empty or absent. A file ssh would
+    refuse is kept with its error, so that every node reports it."""
+    full = os.path.expanduser(path) if path else ""
+    user = full if full and os.path.isfile(full) else ""
+    if not user and not (system and os.path.isfile(system)):
         return None
-    full = os.path.expanduser(path)
-    if not os.path.isfile(full):
-        return None
-    return SshConfig(full)
+    return SshConfig(user, system=system or None)
