@@ -24,6 +24,10 @@ def shared_dir() -> Iterator[Path]:
     """A directory another user can enter (pytest's tmp_path is private to root)."""
     if os.geteuid() != 0:
         pytest.skip("needs root, to run status as another user")
+    setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    runs = subprocess.run([*setpriv, sys.executable, "-c", "pass"], capture_output=True)
+    if runs.returncode != 0:  # e.g. a pyenv build whose libpython lies under root's 0700 home
+        pytest.skip(f"{sys.executable} cannot be run by another user here")
     path = Path(tempfile.mkdtemp(prefix="ugro-access-"))
     path.chmod(0o755)
     try:
