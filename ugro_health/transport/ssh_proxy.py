@@ -10,12 +10,13 @@ its own words (``ssh`` shows them on the terminal), never as a server that dropp
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
 import subprocess
 import threading
-from typing import IO, Any
+from typing import Any
 
 STDERR_KEEP = 4096  # bytes of the command's stderr kept for its error message
 _REASON_MAX = 300  # characters of that text in the one-line error
@@ -49,7 +50,7 @@ class ProxySocket(socket.socket):
         # A command that had exited on its own keeps its status even if the signal raced it.
         self._ended = (status, signalled and status < 0)
 
-    def _keep_stderr(self, stream: IO[bytes]) -> None:
+    def _keep_stderr(self, stream: io.BufferedReader) -> None:
         with stream:
             for chunk in iter(lambda: stream.read1(STDERR_KEEP), b""):
                 self.stderr_tail = (self.stderr_tail + chunk)[-STDERR_KEEP:]
