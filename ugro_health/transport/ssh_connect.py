@@ -371,7 +371,7 @@ class Connector:
     def _tcp(self, attempt: Attempt, host: ResolvedHost, via: str) -> socket.socket:
         if host.proxy_command is not None:  # ssh_config's ProxyCommand: never bypassed
             key = pacing_key(host.proxy_template or host.proxy_command)
-            attempt.hold(self._pacer, key, f"ProxyCommand {host.proxy_template}")
+            attempt.hold(self._pacer, key, key.replace("proxy:", "ProxyCommand ", 1))
             attempt.begin(f"ProxyCommand to {host.hostname}{via}", self.settings.connect_timeout)
             return proxy_socket(host.proxy_command)
         name = host.hostname.strip("[]")
