@@ -11,9 +11,13 @@ direction). The behaviour is a ``Faults`` value, switched at runtime with ``prox
 - ``rate_bps``: a bandwidth cap per direction (bytes per second);
 - ``cut_after``: after this many bytes from the server on one connection, close both sides
   (FIN; an RST with ``cut_rst``);
-- ``reset_first``: the next N accepted connections are reset (RST) before anything is sent.
+- ``reset_first``: the next N accepted connections are reset (RST) before anything is sent;
+- ``loss``: packet loss as a TCP stream sees it. A proxy cannot drop IP packets (the kernel's
+  TCP under it retransmits on loopback at once), so each chunk is, with probability ``loss``,
+  held back for a retransmission timeout drawn from ``loss_delay_s`` (seeded: ``seed`` of the
+  proxy), order kept (a held chunk holds those behind it, as TCP's in-order delivery does).
 
-``proxy.accepted`` counts connections, ``proxy.last_from_server`` is how many bytes the server
+``proxy.accepted`` counts connections, ``proxy.retransmitted`` the chunks held back by ``loss``, ``proxy.last_from_server`` is how many bytes the server
 sent on the last one that ended. ``proxy.reset_all()`` resets every live connection (SO_LINGER 0, so the peer reads ECONNRESET).
 Bounded: at most ``max_connections`` live connections (more are reset at once); ``close()``
 stops everything and joins the threads.
@@ -21,6 +25,7 @@ stops everything and joins the threads.
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 import threading
@@ -42,6 +47,8 @@ class Faults:
     cut_after: int | None = None
     cut_rst: bool = False  # the cut is a reset, not a close
     reset_first: int = 0
+    loss: float = 0.0  # probability that a chunk waits for a retransmission timeout
+    loss_delay_s: tuple[float, float] = (0.2, 1.0)  # that timeout, drawn uniformly
 
 
 def _reset(sock: socket.socket) -> None:
@@ -88,7 +95,8 @@ class _Link:
                     if data == b"":
                         eof = True
                     elif data:
-                        queue.append((time.monotonic() + self.proxy.faults.delay_s, data))
+                        due = time.monotonic() + self.proxy.faults.delay_s
+                        queue.append((due + self.proxy.retransmission_delay(), data))
                 else:
                     time.sleep(_TICK_S)
                 if not self._send_due(queue, dst, downstream):
@@ -146,8 +154,10 @@ class _Link:
 class FaultProxy:
     """Forwards 127.0.0.1:``port`` to 127.0.0.1:``target_port`` under the current ``faults``."""
 
-    def __init__(self, target_port: int, max_connections: int = 64) -> None:
+    def __init__(self, target_port: int, max_connections: int = 64, seed: int = 11) -> None:
         self.target_port = target_port
+        self.retransmitted = 0
+        self._rng = random.Random(seed)
         self.max_connections = max_connections
         self.faults = Faults()
         self.accepted = 0
@@ -165,6 +175,15 @@ class FaultProxy:
         """Switch behaviour now (e.g. ``set(stall=True)``, ``set(delay_s=0.3)``)."""
         with self._lock:
             self.faults = replace(self.faults, **changes)
+
+    def retransmission_delay(self) -> float:
+        """0, or (with probability ``loss``) a retransmission timeout for the next chunk."""
+        with self._lock:
+            faults = self.faults
+            if not faults.loss or self._rng.random() >= faults.loss:
+                return 0.0
+            self.retransmitted += 1
+            return self._rng.uniform(*faults.loss_delay_s)
 
     def clear(self) -> None:
         with self._lock:

@@ -70,6 +70,30 @@ def test_a_slow_link_still_answers(sshd_rig: SshdRig, proxy: FaultProxy) -> None
     assert probe(transport, node, 40)["ok"] is True
 
 
+def test_packet_loss_delays_but_the_node_answers_within_its_budget(
+    sshd_rig: SshdRig, proxy: FaultProxy
+) -> None:
+    # Loss emulated as TCP sees it: a fifth of the chunks wait 0.2-1 s for a "retransmission".
+    proxy.set(loss=0.2, loss_delay_s=(0.2, 1.0))
+    node = via_proxy(sshd_rig, proxy)
+    transport = sshd_rig.transport(sshd_rig.settings(connect_timeout=5.0, command_timeout=20.0))
+    assert probe(transport, node, 40)["ok"] is True
+    assert proxy.retransmitted > 0  # the link really was lossy
+
+
+def test_loss_heavier_than_the_budget_is_a_timeout_at_the_deadline(
+    sshd_rig: SshdRig, proxy: FaultProxy
+) -> None:
+    proxy.set(loss=1.0, loss_delay_s=(2.0, 3.0))  # every chunk retransmitted, slowly
+    node = via_proxy(sshd_rig, proxy)
+    transport = sshd_rig.transport(sshd_rig.settings(connect_timeout=10.0))
+    error, elapsed = failure(transport, node, 4.0)
+    assert error.kind is ErrorKind.TIMEOUT and error.at_deadline, error
+    assert "timed out after" in str(error), error
+    assert elapsed < 4.0 + 3.0  # bounded by the budget, not by the lossy link
+    assert proxy.retransmitted > 0
+
+
 def test_a_stall_before_the_banner_times_out_in_the_banner_phase(
     sshd_rig: SshdRig, proxy: FaultProxy
 ) -> None:

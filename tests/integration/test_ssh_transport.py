@@ -9,6 +9,7 @@ import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -346,4 +347,44 @@ def test_a_failing_proxy_command_is_never_bypassed(sshd_rig: SshdRig, tmp_path: 
     node = sshd_rig.node_config("node1", host="via-proxy")
     error, _ = probe_error(sshd_rig, node, settings=settings)
     assert error.kind is ErrorKind.SSH_ERROR
-    assert "closed before the SSH banner" in str(error), error
+    assert str(error) == "ProxyCommand exited with status 1", error  # once: never retried
+
+
+def test_a_failing_proxy_command_says_why_in_one_line(sshd_rig: SshdRig, tmp_path: Path) -> None:
+    script = tmp_path / "no-route"
+    script.write_text("#!/bin/sh\nprintf 'noise\\n\\033[31moops-no-route\\n' >&2\nexit 3\n")
+    script.chmod(0o755)
+    config = sshd_rig.write_ssh_config(
+        tmp_path / "ssh_config", f"Host via-proxy\n    ProxyCommand {script} %h\n"
+    )
+    settings = sshd_rig.settings(ssh_config=str(config))
+    node = sshd_rig.node_config("node1", host="via-proxy")
+    error, _ = probe_error(sshd_rig, node, settings=settings)
+    assert error.kind is ErrorKind.SSH_ERROR
+    assert str(error) == "ProxyCommand exited with status 3: noise [31moops-no-route", error
+
+
+def test_proxy_commands_are_paced_like_connections(sshd_rig: SshdRig, tmp_path: Path) -> None:
+    """At most ssh.max_startups ProxyCommands through one command line (one bastion) are
+    between their start and the SSH banner at once: sshd's MaxStartups applies to them too."""
+    marker, gate = tmp_path / "relay.log", tmp_path / "gate"
+    config = sshd_rig.write_ssh_config(
+        tmp_path / "ssh_config",
+        "Host via-proxy-*\n"
+        "    HostName 127.0.0.1\n"
+        f"    ProxyCommand python3 {RELAY} %h %p {marker} {gate}\n",
+    )
+    transport = sshd_rig.transport(sshd_rig.settings(ssh_config=str(config), max_startups=2))
+    one = sshd_rig.node_config("node1")
+    nodes = [replace(one, name=f"n{i}", host=f"via-proxy-{i}") for i in range(6)]
+    try:
+        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+            docs = list(
+                pool.map(lambda n: transport.run_probe(n, REQUEST, time.monotonic() + 60), nodes)
+            )
+    finally:
+        transport.close()
+    assert [d["ok"] for d in docs] == [True] * len(nodes)
+    assert len(marker.read_text().splitlines()) == len(nodes)
+    now, most = (int(x) for x in gate.read_text().split())
+    assert (now, most) in ((0, 1), (0, 2)), (now, most)  # 6 at once without pacing

@@ -37,7 +37,7 @@ from ugro_health.transport.ssh_pacing import (
     dropped_before_banner,
     endpoint_key,
 )
-from ugro_health.transport.ssh_proxy import proxy_socket
+from ugro_health.transport.ssh_proxy import pacing_key, proxy_exit, proxy_socket
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     ResolvedHost,
@@ -312,12 +312,18 @@ class Connector:
         try again after a short jittered wait when the server drops it before its banner
         (sshd's MaxStartups), as long as the node's deadline allows."""
         for retry in itertools.count():
+            sock = None
             try:
-                return self._connect(attempt, host, open_sock(), via)
+                sock = open_sock()
+                return self._connect(attempt, host, sock, via)
             except (TransportError, ConnectionResetError) as exc:
                 failed = attempt.newest()
                 banner = failed.remote_version if isinstance(failed, paramiko.Transport) else None
-                if attempt.overdue() or not dropped_before_banner(exc, attempt.phase, via, banner):
+                if attempt.overdue():
+                    raise
+                if (ended := proxy_exit(sock)) is not None:  # its own failure, not MaxStartups
+                    raise TransportError(ErrorKind.SSH_ERROR, f"{ended}{via}") from exc
+                if not dropped_before_banner(exc, attempt.phase, via, banner):
                     raise
                 delay = backoff(retry, attempt.deadline)
                 if delay is None:
@@ -366,6 +372,8 @@ class Connector:
 
     def _tcp(self, attempt: Attempt, host: ResolvedHost, via: str) -> socket.socket:
         if host.proxy_command is not None:  # ssh_config's ProxyCommand: never bypassed
+            key = pacing_key(host.proxy_template or host.proxy_command)
+            attempt.hold(self._pacer, key, key.replace("proxy:", "ProxyCommand ", 1))
             attempt.begin(f"ProxyCommand to {host.hostname}{via}", self.settings.connect_timeout)
             return proxy_socket(host.proxy_command)
         name = host.hostname.strip("[]")

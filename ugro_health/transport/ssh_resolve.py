@@ -47,6 +47,7 @@ class ResolvedHost:
     host_key_algorithms: str | None = None  # raw ssh_config value, e.g. "+ssh-rsa"
     strict_host_key_checking: str = "ask"  # reported only: "no" never makes us accept a key
     proxy_command: str | None = None  # tokens expanded; run by the shell as ssh runs it
+    proxy_template: str | None = None  # ProxyCommand as written: its pacing key (ssh_proxy)
     connect_timeout: float | None = None
     server_alive_interval: float | None = None
     sources: tuple[tuple[str, str], ...] = ()  # (ssh_config keyword, "file:line") pairs
@@ -110,6 +111,7 @@ def resolve(
         host_key_algorithms=host.host_key_algorithms,
         strict_host_key_checking=host.strict_host_key_checking,
         proxy_command=proxy_command,
+        proxy_template=host.proxy_command,
         connect_timeout=host.connect_timeout,
         server_alive_interval=host.server_alive_interval or None,
         sources=tuple(sorted(host.sources.items())),
