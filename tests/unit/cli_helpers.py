@@ -36,6 +36,21 @@ def run_cli(
     )
 
 
+def spawn_cli(
+    *args: str, cwd: Path, entry: tuple[str, ...] = ("-m", "ugro_health")
+) -> subprocess.Popen[str]:
+    """The entry point (or ``entry``, e.g. ``("-c", CODE)``) started with ``args`` in the
+    isolated environment, its output piped: for commands that run on, such as ``watch``."""
+    return subprocess.Popen(
+        [sys.executable, *entry, *args],
+        cwd=cwd,
+        env=cli_env(cwd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 # Thresholds no test machine reaches, for tests that need the local node to stay OK whatever
 # else the machine is doing (a loaded CI box would otherwise turn it WARNING on load).
 CALM_THRESHOLDS = (

@@ -5,23 +5,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import CALM_THRESHOLDS, cli_env, run_cli
+from cli_helpers import CALM_THRESHOLDS, run_cli, spawn_cli
 
 
 def start_watch(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ugro_health", "watch", "--interval", "1", *args],
-        cwd=cwd,
-        env=cli_env(cwd),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn_cli("watch", "--interval", "1", *args, cwd=cwd)
 
 
 def read_lines_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
@@ -86,14 +78,7 @@ def test_running_watch_picks_up_a_job_started_from_another_shell(tmp_path: Path)
     (tmp_path / "cluster.yaml").write_text(
         CALM_THRESHOLDS + "nodes:\n  - name: here\n    host: localhost\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ugro_health", "watch", "--headless"],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli("watch", "--headless", cwd=tmp_path)
     try:
         first = read_lines_until(proc, "cycle 1:")
         assert "jobs: none; next in 40s" in first[-1]  # idle

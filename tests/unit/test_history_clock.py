@@ -7,12 +7,10 @@ The suite's ``FakeClock`` gives wall time (``time``) and real elapsed time (``mo
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from cli_helpers import cli_env
+from cli_helpers import spawn_cli
 
 from ugro_health.config import Config, NodeConfig
 from ugro_health.engine.clock import FakeClock
@@ -167,14 +165,7 @@ def test_a_real_watch_process_across_a_forward_step_keeps_its_history(tmp_path: 
     offset = tmp_path / "offset"
     offset.write_text("0")
     argv = ["--state-dir", str(state_dir), "watch", "--headless", "--interval", "1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", FAKED_WATCH, str(offset), *argv],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli(str(offset), *argv, cwd=tmp_path, entry=("-c", FAKED_WATCH))
     try:
         assert proc.stdout is not None
 

@@ -13,15 +13,13 @@ import copy
 import json
 import math
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer.main
-from cli_helpers import cli_env, run_cli
+from cli_helpers import run_cli, spawn_cli
 
 from ugro_health.cli.app import app
 from ugro_health.config import Config, NodeConfig
@@ -305,14 +303,7 @@ def test_jobs_start_over_a_string_job(tmp_path: Path) -> None:
 
 def test_watch_over_a_null_node_record_runs(tmp_path: Path) -> None:
     _seed(tmp_path, {"v": 1, "nodes": {"gpu1": None}, "jobs": {}})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ugro_health", "watch", "--headless", "--interval", "5"],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli("watch", "--headless", "--interval", "5", cwd=tmp_path)
     try:
         assert proc.stdout is not None
         # "watching", the cycle's ALERT lines if this machine is loaded, cycle 1, its STORE

@@ -5,11 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from cli_helpers import cli_env
+from cli_helpers import spawn_cli
 
 from ugro_health.store import HistoryStore, StateStore, StoreError, record_cycle
 from ugro_health.store._fs import one_line
@@ -45,14 +43,7 @@ def test_watch_says_a_store_failure_once_then_when_it_clears(tmp_path: Path) -> 
     (state_dir / "history").write_text("")
     (state_dir / "state.json").mkdir()
     argv = ["--state-dir", str(state_dir), "watch", "--headless", "--interval", "1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ugro_health", *argv],
-        cwd=tmp_path,
-        env=cli_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_cli(*argv, cwd=tmp_path)
     lines: list[str] = []
     try:
         assert proc.stdout is not None
