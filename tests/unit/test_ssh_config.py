@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ugro_health.config import NodeConfig, SshSettings
+from ugro_health.config import NodeConfig
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.ssh_config import SshConfigError, argv_split, match_pattern
@@ -19,7 +19,6 @@ from ugro_health.transport.ssh_config_eval import Local, SshConfig
 from ugro_health.transport.ssh_resolve import resolve
 
 LOCAL = Local("me", "/home/me", 1000, "ctl.example.com")
-SETTINGS = SshSettings(ssh_config=None)
 
 
 def lookup(text: str, alias: str) -> object:
@@ -105,24 +104,23 @@ def test_a_directive_we_cannot_honour_is_a_node_error(
     path.write_text(f"Host gpu1\n  {line}\n")
     config = SshConfig(str(path))
     with pytest.raises(TransportError, match=needle) as info:
-        resolve(NodeConfig(name="gpu1"), SETTINGS, config)
+        resolve(NodeConfig(name="gpu1"), config)
     assert info.value.kind is ErrorKind.SSH_ERROR
     if "token" not in needle:
         assert f"{path}:2" in str(info.value)
-    assert resolve(NodeConfig(name="gpu2"), SETTINGS, config).hostname == "gpu2"
+    assert resolve(NodeConfig(name="gpu2"), config).hostname == "gpu2"
 
 
 def test_a_bad_line_fails_every_node_as_ssh_does(tmp_path: Path) -> None:
     path = tmp_path / "ssh_config"
     path.write_text("Host other\n  Port twenty\n")
     with pytest.raises(TransportError, match=r"ssh_config:2: port"):
-        resolve(NodeConfig(name="gpu1"), SETTINGS, SshConfig(str(path)))
+        resolve(NodeConfig(name="gpu1"), SshConfig(str(path)))
 
 
 def test_strict_host_key_checking_is_reported_not_obeyed() -> None:
     host = resolve(
         NodeConfig(name="a"),
-        SETTINGS,
         SshConfig("cfg", text="StrictHostKeyChecking no\n", local=LOCAL),
     )
     assert host.strict_host_key_checking == "no"
@@ -130,7 +128,7 @@ def test_strict_host_key_checking_is_reported_not_obeyed() -> None:
 
 def test_node_user_and_port_come_first_like_ssh_command_line_options() -> None:
     config = SshConfig("cfg", text="Match user bob\n  Port 2222\nHost *\n  User alice\n")
-    host = resolve(NodeConfig(name="a", user="bob"), SETTINGS, config)
+    host = resolve(NodeConfig(name="a", user="bob"), config)
     assert (host.user, host.port) == ("bob", 2222)
     assert dict(host.sources)["port"] == "cfg:2"
     assert os.path.isabs(host.user_known_hosts[0])

@@ -13,8 +13,6 @@ from ugro_health.transport.base import TransportError
 from ugro_health.transport.ssh import DEFAULT_IDENTITIES, parse_jump, resolve
 from ugro_health.transport.ssh_config_eval import SshConfig
 
-SETTINGS = SshSettings(ssh_config=None)
-
 SSH_CONFIG = SshConfig(
     "ssh_config",
     text="""
@@ -36,7 +34,7 @@ Host *
 
 
 def test_ssh_config_supplies_what_the_node_leaves_out() -> None:
-    host = resolve(NodeConfig(name="gpu1"), SETTINGS, SSH_CONFIG)
+    host = resolve(NodeConfig(name="gpu1"), SSH_CONFIG)
     assert host.alias == "gpu1"
     assert host.hostname == "10.0.0.11"
     assert host.port == 2201
@@ -55,22 +53,22 @@ def test_explicit_node_values_win_over_ssh_config() -> None:
         identity_file="~/.ssh/cluster",
         proxy_jump="jump@10.0.0.1:2222",
     )
-    host = resolve(node, SETTINGS, SSH_CONFIG)
+    host = resolve(node, SSH_CONFIG)
     assert (host.hostname, host.port, host.user) == ("10.0.0.11", 22, "root")
     assert host.identity_files == ("~/.ssh/cluster", "/keys/gpu1", "/keys/all")
     assert host.proxy_jump == "jump@10.0.0.1:2222"
 
 
 def test_an_explicit_host_is_looked_up_as_ssh_would() -> None:
-    host = resolve(NodeConfig(name="n1", host="gpu1"), SETTINGS, SSH_CONFIG)
+    host = resolve(NodeConfig(name="n1", host="gpu1"), SSH_CONFIG)
     assert host.alias == "gpu1"
     assert (host.hostname, host.port, host.user) == ("10.0.0.11", 2201, "ollie")  # whole block
-    address = resolve(NodeConfig(name="n2", host="10.0.0.99"), SETTINGS, SSH_CONFIG)
+    address = resolve(NodeConfig(name="n2", host="10.0.0.99"), SSH_CONFIG)
     assert address.hostname == "10.0.0.99"  # no block of its own: used as it is
 
 
 def test_defaults_without_ssh_config() -> None:
-    host = resolve(NodeConfig(name="gpu7"), SETTINGS, None)
+    host = resolve(NodeConfig(name="gpu7"), None)
     assert (host.hostname, host.port, host.user) == ("gpu7", 22, getpass.getuser())
     assert host.identity_files == DEFAULT_IDENTITIES
     assert host.proxy_jump is None
@@ -78,30 +76,21 @@ def test_defaults_without_ssh_config() -> None:
     home = os.path.expanduser("~")
     assert host.user_known_hosts == (f"{home}/.ssh/known_hosts", f"{home}/.ssh/known_hosts2")
     assert host.global_known_hosts == ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
-    assert host.known_hosts_files == host.user_known_hosts + host.global_known_hosts
     assert (host.check_host_ip, host.host_key_algorithms) == (False, None)
 
 
 def test_proxy_jump_none_identities_only_and_known_hosts_files() -> None:
-    settings = SshSettings(ssh_config=None, known_hosts="/etc/ugro/known_hosts")
-    host = resolve(NodeConfig(name="direct", port=2222), settings, SSH_CONFIG)
+    host = resolve(NodeConfig(name="direct", port=2222), SSH_CONFIG)
     assert host.proxy_jump is None
     assert host.identities_only is True
     assert host.identity_files == ("/keys/all",)
     assert host.known_hosts_name == "[direct]:2222"
     assert host.user_known_hosts == ("/kh/one", "/kh/two")
     assert host.global_known_hosts == ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
-    assert host.known_hosts_files == (
-        "/kh/one",
-        "/kh/two",
-        "/etc/ssh/ssh_known_hosts",
-        "/etc/ssh/ssh_known_hosts2",
-        "/etc/ugro/known_hosts",
-    )
 
 
 def test_known_hosts_name_for_ipv6_on_another_port() -> None:
-    host = resolve(NodeConfig(name="v6", host="[fe80::1]", port=2222), SETTINGS, None)
+    host = resolve(NodeConfig(name="v6", host="[fe80::1]", port=2222), None)
     assert host.known_hosts_name == "[fe80::1]:2222"
 
 
@@ -130,7 +119,7 @@ def test_parse_jump_rejects(spec: str) -> None:
 def test_bad_port_in_ssh_config_is_an_ssh_error() -> None:
     config = SshConfig("ssh_config", text="Host bad\n    Port twenty-two\n")
     with pytest.raises(TransportError) as info:
-        resolve(NodeConfig(name="bad"), SETTINGS, config)
+        resolve(NodeConfig(name="bad"), config)
     assert info.value.kind is ErrorKind.SSH_ERROR
 
 

@@ -122,7 +122,7 @@ def _connect(node: NodeConfig, config: Config, ssh_config: Any) -> Any:
     from ugro_health.transport.ssh import jump_chain, resolve
 
     def lookup(n: NodeConfig) -> Any:
-        return resolve(n, config.ssh, ssh_config)
+        return resolve(n, ssh_config)
 
     try:
         target = lookup(node)

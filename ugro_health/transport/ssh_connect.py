@@ -279,7 +279,7 @@ class Connector:
 
     def resolve(self, node: NodeConfig) -> ResolvedHost:
         self.ssh_config()
-        return resolve(node, self.settings, self._ssh_config)
+        return resolve(node, self._ssh_config)
 
     def open(self, attempt: Attempt, target: ResolvedHost) -> paramiko.Transport:
         """An authenticated transport to ``target``; ``attempt`` owns it and its jump hosts.

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ugro_health.config import NodeConfig, SshSettings
+from ugro_health.config import NodeConfig
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.ssh_config import Option, SshConfigError
@@ -39,7 +39,6 @@ class ResolvedHost:
     proxy_jump: str | None = None
     host_key_alias: str | None = None
     identities_only: bool = False
-    known_hosts_files: tuple[str, ...] = ()  # user + global + ssh.known_hosts of cluster.yaml
     hash_known_hosts: bool = False  # ssh_config's HashKnownHosts: enrol hashed names
     user_known_hosts: tuple[str, ...] = DEFAULT_USER_KNOWN_HOSTS
     global_known_hosts: tuple[str, ...] = DEFAULT_GLOBAL_KNOWN_HOSTS
@@ -61,11 +60,7 @@ class ResolvedHost:
         return known_hosts_name(self.hostname, self.port, self.host_key_alias)
 
 
-def resolve(
-    node: NodeConfig,
-    settings: SshSettings,
-    ssh_config: SshConfig | None,
-) -> ResolvedHost:
+def resolve(node: NodeConfig, ssh_config: SshConfig | None) -> ResolvedHost:
     """Resolve ``node`` against ``ssh_config`` as ``ssh`` resolves ``ssh -l user -p port -J
     jump alias``: the node's own keys come first (and so win), then ssh_config, then OpenSSH's
     defaults. The node's ``host`` (else its name) is the alias: its blocks apply whole, HostName
@@ -93,7 +88,6 @@ def resolve(
             f"ssh config for {alias}: ugro-health cannot honour {host.refused[0]}",
         )
     own = (node.identity_file,) if node.identity_file else ()
-    extra_kh = (settings.known_hosts,) if settings.known_hosts else ()
     return ResolvedHost(
         alias=alias,
         hostname=host.hostname,
@@ -103,7 +97,6 @@ def resolve(
         proxy_jump=host.proxy_jump,
         host_key_alias=host.host_key_alias,
         identities_only=host.identities_only,
-        known_hosts_files=host.user_known_hosts + host.global_known_hosts + extra_kh,
         hash_known_hosts=host.hash_known_hosts,
         user_known_hosts=host.user_known_hosts,
         global_known_hosts=host.global_known_hosts,
