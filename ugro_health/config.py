@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ugro_health.config_notify import AlertRules, NotifySettings, parse_alert_rules, parse_notify
 from ugro_health.config_yaml import (
     ConfigError,
     YamlDoc,
@@ -130,6 +131,8 @@ class Config:
     source: str | None = None  # path of the file, None for the built-in default
     history_retention_h: float = 24.0
     history_max_mb: float = 4096.0
+    alerts: AlertRules = field(default_factory=AlertRules)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def node(self, name: str) -> NodeConfig:
         for node in self.nodes:
@@ -159,7 +162,17 @@ def _local_name() -> str:
 
 # --- loading -------------------------------------------------------------------------------
 
-_TOP_KEYS = ("defaults", "ssh", "thresholds", "watch", "nodes", "jobs", "history")
+_TOP_KEYS = (
+    "defaults",
+    "ssh",
+    "thresholds",
+    "watch",
+    "nodes",
+    "jobs",
+    "history",
+    "alerts",
+    "notify",
+)
 _JOB_KEYS = {"match": (list,)}
 _HISTORY_KEYS = {"retention_hours": (int, float), "max_size_mb": (int, float)}
 
@@ -319,6 +332,8 @@ def _build_config(doc: YamlDoc, text: str) -> Config:
         source=doc.path,
         history_retention_h=float(history.get("retention_hours", 24.0)),
         history_max_mb=float(history.get("max_size_mb", 4096.0)),
+        alerts=parse_alert_rules(doc, data),
+        notify=parse_notify(doc, data),
     )
 
 

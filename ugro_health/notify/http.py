@@ -1,0 +1,124 @@
+"""One HTTP POST with a deadline, for the webhook, Slack and Alertmanager channels.
+
+Standard library only (urllib, ssl). TLS certificates are verified unless a channel says
+``tls_verify: false``; ``ca_file`` adds a private CA. Redirects are not followed (a POST
+silently turned into a GET would look delivered). Errors are ``DeliveryError`` lines that name
+the receiver by host and port only: a Slack URL is itself a secret.
+
+How an answer is classified:
+- 2xx: delivered;
+- 408, 425, 429 and 5xx: retried later, no sooner than the receiver's ``Retry-After``;
+- any other status (400, 401, 403, 404, 413...): refused for good (``permanent``): retrying the
+  same request cannot succeed, and it would hold up the channel's queue behind it;
+- no answer (refused, reset, timed out, DNS): retried later.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from ugro_health.notify.base import DeliveryError
+
+RETRIED_STATUSES = frozenset({408, 425, 429})
+MAX_ERROR_BODY = 200  # characters of a refusal's body quoted in the error
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # the 3xx becomes an HTTPError below
+
+
+def receiver(url: str) -> str:
+    """``host:port`` of a URL, for messages (never its path or query, which may be secret)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+def tls_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
+    if not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    verify: bool = True,
+    ca_file: str | None = None,
+) -> int:
+    """POST ``body``; the status (2xx) or ``DeliveryError``."""
+    request = urllib.request.Request(url, data=body, method="POST")
+    for key, value in headers.items():
+        request.add_header(key, value)
+    handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+    if url.startswith("https:"):
+        handlers.append(urllib.request.HTTPSHandler(context=tls_context(verify, ca_file)))
+    opener = urllib.request.build_opener(*handlers)
+    where = receiver(url)
+    try:
+        with opener.open(request, timeout=max(timeout, 0.1)) as answer:
+            answer.read(65536)
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        raise _refusal(exc, where) from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            why = reason.verify_message
+            raise DeliveryError(f"TLS certificate of {where} not trusted: {why}") from None
+        raise DeliveryError(f"{where} not reached: {_why(reason)}") from None
+    except TimeoutError:
+        raise DeliveryError(f"{where} did not answer within {timeout:g}s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise DeliveryError(f"{where} failed: {_why(exc)}") from None
+
+
+def _refusal(exc: urllib.error.HTTPError, where: str) -> DeliveryError:
+    status = exc.code
+    try:
+        text = exc.read(MAX_ERROR_BODY).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        text = ""
+    text = " ".join(text.split())[:MAX_ERROR_BODY]
+    detail = f": {text}" if text else ""
+    retry_after = parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+    if status in RETRIED_STATUSES or status >= 500:
+        return DeliveryError(f"HTTP {status} from {where}{detail}", retry_after=retry_after)
+    return DeliveryError(f"HTTP {status} from {where}{detail}", permanent=True)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _why(reason: object) -> str:
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    if isinstance(reason, TimeoutError):
+        return "timed out"
+    return str(reason) or reason.__class__.__name__
