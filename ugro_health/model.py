@@ -120,6 +120,9 @@ class Alert:
     # What else it is about when a node can have several (a mount, an interface, a job, a
     # process): with ``code`` and ``gpu``, it tells one alert from another across polls.
     subject: str | None = None
+    # Its place in the alert lifecycle (engine.lifecycle): pending, firing, flapping or
+    # silenced; None where nobody judged it (a --no-record check, an ignored code).
+    state: str | None = None
 
     @property
     def key(self) -> tuple[str, int | None, str | None]:
@@ -134,6 +137,7 @@ class Alert:
             "value": self.value,
             "gpu": self.gpu,
             "subject": self.subject,
+            "state": self.state,
         }
 
     @classmethod
@@ -145,6 +149,7 @@ class Alert:
             value=data.get("value"),
             gpu=data.get("gpu"),
             subject=data.get("subject"),
+            state=data.get("state"),
         )
 
 

@@ -136,6 +136,7 @@ def test_json_contract_fields():
         "value": 82.0,
         "gpu": 1,
         "subject": None,  # a mount, interface, job or process where a node can have several
+        "state": None,  # its lifecycle state: none judged it here
     }
     assert doc["nodes"][0]["gpus"][1]["temp_c"] == 66.0
     assert doc["nodes"][0]["metrics"]["disks"]["/"]["util_pct"] == 55.0

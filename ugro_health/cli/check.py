@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,9 @@ from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console, use_nagios, warn
 
 if TYPE_CHECKING:
+    from ugro_health.config import Config
     from ugro_health.engine.jobs import Job
+    from ugro_health.model import ClusterReport
 
 
 def check_command(
@@ -58,15 +61,15 @@ def check_command(
     selected = select_nodes(config, nodes)
     transports = Transports(config, accept_new=accept_new)
     jobs = _active_jobs(app.state_dir, recording=not no_record)
+    started = time.monotonic()
     try:
         report = collect_cluster(config, selected, transports, timeout=timeout, jobs=jobs)
     finally:
         transports.close()
-    if not no_record:
-        from ugro_health.engine.record import record_report
-
-        for problem in record_report(app.state_dir, config, report):
-            warn(problem)
+    report = _judge_alerts(app.state_dir, config, report, record=not no_record)
+    if not no_record and config.notify.channels:
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        _deliver(app.state_dir, config, left)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     elif nagios:
@@ -90,3 +93,40 @@ def _active_jobs(state_dir: Path, recording: bool) -> list[Job]:
     if loaded.warning and not (recording and loaded.warning.startswith(DAMAGED_PREFIX)):
         warn(loaded.warning)
     return active_jobs(loaded.state)
+
+
+def _judge_alerts(
+    state_dir: Path, config: Config, report: ClusterReport, record: bool
+) -> ClusterReport:
+    """Record the run and move the alert lifecycle (queueing notifications) in the same state
+    write; with ``--no-record`` only show the states the alerts would have."""
+    from ugro_health.engine.alerting import Alerting
+
+    alerting = Alerting(state_dir, config)
+    if record:
+        from ugro_health.engine.record import record_report
+
+        change = alerting.change(report.nodes, report.generated_at)
+        for problem in record_report(state_dir, config, report, change):
+            warn(problem)
+        for problem in alerting.warnings:
+            warn(problem)
+        if alerting.dropped:
+            warn(f"notify: outbox full, {alerting.dropped} oldest notification(s) dropped")
+    else:
+        from ugro_health.store.state import StateStore
+
+        alerting.preview(StateStore(state_dir).load().state, report.nodes, report.generated_at)
+    return alerting.annotate(report)
+
+
+def _deliver(state_dir: Path, config: Config, left_s: float | None) -> None:
+    """Deliver what is queued for up to ``notify.check_wait`` (and the run's --timeout);
+    what is left stays queued for the next run or a running ``watch``."""
+    from ugro_health.notify.deliver import drain
+
+    wait = config.notify.check_wait_s if left_s is None else min(config.notify.check_wait_s, left_s)
+    for result in drain(state_dir, config.notify, max(wait, 0.0)):
+        if result.error:
+            queued = f"; {result.queued} queued for the next run" if result.queued else ""
+            warn(f"notify {result.name}: {result.error}{queued}")

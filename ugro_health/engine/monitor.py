@@ -25,9 +25,11 @@ from typing import Any
 
 from ugro_health.config import Config, NodeConfig
 from ugro_health.engine import jobs as joblib
+from ugro_health.engine.alerting import Alerting
 from ugro_health.engine.breaker import BreakerBoard, BreakerPolicy, BreakerState
 from ugro_health.engine.clock import Clock, SystemClock
 from ugro_health.engine.collect import Transports, collect_cluster, failed_report
+from ugro_health.engine.lifecycle import with_states
 from ugro_health.engine.record import Recorder
 from ugro_health.engine.scheduler import PollPolicy, Scheduler
 from ugro_health.model import (
@@ -87,6 +89,7 @@ class Monitor:
         poll_policy: PollPolicy | None = None,
         breaker_policy: BreakerPolicy | None = None,
         clock: Clock | None = None,
+        alerting: Alerting | None = None,
     ) -> None:
         self.config = config
         self.nodes = {n.name: n for n in nodes}
@@ -100,6 +103,10 @@ class Monitor:
         self.on_progress: Callable[[], None] | None = None  # the front's redraw, any thread
         self.view = MonitorState()
         self.recorder = Recorder(store.directory, config, self.clock)
+        # The alert lifecycle, judged in the cycle's state write; on_queued wakes the
+        # delivery threads (cli.watch) when that write queued notifications.
+        self.alerting = alerting or Alerting(store.directory, config, self.clock.time)
+        self.on_queued: Callable[[], None] | None = None
         self.stop_event = threading.Event()
         self.wake_event = threading.Event()
         self._jobs: list[joblib.Job] = []
@@ -198,8 +205,8 @@ class Monitor:
         events, self._pending = self._pending, []
         events.extend(self._absorb(report, skipped, started))
         events.extend(self._expire_jobs(report, started))
-        # Breakers go into the same state.json write as the cycle's records.
-        problems = self.recorder.record(self._with_skipped(report, skipped), self._put_breakers)
+        # Breakers and the alert lifecycle go into the same state.json write as the records.
+        problems = self._record(self._with_skipped(report, skipped))
         finished = self.clock.time()
         self.scheduler.cycle_done(started, finished, self._statuses(finished))
         # A node whose turn never came (the round ran out of time) is due again at once.
@@ -208,6 +215,25 @@ class Monitor:
         return CycleResult(finished, finished - started, tuple(allowed), skipped, events, problems)
 
     # -- pieces of a round ------------------------------------------------------------------
+
+    def _record(self, report: ClusterReport) -> list[str]:
+        judge = self.alerting.change(report.nodes, report.generated_at)
+
+        def also(state: dict[str, Any]) -> None:
+            self._put_breakers(state)
+            judge(state)
+
+        problems = self.recorder.record(report, also)
+        for name, states in self.alerting.outcome.states.items():
+            shown = self.view.reports.get(name)
+            if shown is not None:
+                self.view.reports[name] = with_states(shown, states)
+        problems.extend(self.alerting.warnings)
+        if self.alerting.dropped:
+            problems.append(f"outbox full: {self.alerting.dropped} oldest notification(s) dropped")
+        if self.alerting.queued and self.on_queued is not None:
+            self.on_queued()
+        return problems
 
     def _answered(self, node: NodeReport) -> None:
         """A node answered mid-round (a poll thread): show it now if nothing was shown yet."""

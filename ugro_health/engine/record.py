@@ -72,11 +72,22 @@ class Recorder:
         return ([one_line(errors, self.state.directory)] if errors else []) + problems
 
 
-def record_report(state_dir: Path, config: Config, report: ClusterReport) -> list[str]:
+def record_report(
+    state_dir: Path,
+    config: Config,
+    report: ClusterReport,
+    also: Callable[[dict[str, Any]], None] | None = None,
+) -> list[str]:
     """Record one report (``check``): history line per node, then the cluster state, closing
-    the breakers of the nodes that answered."""
+    the breakers of the nodes that answered (and ``also``, the alert lifecycle's change)."""
     closer = close_answered_breakers(report, breaker_policy(config))
-    return Recorder(state_dir, config).record(report, closer)
+
+    def change(state: dict[str, Any]) -> None:
+        closer(state)
+        if also is not None:
+            also(state)
+
+    return Recorder(state_dir, config).record(report, change)
 
 
 def breaker_policy(config: Config) -> BreakerPolicy:

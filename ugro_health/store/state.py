@@ -5,7 +5,10 @@ Standard library only (and ``_fs``, ``model.as_float``). One JSON document::
     {"v": 1, "updated_at": <epoch>,
      "nodes": {name: {"status", "score", "reachable", "error", "error_kind", "alerts",
                       "polled_at", "last_seen", "metrics", "gpus", "summary", "breaker", ...}},
-     "jobs": {name: {...}}}
+     "jobs": {name: {...}}, "silences": {id: {...}}}
+
+Each node's ``lifecycle`` holds its alerts' lifecycle records (``engine.lifecycle``); the
+``silences`` are those of ``ugro-health silence``.
 
 Every change is a read-modify-write under ``flock`` on ``state.lock`` and lands with an atomic
 replace (temporary file 0600 in the same directory, fsync, ``os.replace``, fsync of the
@@ -53,7 +56,7 @@ _NODE_FIELDS = ("status", "score", "reachable", "error", "error_kind", "alerts",
 
 
 def empty_state() -> dict[str, Any]:
-    return {"v": STATE_VERSION, "updated_at": None, "nodes": {}, "jobs": {}}
+    return {"v": STATE_VERSION, "updated_at": None, "nodes": {}, "jobs": {}, "silences": {}}
 
 
 class Loaded(NamedTuple):
@@ -281,10 +284,11 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], str | None, list[str]]:
         return empty_state(), "not a JSON object", []
     if state.get("v") != STATE_VERSION or isinstance(state.get("v"), bool):
         return empty_state(), f"unknown version {reprlib.repr(state.get('v'))}", []
-    if not isinstance(state.get("nodes", {}), dict) or not isinstance(state.get("jobs", {}), dict):
-        return empty_state(), "malformed nodes or jobs", []
+    if not all(isinstance(state.get(k, {}), dict) for k in ("nodes", "jobs", "silences")):
+        return empty_state(), "malformed nodes, jobs or silences", []
     state.setdefault("nodes", {})
     state.setdefault("jobs", {})
+    state.setdefault("silences", {})
     return state, None, drop_damaged(state)
 
 

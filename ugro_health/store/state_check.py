@@ -80,6 +80,7 @@ _ALERT = _record(
         "gpu": _null_or(_count),
         "subject": _null_or(_text),
         "value": lambda v: v is None or isinstance(v, str | bool) or _number(v),
+        "state": _null_or(_text),
     }
 )
 _GPU = _record(
@@ -112,6 +113,54 @@ _BREAKER = _record(
         "last_error": _null_or(_text),
     }
 )
+_LIFECYCLE_STATES = frozenset({"pending", "firing", "resolved"})
+_TOLD = frozenset({"firing", "flapping"})
+_LIFECYCLE = _record(
+    {
+        "code": _text,
+        "gpu": _null_or(_count),
+        "subject": _null_or(_text),
+        "severity": lambda v: v in ("info", "warning", "critical"),
+        "message": _text,
+        "value": lambda v: v is None or isinstance(v, str | bool) or _number(v),
+        "state": lambda v: v in _LIFECYCLE_STATES,
+        "present": lambda v: isinstance(v, bool),
+        "hits": _count,
+        "clean": _count,
+        "since": _epoch,
+        "fired_at": _null_or(_epoch),
+        "resolved_at": _null_or(_epoch),
+        "changes": _list_of(_epoch),
+        "flapping": lambda v: isinstance(v, bool),
+        "notified": lambda v: v is None or v in _TOLD,
+        "notified_at": _null_or(_epoch),
+    }
+)
+# Every key the lifecycle reads: a record without one of them is damaged.
+LIFECYCLE_KEYS = (
+    "code", "gpu", "subject", "severity", "message", "value", "state", "present", "hits",
+    "clean", "since", "fired_at", "resolved_at", "changes", "flapping", "notified", "notified_at",
+)  # fmt: skip
+
+
+def _lifecycle(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        _LIFECYCLE(r) and all(k in r for k in LIFECYCLE_KEYS) for r in value.values()
+    )
+
+
+SILENCE_FIELDS: dict[str, Check] = {
+    "id": _text,
+    "nodes": _list_of(_text),
+    "codes": _list_of(_text),
+    "starts_at": _epoch,
+    "ends_at": _epoch,
+    "comment": _null_or(_text),
+    "created_by": _null_or(_text),
+    "created_at": _null_or(_epoch),
+}
+_REQUIRED_SILENCE_FIELDS = ("id", "starts_at", "ends_at")
+
 NODE_FIELDS: dict[str, Check] = {
     "status": _null_or(lambda v: isinstance(v, str) and v in _STATUSES),
     "score": _null_or(lambda v: _number(v) and 0 <= v <= 100),
@@ -125,6 +174,7 @@ NODE_FIELDS: dict[str, Check] = {
     "gpus": _null_or(_list_of(_GPU)),
     "summary": _null_or(_SUMMARY),
     "breaker": _null_or(_BREAKER),
+    "lifecycle": _null_or(_lifecycle),
 }
 JOB_FIELDS: dict[str, Check] = {
     "name": _text,
@@ -164,6 +214,16 @@ def _job_problem(job: Any) -> str | None:
     return None if key is None else f"bad {key!r}"
 
 
+def _silence_problem(silence: Any) -> str | None:
+    if not isinstance(silence, dict):
+        return f"not an object ({type(silence).__name__})"
+    missing = [k for k in _REQUIRED_SILENCE_FIELDS if k not in silence]
+    if missing:
+        return f"no {missing[0]!r}"
+    key = _bad_field(silence, SILENCE_FIELDS)
+    return None if key is None else f"bad {key!r}"
+
+
 def drop_damaged(state: dict[str, Any]) -> list[str]:
     """Remove from ``state`` (in place) every node and job record with a wrong field.
 
@@ -175,7 +235,12 @@ def drop_damaged(state: dict[str, Any]) -> list[str]:
     if not _null_or(_epoch)(state.get("updated_at")):
         state["updated_at"] = None
         dropped.append("'updated_at'")
-    for section, problem_of in (("nodes", _node_problem), ("jobs", _job_problem)):
+    sections = (
+        ("nodes", _node_problem),
+        ("jobs", _job_problem),
+        ("silences", _silence_problem),
+    )
+    for section, problem_of in sections:
         records = state[section]
         for name in list(records):
             problem = problem_of(records[name])
