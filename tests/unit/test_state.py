@@ -52,7 +52,8 @@ def node_doc(name: str, t: float, reachable: bool = True, score: int | None = 95
 def test_missing_state_is_empty_and_creates_nothing(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "none")
     state, warning = store.load()
-    assert state == {"v": 1, "updated_at": None, "nodes": {}, "jobs": {}} and warning is None
+    assert state == {"v": 1, "updated_at": None, "nodes": {}, "jobs": {}, "silences": {}}
+    assert warning is None
     assert not (tmp_path / "none").exists()
 
 
