@@ -35,7 +35,7 @@ def test_the_body_is_the_public_v1_document_as_compact_utf8() -> None:
     assert doc["schema"] == "ugro-health/notification/v1"
     assert "_t" not in doc and all("_t" not in a for a in doc["alerts"])
     assert "°C".encode() in body  # UTF-8, not \u escapes
-    assert body.startswith(b"{\"schema\":\"ugro-health/notification/v1\",\"id\":")
+    assert body.startswith(b'{"schema":"ugro-health/notification/v1","id":')
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])

@@ -12,9 +12,12 @@ header, 3,000 in a section, 4,000 in ``text`` (Slack's advice; it truncates at 4
 12,000 in all the blocks together (Slack answers ``msg_blocks_too_long`` somewhere above about
 13,000, a limit it does not document); alerts that do not fit are counted in a last block.
 
-Text from nodes is escaped (``&``, ``<``, ``>``) so that an alert message cannot mention
-``@channel`` or forge a link. The webhook URL is a secret: it is read at send time and scrubbed
-from every error (``notify.http`` already names only the host).
+Text from nodes is escaped (``&``, ``<``, ``>``) wherever Slack parses it (``text``, the
+mrkdwn sections and context) so that an alert message cannot mention ``@channel`` or forge a
+link; the header is ``plain_text``, which Slack does not parse, and stays as it is.
+
+The webhook URL is a secret: it is read at send time and scrubbed from every error
+(``notify.http`` already names only the host).
 """
 
 from __future__ import annotations
