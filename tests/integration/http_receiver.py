@@ -1,7 +1,7 @@
 """A real HTTP(S) server on loopback that records what it receives and misbehaves on request.
 
 For the notification channels (webhook, Slack, Alertmanager's clients) and the outbox:
-``HttpReceiver()`` listens on ``127.0.0.1`` at once (``receiver.url("/hook")``); every request
+``HttpReceiver()`` listens on ``127.0.0.1`` (or ``host=``, another loopback address) at once (``receiver.url("/hook")``); every request
 is recorded as a ``Received`` (method, path, headers, body, the status it was answered with)
 before it is answered. What it answers is a ``Reply``:
 
@@ -78,7 +78,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, owner: HttpReceiver, port: int) -> None:
         self.owner = owner
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__((owner.host, port), _Handler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()
@@ -148,7 +148,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class HttpReceiver:
     """A recording HTTP(S) server on 127.0.0.1; see the module docstring."""
 
-    def __init__(self, tls: TlsFiles | None = None, port: int = 0) -> None:
+    def __init__(self, tls: TlsFiles | None = None, port: int = 0, host: str = "127.0.0.1") -> None:
+        if not host.startswith("127."):
+            raise ValueError("HttpReceiver listens on loopback only (127.0.0.0/8)")
+        self.host = host
         self.tls_context: ssl.SSLContext | None = None
         if tls is not None:
             self.tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -219,7 +222,7 @@ class HttpReceiver:
     # --- what it got ----------------------------------------------------------------------
     def url(self, path: str = "/", scheme: str | None = None) -> str:
         scheme = scheme or ("https" if self.tls_context is not None else "http")
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
+        return f"{scheme}://{self.host}:{self.port}{path}"
 
     @property
     def received(self) -> list[Received]:
