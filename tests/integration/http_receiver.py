@@ -10,6 +10,8 @@ before it is answered. What it answers is a ``Reply``:
   one per request, in order; then the default again;
 - ``Reply(hang=True)``: read the request, record it, never answer (until ``close()`` or
   ``release()``): the client must give up on its own deadline;
+- ``Reply(drip_s=0.1)``: answer one byte every 0.1 s (status line and headers too): a socket
+  timeout alone never fires, only a deadline on the whole request does;
 - ``receiver.down()`` / ``receiver.up()``: stop listening (connections are refused), then
   listen again on the same port (``wait_for`` still counts what came before).
 
@@ -45,6 +47,7 @@ class Reply:
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # record the request, then never answer
+    drip_s: float = 0.0  # send the answer one byte at a time, this long apart (a slow receiver)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +73,10 @@ class TlsFiles:
 
 
 class _Server(http.server.ThreadingHTTPServer):
-    # server_close() joins the request threads: each is bounded by the handler's timeout,
-    # and hung ones are released first.
-    daemon_threads = False
+    # server_close() joins the request threads (each is bounded by the handler's timeout, and
+    # hung ones are released first); daemon threads, so a receiver left open by a failing test
+    # cannot hold the interpreter at exit.
+    daemon_threads = True
     block_on_close = True
     allow_reuse_address = True
 
@@ -132,6 +136,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             owner._released.wait()
             self.close_connection = True
             return
+        self.close_connection = True
+        if reply.drip_s > 0:
+            self._drip(reply)
+            return
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
@@ -139,7 +147,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(reply.body)
-        self.close_connection = True
+
+    def _drip(self, reply: Reply) -> None:
+        head = [f"HTTP/1.0 {reply.status} {self.responses.get(reply.status, ('',))[0]}"]
+        head += [f"{name}: {value}" for name, value in reply.headers.items()]
+        head += [f"Content-Length: {len(reply.body)}", "Connection: close", "", ""]
+        answer = "\r\n".join(head).encode("latin-1") + reply.body
+        released = self.server.owner._released
+        for index in range(len(answer)):
+            if released.wait(reply.drip_s):
+                return
+            try:
+                self.wfile.write(answer[index : index + 1])
+                self.wfile.flush()
+            except OSError:
+                return  # the client gave up
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -177,8 +199,10 @@ class HttpReceiver:
             self._script.extend(replies)
 
     def release(self) -> None:
-        """Let hung requests end (their connections close without an answer)."""
-        self._released.set()
+        """Let the requests hung so far end (their connections close without an answer)."""
+        with self._lock:
+            released, self._released = self._released, threading.Event()
+        released.set()
 
     # --- listening ------------------------------------------------------------------------
     def up(self) -> None:
