@@ -106,6 +106,14 @@ def test_429_carries_its_retry_after(receiver: HttpReceiver) -> None:
     assert [r.status for r in receiver.received] == [429, 503, 200]
 
 
+def test_a_token_in_the_webhook_url_never_appears_in_an_error(receiver: HttpReceiver) -> None:
+    path = "/hooks/XXXXpathTOKENXXXX?token=XXXXqueryTOKENXXXX"
+    receiver.reply(Reply(404, body=f"no route for POST {path}".encode()))
+    error = _refused(_webhook(receiver.url(path)).send, receiver)
+    assert "TOKEN" not in str(error) and error.permanent
+    assert str(error).startswith(f"HTTP 404 from 127.0.0.1:{receiver.port}: no route for POST ")
+
+
 @pytest.mark.parametrize("status", [400, 401, 404, 410])
 def test_other_4xx_are_permanent(receiver: HttpReceiver, status: int) -> None:
     receiver.reply(Reply(status, body=b"no_service"))

@@ -21,8 +21,8 @@ from ugro_health.notify.slack import (
     MAX_TEXT,
     cut,
     payload,
-    scrub,
 )
+from ugro_health.notify.webhook import scrub
 
 
 def _texts(message: dict[str, Any]) -> list[str]:

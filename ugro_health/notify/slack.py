@@ -26,9 +26,7 @@ import json
 import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
-from ugro_health import __version__
 from ugro_health.config_notify import ChannelConfig, Secret
 from ugro_health.notify.base import (
     FLAPPING,
@@ -40,7 +38,7 @@ from ugro_health.notify.base import (
     summary_line,
 )
 from ugro_health.notify.http import post, url_problem
-from ugro_health.notify.webhook import reveal_secret
+from ugro_health.notify.webhook import USER_AGENT, reveal_secret, scrub
 
 MAX_BLOCKS = 50
 MAX_HEADER = 150
@@ -139,7 +137,7 @@ class SlackChannel:
             # Not permanent: the variable or file holding the URL can be fixed meanwhile.
             raise DeliveryError(f"channel {self.name}: the URL {self._url.shown()} {problem}")
         body = json.dumps(payload(notification), ensure_ascii=False).encode("utf-8")
-        headers = {"Content-Type": "application/json", "User-Agent": f"ugro-health/{__version__}"}
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         try:
             post(
                 url,
@@ -153,17 +151,6 @@ class SlackChannel:
             raise DeliveryError(
                 scrub(str(exc), url), retry_after=exc.retry_after, permanent=exc.permanent
             ) from None
-
-
-def scrub(message: str, url: str) -> str:
-    """``message`` without the URL, its path or any long part of it (a receiver's error page
-    may echo the request line)."""
-    parts = urlsplit(url)
-    pieces: list[str] = [url, parts.path, parts.query]
-    pieces += re.split(r"[/?&=]", f"{parts.path}?{parts.query}")
-    for piece in sorted((p for p in pieces if len(p) >= 8), key=len, reverse=True):
-        message = message.replace(piece, "<redacted>")
-    return message
 
 
 def _order(alert: AlertNotice) -> tuple[int, int]:

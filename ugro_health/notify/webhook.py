@@ -20,6 +20,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
 
 from ugro_health import __version__
 from ugro_health.config_notify import ChannelConfig, Secret, SecretError
@@ -93,14 +94,20 @@ class WebhookChannel:
             raise DeliveryError(f"channel {self.name}: url {problem}", permanent=True)
         body = encode(notification)
         headers = self.headers(body)
-        post(
-            self._url,
-            body,
-            headers,
-            timeout=min(timeout, self._timeout),
-            verify=self._verify,
-            ca_file=self._ca_file,
-        )
+        try:
+            post(
+                self._url,
+                body,
+                headers,
+                timeout=min(timeout, self._timeout),
+                verify=self._verify,
+                ca_file=self._ca_file,
+            )
+        except DeliveryError as exc:
+            # A token in the URL's path or query must not come back in a receiver's error page.
+            raise DeliveryError(
+                scrub(str(exc), self._url), retry_after=exc.retry_after, permanent=exc.permanent
+            ) from None
 
     def headers(self, body: bytes) -> dict[str, str]:
         """The request's headers for ``body``: configured ones, then ours, then the signature."""
@@ -131,3 +138,14 @@ def reveal_secret(channel: str, secret: Secret) -> str:
     if not value:
         raise DeliveryError(f"channel {channel}: secret {secret.shown()} is empty")
     return value
+
+
+def scrub(message: str, url: str) -> str:
+    """``message`` without the URL, its path or any long part of it (a receiver's error page
+    may echo the request line)."""
+    parts = urlsplit(url)
+    pieces: list[str] = [url, parts.path, parts.query]
+    pieces += re.split(r"[/?&=]", f"{parts.path}?{parts.query}")
+    for piece in sorted((p for p in pieces if len(p) >= 8), key=len, reverse=True):
+        message = message.replace(piece, "<redacted>")
+    return message
