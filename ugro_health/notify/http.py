@@ -42,6 +42,26 @@ def receiver(url: str) -> str:
     return f"{parts.hostname}:{port}"
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``post`` cannot use ``url`` (scheme, host, port, spaces), or None; never quotes it.
+
+    ``urllib`` raises ``ValueError`` or quotes the URL's path for such URLs, and a URL from a
+    secret (Slack's) must be refused before it reaches an error message.
+    """
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        return "contains spaces or control characters"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "is not an http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host"
+    try:
+        parts.port  # noqa: B018 (the property parses the port and raises on a bad one)
+    except ValueError:
+        return "has a bad port"
+    return None
+
+
 def tls_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
     if not verify:
         context = ssl.create_default_context()
