@@ -50,6 +50,7 @@ DEFAULT_PORTS = {"starttls": 587, "implicit": 465, "none": 25}
 SUBJECT_MAX = 200  # characters of the subject line; longer summaries are cut with "..."
 REPLY_MAX = 200  # characters of a server's reply quoted in an error
 DEFAULT_CLUSTER = "default"  # a cluster with no name of its own is not named in the subject
+_LONG_HEADERS = SMTP_POLICY.clone(max_line_length=998)
 
 
 class EmailChannel:
@@ -215,6 +216,8 @@ def _classify(
 ) -> DeliveryError:
     """A one-line DeliveryError for what went wrong, retryable or permanent (module doc)."""
     step = session.step
+    if session.expired.is_set():  # whatever came after the watchdog shut the socket is noise
+        return DeliveryError(f"{where} did not complete within {session.budget:g}s ({step})")
     if isinstance(exc, ssl.SSLCertVerificationError):
         why = exc.verify_message or exc.reason or "verification failed"
         return DeliveryError(
@@ -332,6 +335,10 @@ def build_message(
     text = body(notification, channel)
     # ASCII stays readable as is; anything else travels quoted-printable, safe on any server
     message.set_content(text, cte=None if text.isascii() else "quoted-printable")
+    # Headers are folded only past RFC 5322's hard 998: at 78, Python folds some subjects
+    # right after "Subject:", and mail readers then show a leading blank (the body is already
+    # encoded at this point, its quoted-printable lines stay at 76)
+    message.policy = _LONG_HEADERS
     return message
 
 
