@@ -387,7 +387,8 @@ def utc(epoch: float) -> str:
 
 def message_id(notification: Notification, channel: str, sender: str) -> str:
     """Stable for one notification on one channel: retries carry the same id."""
-    domain = _token(parseaddr(sender)[1].rpartition("@")[2]) or "ugro-health.invalid"
+    _, at, domain = parseaddr(sender)[1].rpartition("@")
+    domain = (_token(domain) if at else "") or "ugro-health.invalid"
     return f"<ugro-health.{_token(notification.id)}.{_token(channel)}@{domain}>"
 
 
