@@ -340,3 +340,13 @@ def test_server_hanging_at_data_ends_within_the_timeout(
     assert not error.permanent
     assert str(error) == f"{LOOPBACK}:{port} did not complete within 2s (sending)"
     assert elapsed < 2 + 10
+
+
+def test_login_without_auth_offered_is_refused_for_good(secret_env: Secret) -> None:
+    """aiosmtpd offers AUTH only over TLS: with tls: none the password is never sent."""
+    inbox = Inbox()
+    with smtp_server(inbox, authenticator=authenticator) as port:
+        mail = channel(port, tls="none", username=USER, password=secret_env)
+        error = send_error(mail, notification(HOT))
+    assert error.permanent and str(error) == f"{LOOPBACK}:{port} does not offer AUTH (login)"
+    assert inbox.received == []

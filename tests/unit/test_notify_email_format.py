@@ -6,6 +6,7 @@ import email
 import email.policy
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,17 @@ def test_defaults() -> None:
         ChannelConfig(name="ops", type="email", options={**options, "tls": "implicit"})
     )
     assert implicit.port == 465
+
+
+def test_missing_ca_file_is_a_clear_error(tmp_path: Path) -> None:
+    options = {
+        "host": "127.0.0.1",
+        "port": 9,
+        "from": "m@example.test",
+        "to": ("a@example.test",),
+        "ca_file": str(tmp_path / "missing-ca.pem"),
+    }
+    mail = EmailChannel(ChannelConfig(name="ops", type="email", options=options))
+    with pytest.raises(DeliveryError) as info:
+        mail.send(note(alert()), 5.0)
+    assert str(info.value) == f"ca_file {tmp_path / 'missing-ca.pem'}: No such file or directory"

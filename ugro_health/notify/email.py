@@ -90,7 +90,7 @@ class EmailChannel:
             error = _classify(exc, self.where, session, self.username)
             raise _scrubbed(error, password) from None
         if refused:
-            raise _partly_refused(refused, envelope[1], self.where)
+            raise _refused(refused, envelope[1], self.where)
 
     def _reveal(self) -> str | None:
         if self.username is None or self._password is None:
@@ -105,9 +105,8 @@ class EmailChannel:
             return None
         try:
             return tls_context(self.verify, self.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            why = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
-            raise DeliveryError(f"ca_file {self.ca_file}: {why}") from None
+        except OSError as exc:  # ssl.SSLError included: not a PEM file
+            raise DeliveryError(f"ca_file {self.ca_file}: {exc.strerror or exc}") from None
 
 
 # --- the SMTP exchange -------------------------------------------------------------------------
@@ -156,7 +155,7 @@ class _Session:
         else:
             self.client = _SMTP(self.host, self.budget)
         client = self.client
-        watchdog = threading.Timer(self.budget, self._expire)
+        watchdog = threading.Timer(max(self.deadline - time.monotonic(), 0.0), self._expire)
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -224,7 +223,7 @@ def _classify(
             f"TLS certificate of {where} not trusted: {why} (ca_file adds a private CA)"
         )
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return _all_refused(exc.recipients, where)
+        return _refused(exc.recipients, list(exc.recipients), where)
     if isinstance(exc, smtplib.SMTPResponseException):
         return _reply_error(exc, where, step, username)
     if isinstance(exc, smtplib.SMTPNotSupportedError):
@@ -259,26 +258,17 @@ def _reply_error(
     return DeliveryError(f"{what}: {reply}", permanent=not 400 <= code < 500)
 
 
-def _all_refused(recipients: dict[str, tuple[int, bytes]], where: str) -> DeliveryError:
-    codes = [code for code, _ in recipients.values()]
-    address, (code, text) = next(iter(recipients.items()))
-    more = f" (and {len(recipients) - 1} more)" if len(recipients) > 1 else ""
-    return DeliveryError(
-        f"{where} refused every recipient: {address}: {code} {_text(text)}{more}",
-        permanent=not all(400 <= c < 500 for c in codes),
-    )
-
-
-def _partly_refused(
+def _refused(
     refused: dict[str, tuple[int, bytes]], recipients: Sequence[str], where: str
 ) -> DeliveryError:
     address, (code, text) = next(iter(refused.items()))
-    accepted = len(recipients) - len(refused)
-    return DeliveryError(
-        f"{where} accepted {accepted} of {len(recipients)} recipients but refused "
-        f"{address}: {code} {_text(text)} (not retried: the others have it)",
-        permanent=True,
-    )
+    reply = f"{address}: {code} {_text(text)}"
+    if len(refused) < len(recipients):  # the others have it: a retry would mail them twice
+        accepted = f"accepted {len(recipients) - len(refused)} of {len(recipients)} recipients"
+        return DeliveryError(f"{where} {accepted} but refused {reply}", permanent=True)
+    more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+    temporary = all(400 <= c < 500 for c, _ in refused.values())
+    return DeliveryError(f"{where} refused every recipient: {reply}{more}", permanent=not temporary)
 
 
 def _wanted(step: str) -> str:
