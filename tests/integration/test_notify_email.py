@@ -351,3 +351,15 @@ def test_login_without_auth_offered_is_refused_for_good(secret_env: Secret) -> N
         error = send_error(mail, notification(HOT))
     assert error.permanent and str(error) == f"{LOOPBACK}:{port} does not offer AUTH (login)"
     assert inbox.received == []
+
+
+def test_non_ascii_password_is_refused_without_quoting_it(
+    starttls_server: tuple[Inbox, int], certs: Certs
+) -> None:
+    _, port = starttls_server
+    password = Secret(value="pässwörd-long")
+    mail = channel(port, ca_file=str(certs.ca), username=USER, password=password)
+    error = send_error(mail, notification(HOT))
+    assert (
+        error.permanent and str(error) == f"{LOOPBACK}:{port}: smtplib can log in with ASCII only"
+    )

@@ -232,6 +232,8 @@ def _classify(
         return DeliveryError(f"{where} did not complete within {session.budget:g}s ({step})")
     if isinstance(exc, ssl.SSLError):
         return DeliveryError(f"TLS with {where} failed: {exc.reason or exc}")
+    if isinstance(exc, UnicodeError) and step == "login":  # its text would quote the password
+        return DeliveryError(f"{where}: smtplib can log in with ASCII only", permanent=True)
     if isinstance(exc, ValueError):
         return DeliveryError(f"{where}: {exc}", permanent=True)
     if isinstance(exc, smtplib.SMTPServerDisconnected):

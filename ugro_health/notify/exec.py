@@ -90,11 +90,12 @@ class ExecChannel:
         try:
             _exchange(proc, document, time.monotonic() + budget, run)
         except _Timeout:
-            _kill(proc)
             raise DeliveryError(
                 f"{self.program} did not finish within {budget:g}s (killed)"
             ) from None
         finally:
+            if proc.returncode is None:  # the timeout, or anything unforeseen: never leave it
+                _kill(proc)
             _close(proc)
         if proc.returncode != 0:
             raise DeliveryError(self._failure(proc.returncode, run))
