@@ -1,25 +1,24 @@
 """The e-mail channel: one plain-text mail per notification, over SMTP.
 
-Standard library only (smtplib, ssl, email) plus ``notify.base`` and ``notify.http``'s TLS
-context. ``tls``: ``starttls`` (default, port 587), ``implicit`` (SMTP over TLS, port 465) or
-``none`` (port 25, for a relay on the same host); certificates are verified unless
-``tls_verify: false``, ``ca_file`` adds a private CA. Login is used when a ``username`` is set;
-the password is read at send time and never appears in a message.
+May import ``config_notify``, ``notify.base``, ``notify.http`` (its TLS context) and the standard
+library (smtplib, ssl, email). ``tls``: ``starttls`` (default, port 587), ``implicit`` (465) or
+``none`` (25, for a relay on the same host); certificates are verified unless ``tls_verify:
+false``, ``ca_file`` adds a private CA. Login is used when a ``username`` is set; the password is
+read at send time and never appears in a message.
 
 The whole exchange (connect, TLS, login, the mail, QUIT) is bounded by the send's timeout: each
 step gets what is left of it, and a watchdog shuts the socket at the deadline, since a server
 that trickles a byte at a time would defeat any per-read timeout.
 
 How a failure is classified:
-- no connection, a timeout, a dropped connection, TLS failures (an untrusted certificate
-  included: a fixed CA file or a renewed certificate recovers) and 4xx replies: retried later;
+- no connection, a timeout, a dropped connection, TLS failures (an untrusted certificate too:
+  a fixed CA file or a renewed certificate recovers) and 4xx replies: retried later;
 - 5xx replies (535 login refused, 550 recipient refused...), a server without STARTTLS or AUTH
-  when they are configured, a bad address: refused for good (``permanent``);
-- some recipients accepted and others refused: permanent too, saying so, since a retry would
-  mail the accepted ones again.
+  when they are configured, a bad address: refused for good (``permanent``); so are some
+  recipients refused while others accepted, since a retry would mail those again.
 
-The mail's ``Message-ID`` is derived from the notification's id and the channel's name, so an
-at-least-once repeat of the same notification carries the same id and mail systems can fold it.
+``Message-ID`` comes from the notification's id and the channel's name: an at-least-once repeat
+of a notification is the same message to the receiving side, which can fold it.
 """
 
 from __future__ import annotations
