@@ -17,6 +17,7 @@ environment variable ``CI`` is set, so CI cannot pass by skipping.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -72,7 +73,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 try:
@@ -148,11 +149,24 @@ def _config(receiver_url: str, group_wait: str, group_interval: str, repeat: str
     )
 
 
+def _web_config(user: str, password: str) -> str:
+    import bcrypt  # paramiko's dependency; cost 4: a test password, hashed quickly
+
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    return json.dumps({"basic_auth_users": {user: hashed}})
+
+
 class AlertmanagerRig:
     """One alertmanager process, its storage directory and its webhook receiver."""
 
     def __init__(
-        self, binary: str, workdir: Path, receiver: WebhookReceiver, port: int, proc: Any
+        self,
+        binary: str,
+        workdir: Path,
+        receiver: WebhookReceiver,
+        port: int,
+        proc: Any,
+        basic_auth: tuple[str, str] | None = None,
     ) -> None:
         self.binary = binary
         self.workdir = workdir
@@ -160,6 +174,14 @@ class AlertmanagerRig:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] = proc
+        self.auth_headers: dict[str, str] = {}
+        if basic_auth is not None:
+            pair = base64.b64encode(":".join(basic_auth).encode()).decode()
+            self.auth_headers["Authorization"] = f"Basic {pair}"
+
+    def _get(self, path: str, timeout: float) -> Any:
+        request = urllib.request.Request(self.url + path, headers=self.auth_headers)
+        return urllib.request.urlopen(request, timeout=timeout)
 
     @classmethod
     def start(
@@ -168,10 +190,10 @@ class AlertmanagerRig:
         group_wait: str = "1s",
         group_interval: str = "1s",
         repeat_interval: str = "1s",
-        web_config: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
     ) -> AlertmanagerRig:
-        """Start alertmanager and wait until ``/-/ready`` answers. ``web_config``: the text of
-        a ``--web.config.file`` (basic auth users, TLS) for tests of those."""
+        """Start alertmanager and wait until ``/-/ready`` answers. ``basic_auth``: the one user
+        and password its web interface and API demand (``--web.config.file``)."""
         binary = binary or find_alertmanager()
         if binary is None:
             raise RuntimeError("alertmanager binary not found")
@@ -188,13 +210,13 @@ class AlertmanagerRig:
             "--cluster.listen-address=",
             "--log.level=warn",
         ]
-        if web_config is not None:
-            (workdir / "web.yml").write_text(web_config)
+        if basic_auth is not None:
+            (workdir / "web.yml").write_text(_web_config(*basic_auth))
             argv.append(f"--web.config.file={workdir / 'web.yml'}")
         log = open(workdir / "alertmanager.log", "wb")  # noqa: SIM115 (closed with the rig)
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
         log.close()
-        rig = cls(binary, workdir, receiver, port, proc)
+        rig = cls(binary, workdir, receiver, port, proc, basic_auth)
         try:
             rig._wait_ready()
         except BaseException:
@@ -208,7 +230,7 @@ class AlertmanagerRig:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"alertmanager exited {self.proc.returncode}: {self.log()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
+                with self._get("/-/ready", timeout=2) as answer:
                     if answer.status == 200:
                         return
             except OSError:
@@ -222,10 +244,9 @@ class AlertmanagerRig:
         except OSError:
             return ""
 
-    def alerts(self, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    def alerts(self) -> list[dict[str, Any]]:
         """GET /api/v2/alerts: the alerts Alertmanager holds as active (resolved ones drop)."""
-        request = urllib.request.Request(f"{self.url}/api/v2/alerts", headers=headers or {})
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with self._get("/api/v2/alerts", timeout=10) as answer:
             return list(json.load(answer))
 
     def wait_alerts(
