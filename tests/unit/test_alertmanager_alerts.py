@@ -21,6 +21,11 @@ def epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def at(when: float):
+    """Equal to the millisecond (a relative tolerance would allow minutes at epoch scale)."""
+    return pytest.approx(when, rel=0, abs=1e-3)
+
+
 def notice(**changes) -> AlertNotice:
     base = dict(
         node="gpu1",
@@ -79,17 +84,17 @@ def test_unset_gpu_subject_and_value_are_left_out_and_subject_is_a_label() -> No
 
 def test_firing_alert_ends_four_resend_intervals_after_the_send() -> None:
     (doc,) = am_alerts(notification(notice()), NOW, 60.0)
-    assert epoch(doc["startsAt"]) == pytest.approx(NOW - 300)
-    assert epoch(doc["endsAt"]) == pytest.approx(NOW + 240)
+    assert epoch(doc["startsAt"]) == at(NOW - 300)
+    assert epoch(doc["endsAt"]) == at(NOW + 240)
     (later,) = am_alerts(notification(notice()), NOW + 60, 30.0)
-    assert epoch(later["startsAt"]) == pytest.approx(NOW - 300)  # the same alert, re-sent
-    assert epoch(later["endsAt"]) == pytest.approx(NOW + 60 + 120)
+    assert epoch(later["startsAt"]) == at(NOW - 300)  # the same alert, re-sent
+    assert epoch(later["endsAt"]) == at(NOW + 60 + 120)
 
 
 def test_resolved_alert_ends_when_it_resolved_not_at_the_send() -> None:
     resolved = notice(state="resolved", ends_at=NOW - 30)
     (doc,) = am_alerts(notification(resolved), NOW, 60.0)
-    assert epoch(doc["endsAt"]) == pytest.approx(NOW - 30)
+    assert epoch(doc["endsAt"]) == at(NOW - 30)
     assert doc["annotations"]["state"] == "resolved"
     # Same labels as when it fired: Alertmanager matches the two by their fingerprint.
     (fired,) = am_alerts(notification(notice()), NOW - 60, 60.0)
@@ -98,7 +103,7 @@ def test_resolved_alert_ends_when_it_resolved_not_at_the_send() -> None:
 
 def test_resolved_without_a_time_ends_now_and_never_before_it_started() -> None:
     (doc,) = am_alerts(notification(notice(state="resolved")), NOW, 60.0)
-    assert epoch(doc["endsAt"]) == pytest.approx(NOW)
+    assert epoch(doc["endsAt"]) == at(NOW)
     # A clock stepped back: Alertmanager refuses endsAt < startsAt with HTTP 400.
     skewed = notice(state="resolved", starts_at=NOW + 10, ends_at=NOW + 5)
     (doc,) = am_alerts(notification(skewed), NOW, 60.0)
@@ -122,7 +127,7 @@ def test_a_test_notification_with_nothing_firing_sends_one_expiring_info_alert()
     assert doc["labels"]["severity"] == "info"
     assert doc["labels"]["cluster"] == "lab"
     assert doc["annotations"]["test"] == "true"
-    assert epoch(doc["endsAt"]) == pytest.approx(NOW + 240)
+    assert epoch(doc["endsAt"]) == at(NOW + 240)
     assert am_alerts(notification(), NOW, 60.0) == []
 
 
