@@ -4,7 +4,8 @@ For the alertmanager channel's tests and for end-to-end tests of ``watch`` / ``c
 
     rig = AlertmanagerRig.start()          # or: with AlertmanagerRig.start() as rig:
     rig.url                                # the base URL for a channel's ``urls``
-    rig.receiver.wait_for(lambda p: ...)   # the webhook payloads Alertmanager sent
+    rig.receiver.wait_for(lambda a: ...)   # an alert of the webhook payloads it sent
+    rig.channel_entry()                    # a notify.channels item of cluster.yaml
     rig.alerts()                           # GET /api/v2/alerts: what it holds as active
     rig.close()
 
@@ -201,28 +202,40 @@ class AlertmanagerRig:
         receiver = WebhookReceiver()
         config = workdir / "alertmanager.yml"
         config.write_text(_config(receiver.url, group_wait, group_interval, repeat_interval))
-        port = free_port()
         argv = [
             binary,
             f"--config.file={config}",
             f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",
             "--log.level=warn",
         ]
         if basic_auth is not None:
             (workdir / "web.yml").write_text(_web_config(*basic_auth))
             argv.append(f"--web.config.file={workdir / 'web.yml'}")
-        log = open(workdir / "alertmanager.log", "wb")  # noqa: SIM115 (closed with the rig)
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-        log.close()
-        rig = cls(binary, workdir, receiver, port, proc, basic_auth)
-        try:
-            rig._wait_ready()
-        except BaseException:
-            rig.close()
-            raise
-        return rig
+        for attempt in range(3):  # the free port may be taken before alertmanager binds it
+            port = free_port()
+            log = open(workdir / "alertmanager.log", "wb")  # noqa: SIM115 (Popen holds it)
+            proc = subprocess.Popen(
+                [*argv, f"--web.listen-address=127.0.0.1:{port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+            log.close()
+            rig = cls(binary, workdir, receiver, port, proc, basic_auth)
+            try:
+                rig._wait_ready()
+                return rig
+            except RuntimeError:
+                if attempt < 2 and "address already in use" in rig.log():
+                    rig._stop()
+                    continue
+                rig.close()
+                raise
+            except BaseException:
+                rig.close()
+                raise
+        raise AssertionError("unreachable")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -262,13 +275,21 @@ class AlertmanagerRig:
                 raise AssertionError(f"alertmanager alerts never matched: {alerts}")
             time.sleep(0.2)
 
-    def close(self) -> None:
+    def channel_entry(self, name: str = "alertmanager", **keys: Any) -> dict[str, Any]:
+        """A ``notify.channels`` item of cluster.yaml that sends to this Alertmanager."""
+        entry: dict[str, Any] = {"name": name, "type": "alertmanager", "urls": [self.url]}
+        return {**entry, **keys}
+
+    def _stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+    def close(self) -> None:
+        self._stop()
         self.receiver.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -110,7 +110,7 @@ def test_a_member_that_never_answers_does_not_hold_up_the_others(am: Alertmanage
         hung.bind(("127.0.0.1", 0))
         hung.listen(8)
         stuck = f"http://127.0.0.1:{hung.getsockname()[1]}"
-        channel(stuck, am.url).send(notification("ha3"), timeout=1.0)
+        channel(stuck, am.url).send(notification("ha3"), timeout=2.0)
     am.receiver.wait_for(of_node("ha3", "firing"))
 
 

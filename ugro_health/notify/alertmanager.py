@@ -163,8 +163,8 @@ class AlertmanagerChannel:
                 )
                 for url in self.urls
             ]
-            # http.post's timeout bounds each socket operation; the grace bounds the whole.
-            done, _ = wait(futures, timeout=timeout + 1.0)
+            # http.post's timeout bounds each socket operation, not a slow drip: bound the whole.
+            done, _ = wait(futures, timeout=timeout)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         errors: list[DeliveryError] = []
