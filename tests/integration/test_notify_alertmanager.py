@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import alertmanager_rig
 import pytest
 from alertmanager_rig import AlertmanagerRig, free_port, require_alertmanager
 
@@ -158,3 +159,15 @@ def test_basic_auth_against_alertmanager_web_config(monkeypatch: pytest.MonkeyPa
             good.send(notification("auth2"), TIMEOUT)
         assert info.value.permanent
         assert "wrong-password" not in str(info.value)
+
+
+def test_a_missing_binary_fails_under_ci_and_skips_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(alertmanager_rig, "CANDIDATES", ("no-such-alertmanager",))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        require_alertmanager()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        require_alertmanager()

@@ -91,6 +91,13 @@ def test_firing_alert_ends_four_resend_intervals_after_the_send() -> None:
     assert epoch(later["endsAt"]) == at(NOW + 60 + 120)
 
 
+def test_a_firing_alert_queued_for_an_hour_is_still_active_when_it_arrives() -> None:
+    """endsAt counts from the send, not from when the outbox took the notification in."""
+    queued = Notification(id="old", cluster="lab", created_at=NOW - 3600, alerts=(notice(),))
+    (doc,) = am_alerts(queued, NOW, 60.0)
+    assert epoch(doc["endsAt"]) == at(NOW + 240)
+
+
 def test_resolved_alert_ends_when_it_resolved_not_at_the_send() -> None:
     resolved = notice(state="resolved", ends_at=NOW - 30)
     (doc,) = am_alerts(notification(resolved), NOW, 60.0)
