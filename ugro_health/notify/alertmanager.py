@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from ugro_health.config_notify import ChannelConfig, Secret, SecretError
@@ -121,6 +121,8 @@ class AlertmanagerChannel:
         self.ca_file: str | None = options.get("ca_file")
 
     def send(self, notification: Notification, timeout: float) -> None:
+        if not self.urls:
+            raise DeliveryError(f"channel {self.name}: no urls", permanent=True)
         headers = {"Content-Type": "application/json", **self._auth()}
         body = json.dumps(am_alerts(notification, time.time(), self.resend_interval)).encode()
         errors = self._post_all(body, headers, timeout)
@@ -154,29 +156,37 @@ class AlertmanagerChannel:
     def _post_all(
         self, body: bytes, headers: dict[str, str], timeout: float
     ) -> list[DeliveryError]:
-        """Post to every URL at once (a hung member must not eat the others' time)."""
-        pool = ThreadPoolExecutor(max_workers=len(self.urls), thread_name_prefix="ugro-am")
-        try:
-            futures = [
-                pool.submit(
-                    http.post, api_url(url), body, headers, timeout, self.tls_verify, self.ca_file
-                )
-                for url in self.urls
-            ]
-            # http.post's timeout bounds each socket operation, not a slow drip: bound the whole.
-            done, _ = wait(futures, timeout=timeout)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        """Post to every URL at once (a hung member must not eat the others' time). Daemon
+        threads: one stuck on a member past the deadline never holds up the process's exit."""
+        results: dict[int, DeliveryError | None] = {}
+
+        def post_one(index: int, url: str) -> None:
+            try:
+                http.post(api_url(url), body, headers, timeout, self.tls_verify, self.ca_file)
+                results[index] = None
+            except DeliveryError as exc:
+                results[index] = exc
+            except Exception as exc:  # a bad URL (ValueError...): that member's failure only
+                results[index] = DeliveryError(f"{http.receiver(url)} failed: {exc}")
+
+        threads = [
+            threading.Thread(target=post_one, args=(i, url), name="ugro-am", daemon=True)
+            for i, url in enumerate(self.urls)
+        ]
+        for thread in threads:
+            thread.start()
+        # http.post's timeout bounds each socket operation, not a slow drip: bound the whole.
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         errors: list[DeliveryError] = []
-        for url, future in zip(self.urls, futures, strict=True):
-            if future not in done:
+        for index, url in enumerate(self.urls):
+            if index not in results:
                 errors.append(DeliveryError(f"{http.receiver(url)} did not answer in time"))
                 continue
-            error = future.exception()
+            error = results[index]
             if error is not None:
-                errors.append(
-                    error if isinstance(error, DeliveryError) else DeliveryError(str(error))
-                )
+                errors.append(error)
         return errors
 
 
