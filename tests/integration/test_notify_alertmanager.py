@@ -5,6 +5,7 @@ delivers; nothing accepted is a retryable error, a refusal for good is permanent
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -113,6 +114,36 @@ def test_a_member_that_never_answers_does_not_hold_up_the_others(am: Alertmanage
         stuck = f"http://127.0.0.1:{hung.getsockname()[1]}"
         channel(stuck, am.url).send(notification("ha3"), timeout=2.0)
     am.receiver.wait_for(of_node("ha3", "firing"))
+
+
+def test_a_member_that_answers_a_byte_at_a_time_is_cut_off_at_the_deadline() -> None:
+    """Each byte comes well within the socket timeout; the whole answer would take ~8 s, and
+    the send must give up at its 2 s deadline, not deliver late."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    stop = threading.Event()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def drip() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                for byte in answer:
+                    if stop.wait(0.2):
+                        return
+                    conn.sendall(bytes([byte]))
+
+        thread = threading.Thread(target=drip, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        try:
+            with pytest.raises(DeliveryError, match="did not answer in time") as info:
+                channel(url).send(notification("drip"), timeout=2.0)
+            assert not info.value.permanent
+        finally:
+            stop.set()
+            thread.join(timeout=10)
 
 
 def test_all_members_down_is_a_retryable_error_naming_each() -> None:
