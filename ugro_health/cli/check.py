@@ -43,9 +43,7 @@ def check_command(
         help="Enrol hosts whose key is not yet known (like ssh's accept-new); a changed key "
         "is still refused.",
     ),
-    textfile: Path | None = typer.Option(
-        None, "--textfile", metavar="DIR", help=TEXTFILE_HELP
-    ),
+    textfile: str | None = typer.Option(None, "--textfile", metavar="DIR", help=TEXTFILE_HELP),
 ) -> None:
     """Poll the cluster once and exit 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN.
 
@@ -61,7 +59,7 @@ def check_command(
     app = from_typer(ctx)
     config = app.load_config()
     selected = select_nodes(config, nodes)
-    textfile = textfile_dir(textfile)
+    textfile_to = textfile_dir(textfile)
     transports = Transports(config, accept_new=accept_new)
     jobs = _active_jobs(app.state_dir, recording=not no_record)
     try:
@@ -83,8 +81,8 @@ def check_command(
         from ugro_health.render.table import check_table
 
         console.print(check_table(report))
-    if textfile is not None:
-        problem = write_metrics_textfile(textfile, list(selected), report, len(jobs))
+    if textfile_to is not None:
+        problem = write_metrics_textfile(textfile_to, list(selected), report, len(jobs))
         if problem is not None:
             fail(problem)
     raise typer.Exit(report.status.exit_code)

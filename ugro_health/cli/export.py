@@ -57,10 +57,11 @@ def serve_metrics(monitor: Monitor, address: ListenAddress | None) -> MetricsSer
     return server
 
 
-def textfile_dir(directory: Path | None) -> Path | None:
+def textfile_dir(text: str | None) -> Path | None:
     """``--textfile DIR`` checked before the poll, or the one-line error."""
-    if directory is None:
+    if text is None:
         return None
+    directory = Path(text).expanduser()
     from ugro_health.export.serve import ExportError, check_textfile_dir
 
     try:
