@@ -82,9 +82,9 @@ def check_command(
 
         console.print(check_table(report))
     if textfile_to is not None:
-        problem = write_metrics_textfile(textfile_to, list(selected), report, len(jobs))
-        if problem is not None:
-            fail(problem)
+        not_written = write_metrics_textfile(textfile_to, list(selected), report, len(jobs))
+        if not_written is not None:
+            fail(not_written)
     raise typer.Exit(report.status.exit_code)
 
 
