@@ -185,9 +185,9 @@ class Families:
         for label in STATUSES:
             self.status.add_metric([node, label], 1.0 if report.status.label == label else 0.0)
         if report.score is not None:
-            self.score.add_metric(key, report.score)
-        self.polled.add_metric(key, report.polled_at)
-        self.duration.add_metric(key, report.duration_s)
+            self.score.add_metric(key, float(report.score))
+        self.polled.add_metric(key, float(report.polled_at))
+        self.duration.add_metric(key, float(report.duration_s))
         if report.error is not None:
             self.error.add_metric([node, report.error.kind.value], 1.0)
         state = snapshot.breakers.get(node)
@@ -196,13 +196,13 @@ class Families:
                 self.breaker.add_metric([node, label], 1.0 if state == label else 0.0)
         expected = snapshot.expected_gpus.get(node)
         if expected is not None:
-            self.expected.add_metric(key, expected)
+            self.expected.add_metric(key, float(expected))
         for alert in report.alerts:
             gpu = "" if alert.gpu is None else str(alert.gpu)
             labels = [node, alert.code, alert.severity.value, gpu, alert.subject or ""]
             self.alert.add_metric(labels, 1.0)
         if report.clock_skew_s is not None:
-            self.skew.add_metric(key, report.clock_skew_s)
+            self.skew.add_metric(key, float(report.clock_skew_s))
         if report.sample is not None:
             self._add_sample(node, report.sample)
 
@@ -211,7 +211,7 @@ class Families:
         for family, (_, _, value_of) in zip(self.node_gauges, NODE_GAUGES, strict=True):
             value = value_of(sample)
             if value is not None:
-                family.add_metric(key, value)
+                family.add_metric(key, float(value))
         versions = [sample.driver_version or "", sample.cuda_version or ""]
         self.info.add_metric([node, sample.hostname or "", sample.kernel or "", *versions], 1.0)
         for disk in sample.disks:
@@ -223,7 +223,7 @@ class Families:
                 (self.disk_ratio, _pct(disk.util_pct)),
             ):
                 if value is not None:
-                    family.add_metric(labels, value)
+                    family.add_metric(labels, float(value))
         for gpu in sample.gpus:
             self._add_gpu(node, gpu, versions)
 
@@ -232,7 +232,7 @@ class Families:
         for family, (_, _, value_of) in zip(self.gpu_gauges, GPU_GAUGES, strict=True):
             value = value_of(gpu)
             if value is not None:
-                family.add_metric(labels, value)
+                family.add_metric(labels, float(value))
         for reason in gpu.throttle_reasons or ():
             self.throttle.add_metric([*labels, reason], 1.0)
         identity = [gpu.name or "", gpu.uuid or "", gpu.pci_bus_id or ""]
@@ -248,16 +248,16 @@ def exporter_families(snapshot: Snapshot, errors: int | None) -> Iterator[Metric
     yield build
     if snapshot.active_jobs is not None:
         jobs = _gauge("active_jobs", "Training jobs marked active (jobs start).", ())
-        jobs.add_metric([], snapshot.active_jobs)
+        jobs.add_metric([], float(snapshot.active_jobs))
         yield jobs
     cycle = snapshot.cycle
     if cycle.duration_s is not None:
         duration = _gauge("cycle_duration_seconds", "How long the last poll cycle took.", ())
-        duration.add_metric([], cycle.duration_s)
+        duration.add_metric([], float(cycle.duration_s))
         yield duration
     if cycle.finished_at is not None:
         stamp = _gauge("last_cycle_timestamp_seconds", "When the last poll cycle ended.", ())
-        stamp.add_metric([], cycle.finished_at)
+        stamp.add_metric([], float(cycle.finished_at))
         yield stamp
     counters = (
         ("cycles", "Poll cycles completed since watch started.", cycle.cycles),
@@ -267,7 +267,7 @@ def exporter_families(snapshot: Snapshot, errors: int | None) -> Iterator[Metric
     for name, documentation, value in counters:
         if value is not None:
             counter = CounterMetricFamily(PREFIX + name, documentation)
-            counter.add_metric([], value)
+            counter.add_metric([], float(value))
             yield counter
 
 
