@@ -8,7 +8,7 @@ from export_fixtures import cluster_reports, recorded_node
 from prom_tools import assert_clean
 from prometheus_client.parser import text_string_to_metric_families
 
-from ugro_health.export.metrics import CycleStats, Snapshot, SnapshotCollector, exposition
+from ugro_health.export.metrics import CycleStats, Snapshot, SnapshotCollector, client_exposition
 from ugro_health.model import Alert, NodeReport, Severity, Status
 
 
@@ -21,6 +21,22 @@ def snapshot(**changes: object) -> Snapshot:
         cycle=CycleStats(duration_s=5.2, finished_at=1_796_000_005.0, cycles=12, overruns=1),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def exposition(collector: SnapshotCollector) -> bytes:
+    """What /metrics serves (the fast renderer), checked against prometheus-client's own
+    encoder on the same families: the same metrics, types, help, samples and values."""
+    fast = collector.exposition()
+    reference = client_exposition(collector)
+    assert parsed(fast) == parsed(reference)
+    return fast
+
+
+def parsed(text: bytes) -> list[tuple[str, str, str, list[tuple[str, dict[str, str], float]]]]:
+    return [
+        (f.name, f.type, f.documentation, [(s.name, s.labels, s.value) for s in f.samples])
+        for f in text_string_to_metric_families(text.decode())
+    ]
 
 
 def samples(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -40,8 +56,10 @@ def names(found: dict) -> set[str]:
 
 
 def test_a_cluster_with_gpus_unreachable_nodes_and_alerts_passes_promtool():
-    text = exposition(SnapshotCollector(lambda: snapshot()))
+    collector = SnapshotCollector(lambda: snapshot())
+    text = exposition(collector)
     assert_clean(text)
+    assert_clean(client_exposition(collector))  # the textfile's encoder
     found = samples(text)
     # The recorded T4: 40 °C, 26.78 W of 70 W, 1032 MiB of 15360 MiB, PCIe x8 of x16.
     t4 = {"node": "t4", "gpu": "0"}
@@ -137,6 +155,6 @@ def test_a_report_the_exposition_cannot_carry_is_counted_and_the_others_exported
     reports = cluster_reports(now=1.0)
     broken = replace(reports[1], score="not a number")  # type: ignore[arg-type]
     collector = SnapshotCollector(lambda: Snapshot([reports[0], broken, reports[2]]))
-    found = samples(exposition(collector))
+    found = samples(collector.exposition())
     assert value(found, "ugro_health_exporter_errors_total") == 1
     assert value(found, "ugro_health_node_up", node="t4") == 1

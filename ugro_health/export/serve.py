@@ -1,6 +1,9 @@
 """The two ways out: an HTTP ``/metrics`` endpoint (``watch``) and an atomic textfile (``check``).
 
-Imports ``export.metrics`` and prometheus-client. Failures are ``ExportError`` with a one-line
+Imports ``export`` and the standard library. The endpoint is a small ``http.server`` serving the
+fast renderer's text (prometheus-client's own server would encode with its generic encoder, too
+slow for a large cluster: see ``export.text``); the textfile is written by prometheus-client's
+encoder. Failures are ``ExportError`` with a one-line
 message for the front to print; nothing here exits.
 """
 
@@ -8,12 +11,16 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import tempfile
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ugro_health.export.metrics import SnapshotCollector, exposition
+from ugro_health.export.metrics import SnapshotCollector, client_exposition
+from ugro_health.export.text import CONTENT_TYPE
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless told otherwise: the metrics name every node
 DEFAULT_PORT = 9835
@@ -55,23 +62,54 @@ def parse_listen(text: str) -> ListenAddress:
     return ListenAddress(host or DEFAULT_HOST, number)
 
 
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body, status, kind = self.server.collector.exposition(), 200, CONTENT_TYPE
+        elif path == "/":
+            body, status, kind = b"ugro-health exporter: see /metrics\n", 200, "text/plain"
+        else:
+            body, status, kind = b"not found: try /metrics\n", 404, "text/plain"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per scrape would drown watch's own log
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a scrape in progress never holds watch's exit
+    collector: SnapshotCollector
+
+
 class MetricsServer:
-    """``/metrics`` served from a daemon thread; every scrape runs ``collector.collect()`` in
-    the server's own thread, reading what the poller holds, so it never waits on a poll."""
+    """``/metrics`` served from a daemon thread; every scrape builds the families in the
+    server's own thread from what the poller holds, so it never waits on or starts a poll."""
 
     def __init__(self, collector: SnapshotCollector, address: ListenAddress) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
-
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector)
         try:
-            self._httpd: Any
-            self._httpd, self._thread = start_http_server(
-                address.port, addr=address.host, registry=registry
-            )
+            family = socket.getaddrinfo(
+                address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0][0]
+        except socket.gaierror as exc:
+            raise ExportError(f"cannot listen on {address} for metrics: {exc.strerror}") from None
+        server_class = type("_Bound", (_Server,), {"address_family": family})
+        try:
+            self._httpd: _Server = server_class((address.host, address.port), _Handler)
         except OSError as exc:
             raise ExportError(f"cannot listen on {address} for metrics: {_why(exc)}") from None
+        self._httpd.collector = collector
         self.address = ListenAddress(address.host, self._httpd.server_address[1])
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="metrics", daemon=True
+        )
+        self._thread.start()
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -101,7 +139,7 @@ def write_textfile(directory: Path, collector: SnapshotCollector) -> Path:
     """Write ``DIR/ugro_health.prom`` atomically: node_exporter's textfile collector reads
     either the previous file or the new one whole, never a half-written one."""
     target = directory / TEXTFILE_NAME
-    data = exposition(collector)
+    data = client_exposition(collector)
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{TEXTFILE_NAME}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
