@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -86,6 +87,13 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a scrape in progress never holds watch's exit
     collector: SnapshotCollector
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper that hung up mid-answer is its own business; anything else is one line on
+        stderr (socketserver's default is a traceback in watch's log)."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            sys.stderr.write(f"ugro-health: metrics scrape failed: {error!r}\n")
 
 
 class MetricsServer:
