@@ -24,7 +24,6 @@ from ugro_health.export.sources import monitor_snapshot
 from ugro_health.store.state import StateStore
 from ugro_health.transport.local import LocalTransport
 
-
 # Limits no test machine reaches: the node stays OK, so the loop does not re-poll it early.
 CALM = Thresholds(load_warn_per_core=1000, mem_warn_pct=99.9, mem_crit_pct=100,
                   disk_warn_pct=99.9, disk_crit_pct=100, swap_warn_pct=100, zombie_warn=100000,
