@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 import yaml
 from cli_helpers import CALM_THRESHOLDS, spawn_cli
 from prom_server import PrometheusServer, gpu_python
-from prom_tools import require
+from prom_tools import assert_clean, require
 from sshd_rig import SshdRig, free_port
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
@@ -76,7 +77,7 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
 
 
 @pytest.fixture
-def stack(sshd_rig: SshdRig, tmp_path: Path) -> Iterator[PrometheusServer]:
+def stack(sshd_rig: SshdRig, tmp_path: Path) -> Iterator[tuple[PrometheusServer, int]]:
     binary = require("prometheus")
     write_cluster(sshd_rig, tmp_path / "cluster.yaml")
     port = free_port()
@@ -87,7 +88,7 @@ def stack(sshd_rig: SshdRig, tmp_path: Path) -> Iterator[PrometheusServer]:
     server = None
     try:
         server = PrometheusServer(binary, prometheus_config(f"127.0.0.1:{port}"), tmp_path)
-        yield server
+        yield server, port
     finally:
         if server is not None:
             server.close()
@@ -110,8 +111,10 @@ def as_grafana_would(expr: str) -> str:
     return expr.replace("$node", ".*").replace("$gpu", ".*")
 
 
-def test_prometheus_scrapes_watch_and_every_rule_and_panel_has_data(stack: PrometheusServer):
-    prom = stack
+def test_prometheus_scrapes_watch_and_every_rule_and_panel_has_data(
+    stack: tuple[PrometheusServer, int],
+):
+    prom, port = stack
     wait_for(
         lambda: (
             len(prom.query("ugro_health_node_up")) == 3
@@ -130,6 +133,9 @@ def test_prometheus_scrapes_watch_and_every_rule_and_panel_has_data(stack: Prome
     assert prom.by_node('up{job="ugro-health"}') == {"": 1.0}  # the exporter, not the nodes
     (gpu,) = prom.query("ugro_health_gpu_info")
     assert gpu["metric"]["name"] == "NVIDIA H100 80GB HBM3" and gpu["metric"]["node"] == "gpu1"
+    # What Prometheus scraped passes promtool's lint: a GPU node, an isolated one, alerts.
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+        assert_clean(answer.read())
 
     # The rules loaded healthy; each expression runs; the ones this cluster meets return data,
     # and every metric the others read exists.
