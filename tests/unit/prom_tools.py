@@ -1,6 +1,8 @@
-"""The real Prometheus tools for the export tests: ``promtool`` and the ``prometheus`` server.
+"""The real Prometheus tools for the export tests: ``promtool``, the ``prometheus`` server and
+node_exporter (``prometheus-node-exporter``).
 
-Debian's ``prometheus`` package brings both (``.ci/run`` installs it). Without them the tests
+Debian's ``prometheus`` and ``prometheus-node-exporter`` packages bring them (``.ci/run``
+installs both). Without them the tests
 skip, except under CI (env ``CI`` set), where a missing tool fails them so CI cannot pass by
 skipping, as the sshd tests do.
 """
@@ -41,7 +43,7 @@ def check_metrics(text: bytes | str) -> subprocess.CompletedProcess[str]:
 def assert_clean(text: bytes | str) -> None:
     result = check_metrics(text)
     # promtool prints lint problems ("... counter metrics should have "_total" suffix") and
-    # exits 1 (3 for lint only, in newer releases); clean input prints nothing.
+    # exits non-zero (3 for lint alone); clean input prints nothing.
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (
         result.stdout + result.stderr
     )

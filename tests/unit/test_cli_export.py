@@ -7,12 +7,13 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from cli_helpers import CALM_THRESHOLDS, run_cli, spawn_cli
-from prom_tools import assert_clean
+from prom_tools import assert_clean, require
 from prometheus_client.parser import text_string_to_metric_families
 
 CLUSTER = CALM_THRESHOLDS + (
@@ -128,3 +129,31 @@ def test_an_address_that_cannot_be_bound_is_one_line_and_exit_3(
         )
     assert result.returncode == 3
     assert result.stderr == f"ugro-health: {why.format(busy=port)}\n"
+
+
+def test_node_exporter_reads_the_textfile(tmp_path: Path):
+    """The real node_exporter's textfile collector takes the file without an error."""
+    binary = require("prometheus-node-exporter")
+    write_cluster(tmp_path)
+    out = tmp_path / "textfile"
+    out.mkdir()
+    run_cli("check", "--no-record", "--textfile", str(out), cwd=tmp_path)
+    port = closed_port()
+    exporter = subprocess.Popen(
+        [binary, "--collector.disable-defaults", "--collector.textfile",
+         f"--collector.textfile.directory={out}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        text = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not text:
+            try:
+                text = scrape(port)
+            except OSError:
+                time.sleep(0.2)
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=30)
+    assert values(text, "node_textfile_scrape_error") == {"": 0.0}
+    assert values(text, "ugro_health_node_up") == {"here": 1.0, "gone": 0.0}
