@@ -317,6 +317,7 @@ class GpuSample:
     nvlink_active: int | None = None
     nvlink_total: int | None = None
     processes: tuple[GpuProcess, ...] = ()
+    pci_bus_id: str | None = None  # e.g. "00000000:17:00.0", as the driver names the device
 
     @property
     def mem_pct(self) -> float | None:
@@ -353,6 +354,7 @@ class GpuSample:
             processes=tuple(
                 GpuProcess.from_probe(p) for p in _items(data, "processes", "gpus[].processes")
             ),
+            pci_bus_id=_str(data, "pci_bus_id"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -391,6 +393,7 @@ class GpuSample:
                 }
                 for p in self.processes
             ],
+            "pci_bus_id": self.pci_bus_id,
         }
 
 

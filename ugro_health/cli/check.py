@@ -11,8 +11,9 @@ import typer
 from typer._click.exceptions import UsageError
 
 from ugro_health.cli.context import from_typer, select_nodes
+from ugro_health.cli.export import TEXTFILE_HELP, textfile_dir, write_metrics_textfile
 from ugro_health.cli.node_completion import nodes_glob_option
-from ugro_health.cli.output import console, use_nagios, warn
+from ugro_health.cli.output import console, fail, use_nagios, warn
 
 if TYPE_CHECKING:
     from ugro_health.config import Config
@@ -45,10 +46,12 @@ def check_command(
         help="Enrol hosts whose key is not yet known (like ssh's accept-new); a changed key "
         "is still refused.",
     ),
+    textfile: str | None = typer.Option(None, "--textfile", metavar="DIR", help=TEXTFILE_HELP),
 ) -> None:
     """Poll the cluster once and exit 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN.
 
-    Example: [bold]ugro-health check --nodes 'gpu*' --json | jq .status[/bold]
+    Example: [bold]ugro-health check --nodes 'gpu*' --json | jq .status[/bold]  or, from
+    cron, [bold]ugro-health check --textfile /var/lib/prometheus/node-exporter[/bold]
     """
     from ugro_health.engine.collect import Transports, collect_cluster
 
@@ -59,6 +62,7 @@ def check_command(
     app = from_typer(ctx)
     config = app.load_config()
     selected = select_nodes(config, nodes)
+    textfile_to = textfile_dir(textfile)
     transports = Transports(config, accept_new=accept_new)
     jobs = _active_jobs(app.state_dir, recording=not no_record)
     started = time.monotonic()
@@ -80,6 +84,10 @@ def check_command(
         from ugro_health.render.table import check_table
 
         console.print(check_table(report))
+    if textfile_to is not None:
+        not_written = write_metrics_textfile(textfile_to, list(selected), report, len(jobs))
+        if not_written is not None:
+            fail(not_written)
     raise typer.Exit(report.status.exit_code)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ugro_health.cli.context import from_typer, select_nodes
+from ugro_health.cli.export import LISTEN_HELP, listen_address, serve_metrics
 from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console
 
@@ -37,11 +38,14 @@ def watch_command(
         "--headless",
         help="Log one line per cycle and per alert (the default on a non-TTY).",
     ),
+    metrics_listen: str | None = typer.Option(
+        None, "--metrics-listen", metavar="[HOST:]PORT", help=LISTEN_HELP
+    ),
 ) -> None:
     """Monitor continuously; SIGINT or SIGTERM stops cleanly (exit 0).
 
     Example: [bold]ugro-health watch --nodes 'gpu*'[/bold]  or, under systemd,
-    [bold]ugro-health watch --headless[/bold]
+    [bold]ugro-health watch --headless --metrics-listen 9835[/bold]
     """
     from ugro_health.engine.breaker import BreakerPolicy
     from ugro_health.engine.collect import Transports
@@ -49,6 +53,7 @@ def watch_command(
     from ugro_health.engine.scheduler import PollPolicy
     from ugro_health.store.state import StateStore
 
+    address = listen_address(metrics_listen)
     app = from_typer(ctx)
     config = app.load_config()
     selected = select_nodes(config, nodes)
@@ -70,6 +75,7 @@ def watch_command(
     transports = Transports(config, persistent=True)
     monitor = Monitor(config, selected, StateStore(app.state_dir), transports, poll, breakers)
     _install_signal_handlers(monitor)
+    server = serve_metrics(monitor, address)
     try:
         if headless or not console.is_terminal:
             _run_headless(monitor)
@@ -77,6 +83,8 @@ def watch_command(
             _run_dashboard(monitor)
     finally:
         transports.close()
+        if server is not None:
+            server.close()
     raise typer.Exit(0)
 
 
