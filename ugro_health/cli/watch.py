@@ -17,8 +17,11 @@ from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ugro_health.engine.monitor import AlertEvent, CycleResult, Monitor
     from ugro_health.model import NodeReport
+    from ugro_health.notify.deliver import Deliverer
     from ugro_health.render.dashboard import NodeRow, WatchView
 
 
@@ -76,8 +79,10 @@ def watch_command(
     monitor = Monitor(config, selected, StateStore(app.state_dir), transports, poll, breakers)
     _install_signal_handlers(monitor)
     server = serve_metrics(monitor, address)
+    logging = headless or not console.is_terminal
+    deliverer = _start_delivery(monitor, app.state_dir, logging)
     try:
-        if headless or not console.is_terminal:
+        if logging:
             _run_headless(monitor)
         else:
             _run_dashboard(monitor)
@@ -85,7 +90,28 @@ def watch_command(
         transports.close()
         if server is not None:
             server.close()
+        if deliverer is not None:
+            deliverer.stop()
     raise typer.Exit(0)
+
+
+def _start_delivery(monitor: Monitor, state_dir: Path, logging: bool) -> Deliverer | None:
+    """Delivery threads beside the loop (a cycle that queues a notification wakes them);
+    a failed delivery is logged once per new error when logging, shown by `notify status`."""
+    settings = monitor.config.notify
+    if not settings.channels:
+        return None
+    from ugro_health.notify.deliver import Deliverer
+    from ugro_health.render.common import printable
+
+    def on_error(channel: str, error: str) -> None:
+        if logging:
+            _log(printable(f"{_stamp(time.time())} NOTIFY {channel}: {error} (kept, retried)"))
+
+    deliverer = Deliverer(state_dir, settings, on_error=on_error)
+    monitor.on_queued = deliverer.kick
+    deliverer.start()
+    return deliverer
 
 
 def _install_signal_handlers(monitor: Monitor) -> None:
