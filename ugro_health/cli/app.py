@@ -16,7 +16,17 @@ from typing import NoReturn
 import typer
 
 from ugro_health import __version__, paths
-from ugro_health.cli import breaker, check, config_cmd, history, jobs, status, watch
+from ugro_health.cli import (
+    breaker,
+    check,
+    config_cmd,
+    history,
+    jobs,
+    notify,
+    silence,
+    status,
+    watch,
+)
 from ugro_health.cli.context import AppContext
 from ugro_health.cli.help_format import TidyHelpGroup
 from ugro_health.cli.output import err_console, fail, use_nagios
@@ -99,6 +109,8 @@ app.command("history")(history.history_command)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(breaker.app, name="breaker")
+app.add_typer(silence.app, name="silence")
+app.add_typer(notify.app, name="notify")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -105,12 +105,33 @@ def effective_document(config: Config) -> dict[str, Any]:
                 "retention_hours": config.history_retention_h,
                 "max_size_mb": config.history_max_mb,
             },
+            "alerts": asdict(config.alerts),
+            "notify": _notify_document(config),
             "nodes": [
                 {**asdict(node), "connect": _connect(node, config, ssh_config)}
                 for node in config.nodes
             ],
         }
     )
+
+
+def _notify_document(config: Config) -> dict[str, Any]:
+    """``notify:`` with every secret shown as where it comes from, never its value."""
+    from ugro_health.config_notify import Secret
+
+    settings = config.notify
+    channels = []
+    for channel in settings.channels:
+        options = {k: v.shown() if isinstance(v, Secret) else v for k, v in channel.options.items()}
+        common = {f: getattr(channel, f) for f in ("name", "type", "min_severity", "nodes")}
+        common.update(codes=channel.codes, send_resolved=channel.send_resolved)
+        channels.append({**common, **options})
+    return {
+        "cluster": settings.cluster,
+        "outbox_max": settings.outbox_max,
+        "check_wait": settings.check_wait_s,
+        "channels": channels,
+    }
 
 
 def _connect(node: NodeConfig, config: Config, ssh_config: Any) -> Any:

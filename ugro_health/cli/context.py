@@ -22,7 +22,23 @@ class AppContext:
 
         if self.config_path is None:
             return default_config()
-        return load_config(self.config_path)
+        config = load_config(self.config_path)
+        _warn_inline_secrets(config)
+        return config
+
+
+def _warn_inline_secrets(config: Config) -> None:
+    """Secrets written inline in a file others can read: said (never their values)."""
+    from ugro_health.config_notify import world_readable
+
+    if config.notify.inline_secrets and world_readable(config.source):
+        from ugro_health.cli.output import warn
+
+        keys = ", ".join(config.notify.inline_secrets)
+        warn(
+            f"{config.source} is readable by others and holds secrets inline ({keys}): "
+            "chmod 600 it, or use {env: VAR} or {file: PATH}"
+        )
 
 
 def from_typer(ctx: typer.Context) -> AppContext:

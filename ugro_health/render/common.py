@@ -55,3 +55,12 @@ def counts_line(reports: tuple[NodeReport, ...] | list[NodeReport]) -> str:
     tail = f" ({unreachable} unreachable)" if unreachable else ""
     noun = "node" if len(reports) == 1 else "nodes"
     return f"{len(reports)} {noun}: {', '.join(parts) or 'none'}{tail}"
+
+
+# How a lifecycle state reads after an alert's message; firing (the ordinary case) is unmarked.
+_STATE_MARKS = {"silenced": " (silenced)", "flapping": " (flapping)", "pending": " (pending)"}
+
+
+def state_mark(state: object) -> str:
+    """`` (silenced)``, `` (flapping)`` or `` (pending)`` after an alert; else nothing."""
+    return _STATE_MARKS.get(state, "") if isinstance(state, str) else ""

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from ugro_health.engine.scoring import kernel_log_denied
 from ugro_health.model import Alert, NodeReport, Severity, Status, human_duration
-from ugro_health.render.common import DASH, STATUS_STYLE, pct, printable
+from ugro_health.render.common import DASH, STATUS_STYLE, pct, printable, state_mark
 from ugro_health.render.table import kernel_log_message
 
 SEVERITY_STYLE = {Severity.CRITICAL: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
@@ -247,6 +247,7 @@ def _active_panel(view: WatchView, max_alerts: int) -> Panel:
         lines.append_text(_severity(alert))
         lines.append(f"{printable(name)}: ", style="bold")
         lines.append(printable(alert.message))
+        lines.append(state_mark(alert.state), style="dim")
     if len(active) > max_alerts:
         lines.append(f"\n+{len(active) - max_alerts} more")
     if not lines:

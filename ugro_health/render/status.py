@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ugro_health.model import Status, as_float, human_duration
-from ugro_health.render.common import DASH, STATUS_STYLE, pct, printable
+from ugro_health.render.common import DASH, STATUS_STYLE, pct, printable, state_mark
 from ugro_health.render.layout import Column, FittedTable, NodeRow, Trimmed
 from ugro_health.store.summary import sparkline
 
@@ -45,7 +45,7 @@ def _status_row(node: Mapping[str, Any]) -> NodeRow:
         age_text = Text(f"{age_text.plain} STALE", style="bold yellow")
     temp = as_float(summary.get("gpu_temp"))
     alerts = [
-        printable(a.get("message", ""))
+        printable(a.get("message", "")) + state_mark(a.get("state"))
         for a in node.get("alerts") or ()
         if a.get("severity") != "info"
     ]

@@ -19,6 +19,7 @@ from ugro_health.render.common import (
     gpu_summary,
     pct,
     printable,
+    state_mark,
     status_text,
 )
 from ugro_health.render.layout import Column, FittedTable, NodeRow
@@ -89,6 +90,7 @@ def _alerts(node: NodeReport) -> Text:
         if text:
             text.append("\n")
         text.append(printable(alert.message), style=SEVERITY_STYLE[alert.severity])
+        text.append(state_mark(alert.state), style="dim")
     if len(shown) > MAX_ALERTS_PER_NODE:
         text.append(f"\n+{len(shown) - MAX_ALERTS_PER_NODE} more")
     return text
