@@ -36,7 +36,7 @@ def _stamp(at: Any) -> str:
 def test(
     ctx: typer.Context,
     channel: str | None = typer.Argument(
-        None, metavar="[CHANNEL]", help="One channel by name (default: every channel)."
+        None, metavar="CHANNEL", help="One channel by name (default: every channel)."
     ),
 ) -> None:
     """Send a test notification to each channel and say, per channel, that it was accepted
