@@ -284,11 +284,6 @@ def test_slack_url_from_a_file(receiver: HttpReceiver, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="notify.http.post bounds each socket operation, not the whole request: a receiver "
-    "that drips its answer holds a send past its timeout (left to the post() owner)",
-)
 def test_a_dripping_receiver_cannot_hold_a_send_past_its_timeout(receiver: HttpReceiver) -> None:
     receiver.reply(Reply(200, drip_s=0.05))  # ~60 bytes: about 3 s in all, 0.05 s per byte
     with pytest.raises(DeliveryError, match="within"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -79,7 +80,52 @@ def post(
     verify: bool = True,
     ca_file: str | None = None,
 ) -> int:
-    """POST ``body``; the status (2xx) or ``DeliveryError``."""
+    """POST ``body``; the status (2xx) or ``DeliveryError``, within ``timeout`` in all.
+
+    urllib's timeout bounds each socket operation, not the request: a receiver that drips its
+    answer a byte at a time would hold the send for ever. So the request runs in a daemon
+    thread and is abandoned at the deadline (its socket times out on its own).
+    """
+    outcome: list[int | BaseException] = []
+    worker = threading.Thread(
+        target=_post_into,
+        args=(outcome, url, body, headers, timeout, verify, ca_file),
+        name="notify-post",
+        daemon=True,
+    )
+    worker.start()
+    worker.join(max(timeout, 0.1))
+    if not outcome:
+        raise DeliveryError(f"{receiver(url)} did not answer within {timeout:g}s")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _post_into(
+    outcome: list[int | BaseException],
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    verify: bool,
+    ca_file: str | None,
+) -> None:
+    try:
+        outcome.append(_post(url, body, headers, timeout, verify, ca_file))
+    except BaseException as exc:  # handed to the caller's thread, raised there
+        outcome.append(exc)
+
+
+def _post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+    verify: bool,
+    ca_file: str | None,
+) -> int:
     request = urllib.request.Request(url, data=body, method="POST")
     for key, value in headers.items():
         request.add_header(key, value)
