@@ -36,7 +36,7 @@ from ugro_health.store._fs import (
     ensure_private_dir,
     exclusive_lock,
     open_private,
-    write_all,
+    replace_atomically,
 )
 
 OUTBOX_DIR = "outbox"
@@ -247,19 +247,4 @@ def _remove(doc: dict[str, Any], notification_id: str) -> bool:
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
-    data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
-    try:
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    replace_atomically(path, json.dumps(doc, separators=(",", ":"), allow_nan=False).encode())

@@ -42,6 +42,7 @@ from ugro_health.store._fs import (
     ensure_private_dir,
     exclusive_lock,
     open_private,
+    replace_atomically,
     write_all,
 )
 from ugro_health.store.state_check import drop_damaged, dropped_line
@@ -202,21 +203,7 @@ class StateStore:
     def _write_locked(self, state: Mapping[str, Any]) -> None:
         data = json.dumps(state, separators=(",", ":"), allow_nan=False).encode() + b"\n"
         self._remove_orphans_locked()
-        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-        fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
-        try:
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise
+        replace_atomically(self.path, data)
         _fsync_dir(self.directory)
 
     def _remove_orphans_locked(self) -> None:
