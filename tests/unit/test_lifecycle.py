@@ -285,6 +285,15 @@ def test_a_flapping_alert_that_settles_firing_is_told_firing() -> None:
     assert not run.notices[-1].repeat
 
 
+def test_a_warning_that_fired_and_then_blinks_is_told_flapping() -> None:
+    run = Run()
+    run.poll(T0, sampled("gpu1", WARM))
+    run.poll(T0 + 5, sampled("gpu1", WARM))
+    for i in range(2, 40):
+        run.poll(T0 + 5 * i, sampled("gpu1", WARM) if i % 2 else sampled("gpu1"))
+    assert states(run.notices) == [FIRING, FLAPPING]
+
+
 def test_flapping_starts_after_more_than_flap_changes() -> None:
     rules = AlertRules(flap_changes=4, resolve_after=1, fire_after={"critical": 1})
     run = Run(rules)

@@ -17,7 +17,9 @@ Per alert (keyed by node, code, GPU and subject):
   firing, flapping, or nothing. A change is one notice; a flapping alert gets one "flapping"
   notice and then nothing until it is stable again, when its settled state (firing, or
   resolved) is told; a firing alert is repeated every ``repeat_interval_s``. A silenced alert
-  is not told at all, and is told once its silence ends if it still fires.
+  is not told at all, and is told once its silence ends if it still fires. An alert that
+  blinks without ever holding for ``fire_after`` is no alert: its flapping is not told.
+- a GPU alert whose GPU is missing from the sample gets no verdict either (unknown).
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ def _observe(records: dict[str, Any], report: NodeReport, rules: AlertRules, now
         alert_key(a.code, a.gpu, a.subject): a for a in report.alerts if a.code not in IGNORED_CODES
     }
     sampled = report.sample is not None
+    # A GPU missing from the sample (nvidia-smi hung, fell off the bus) is unknown, not cool.
+    gpus = {g.index for g in report.sample.gpus} if report.sample is not None else set()
     for key, alert in present.items():
         record = records.get(key)
         if record is None:
@@ -169,8 +173,10 @@ def _observe(records: dict[str, Any], report: NodeReport, rules: AlertRules, now
     for key, record in records.items():
         if key in present:
             continue
-        if not sampled and record["code"] not in NO_SAMPLE_CODES:
-            continue  # no verdict: the node was not seen
+        if record["code"] not in NO_SAMPLE_CODES and (
+            not sampled or (record["gpu"] is not None and record["gpu"] not in gpus)
+        ):
+            continue  # no verdict: the node, or this GPU, was not seen
         if record["present"]:
             _change(record, now, rules)
             record.update(present=False, hits=0)
@@ -225,7 +231,9 @@ def _judge_flapping(record: dict[str, Any], rules: AlertRules, now: float) -> No
 
 def _desired(record: Mapping[str, Any]) -> str | None:
     """What the channels should currently believe about this alert."""
-    if record["flapping"]:
+    # An alert that never held for its ``fire_after`` (nor was told) is no alert, however
+    # often it blinks: flapping is news only about one that fired.
+    if record["flapping"] and (record["state"] == FIRING or record["notified"] is not None):
         return FLAPPING
     return FIRING if record["state"] == FIRING else None
 
