@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from ugro_health.config import NodeConfig, Thresholds
 from ugro_health.config_notify import AlertRules
 from ugro_health.engine.collect import failed_report
+from ugro_health.engine.scoring import judge
 from ugro_health.engine.lifecycle import (
     FIRING,
     FLAPPING,
@@ -26,6 +28,7 @@ from ugro_health.engine.lifecycle import (
 )
 from ugro_health.model import (
     Alert,
+    DiskSample,
     ErrorKind,
     GpuSample,
     NodeError,
@@ -38,6 +41,7 @@ from ugro_health.notify.base import AlertNotice
 
 RULES = AlertRules()
 T0 = 1_800_000_000.0
+GIB = 1 << 30
 HOT = Alert(Severity.CRITICAL, "gpu_temp_critical", "GPU 0: 95 C", 95.0, 0)
 WARM = Alert(Severity.WARNING, "gpu_temp_high", "GPU 0: 86 C", 86.0, 0)
 DISK = Alert(Severity.WARNING, "disk_full", "/scratch 92 %", 92.0, None, "/scratch")
@@ -232,6 +236,32 @@ def test_a_gpu_that_went_unseen_does_not_resolve_its_alerts() -> None:
     # seen again, and cool: now it resolves
     run.poll(T0 + 50, sampled("gpu1"))
     assert states(run.poll(T0 + 55, sampled("gpu1"))) == [RESOLVED]
+
+
+def test_a_disk_that_could_not_be_read_does_not_resolve_its_alerts() -> None:
+    # A hung mount: its usage is unknown, not fine. The alerts come from the real scoring.
+    def disk_report(disk: DiskSample) -> NodeReport:
+        sample = NodeSample(hostname="gpu1", disks=(disk,))
+        verdict = judge(sample, NodeConfig(name="gpu1"), Thresholds())
+        return NodeReport("gpu1", verdict.status, verdict.score, T0, 0.1, sample, verdict.alerts)
+
+    full = DiskSample("/scratch", 100 * GIB, 99 * GIB, avail_bytes=1 * GIB)
+    hung = DiskSample("/scratch", error="timeout after 2.0s")
+    run = Run()
+    run.poll(T0, disk_report(full))
+    for i in range(1, 10):
+        run.poll(T0 + 5 * i, disk_report(hung))
+    assert [(n.code, n.state) for n in run.notices] == [
+        ("disk_critical", FIRING),
+        ("disk_check_failed", FIRING),
+    ]
+    emptied = DiskSample("/scratch", 100 * GIB, 10 * GIB, avail_bytes=90 * GIB)
+    run.poll(T0 + 50, disk_report(emptied))
+    run.poll(T0 + 55, disk_report(emptied))
+    assert sorted((n.code, n.state) for n in run.notices[2:]) == [
+        ("disk_check_failed", RESOLVED),
+        ("disk_critical", RESOLVED),
+    ]
 
 
 def test_ignored_codes_are_not_judged() -> None:
