@@ -13,7 +13,7 @@ import pytest
 from ugro_health.config import Config, NodeConfig
 from ugro_health.config_notify import ChannelConfig, NotifySettings
 from ugro_health.engine.alerting import Alerting
-from ugro_health.model import Alert, NodeReport, NodeSample, Severity, Status
+from ugro_health.model import Alert, GpuSample, NodeReport, NodeSample, Severity, Status
 from ugro_health.notify.base import AlertNotice, DeliveryError, Notification
 from ugro_health.notify.deliver import Deliverer, deliver_until
 from ugro_health.notify.outbox import BACKOFF_MAX_S, RETRY_AFTER_MAX_S, Outbox
@@ -301,7 +301,9 @@ HOT = Alert(Severity.CRITICAL, "gpu_temp_critical", "GPU 0: 95 C", 95.0, 0)
 
 
 def report(*alerts: Alert) -> NodeReport:
-    sample = NodeSample(hostname="gpu1")
+    sample = NodeSample(
+        hostname="gpu1", gpus=(GpuSample(index=0, temp_c=95.0 if alerts else 60.0),)
+    )
     status = Status.CRITICAL if alerts else Status.OK
     return NodeReport("gpu1", status, 50, T0, 0.1, sample=sample, alerts=alerts)
 
@@ -378,3 +380,20 @@ def test_alertmanager_gets_one_resend_at_a_time_every_resend_interval(tmp_path: 
     am.delivered(am.entries()[1].notification.id)
     assert len(poll(T0 + 124)) == 1  # resent at T0 + 65: next at T0 + 125
     assert [n.resend for n in poll(T0 + 125)] == [False, True]
+
+
+def test_cron_checks_each_a_new_process_queue_each_notice_once(tmp_path: Path) -> None:
+    def check(now: float, *alerts: Alert) -> None:  # what one `check` run does, from scratch
+        StateStore(tmp_path).update(
+            Alerting(tmp_path, config(), Clock(now)).change([report(*alerts)], now)
+        )
+
+    now = T0
+    for _ in range(12):
+        check(now, HOT)
+        now += 300
+    for _ in range(12):
+        check(now)
+        now += 300
+    queued = [e.notification for e in Outbox(tmp_path, "hook").entries()]
+    assert [[a.state for a in n.alerts] for n in queued] == [["firing"], ["resolved"]]
