@@ -13,7 +13,6 @@ import pytest
 from ugro_health.config import NodeConfig, Thresholds
 from ugro_health.config_notify import AlertRules
 from ugro_health.engine.collect import failed_report
-from ugro_health.engine.scoring import judge
 from ugro_health.engine.lifecycle import (
     FIRING,
     FLAPPING,
@@ -26,6 +25,7 @@ from ugro_health.engine.lifecycle import (
     firing_notices,
     with_states,
 )
+from ugro_health.engine.scoring import judge
 from ugro_health.model import (
     Alert,
     DiskSample,
