@@ -14,6 +14,7 @@ from ugro_health.config import Config, NodeConfig
 from ugro_health.config_notify import ChannelConfig, NotifySettings
 from ugro_health.engine.alerting import Alerting
 from ugro_health.model import Alert, GpuSample, NodeReport, NodeSample, Severity, Status
+from ugro_health.notify import deliver
 from ugro_health.notify.base import AlertNotice, DeliveryError, Notification
 from ugro_health.notify.deliver import Deliverer, deliver_until
 from ugro_health.notify.outbox import BACKOFF_MAX_S, RETRY_AFTER_MAX_S, Outbox
@@ -261,7 +262,11 @@ def wait_for(predicate, seconds: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def test_the_deliverer_sends_in_the_background_and_stops_promptly(tmp_path: Path) -> None:
+def test_the_deliverer_sends_in_the_background_and_stops_promptly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Idle threads would sleep 10 minutes: they end at once only if stop() wakes them.
+    monkeypatch.setattr(deliver, "IDLE_WAKE_S", 600.0)
     channel = Recorder()
     deliverer = Deliverer(tmp_path, settings(), {"hook": channel})
     deliverer.start()
@@ -273,8 +278,7 @@ def test_the_deliverer_sends_in_the_background_and_stops_promptly(tmp_path: Path
         deliverer.kick()
         wait_for(lambda: channel.sent == ["1", "2", "3"])
     finally:
-        # stop() wakes the threads from their idle wait (IDLE_WAKE_S): they end well before it
-        deliverer.stop(timeout=4.0)
+        deliverer.stop(timeout=60.0)
     assert not any(t.is_alive() for t in deliverer._threads)
     assert Outbox(tmp_path, "hook").entries() == []
 
