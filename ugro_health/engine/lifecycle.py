@@ -17,7 +17,9 @@ Per alert (keyed by node, code, GPU and subject):
   firing, flapping, or nothing. A change is one notice; a flapping alert gets one "flapping"
   notice and then nothing until it is stable again, when its settled state (firing, or
   resolved) is told; a firing alert is repeated every ``repeat_interval_s``. A silenced alert
-  is not told at all, and is told once its silence ends if it still fires.
+  is not told at all, and is told once its silence ends if it still fires. An alert that
+  blinks without ever holding for ``fire_after`` is no alert: its flapping is not told.
+- nor does an alert about a GPU missing from the sample, or about a mount it could not read.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ SILENCED = "silenced"
 IGNORED_CODES = frozenset({"node_isolated", "node_recovered", "node_not_polled", "probe_partial"})
 # The alerts of a node that yielded no sample: judged even when nothing else is.
 NO_SAMPLE_CODES = frozenset({"node_unreachable", "probe_failed", "probe_invalid"})
+# The alerts about a mount that say it could not be read: judged whether or not it was.
+UNREAD_DISK_CODES = frozenset({"disk_check_failed", "mount_missing"})
 MAX_CHANGES = 64  # raw changes remembered per alert (more than any sane flap_changes)
 
 
@@ -169,8 +173,8 @@ def _observe(records: dict[str, Any], report: NodeReport, rules: AlertRules, now
     for key, record in records.items():
         if key in present:
             continue
-        if not sampled and record["code"] not in NO_SAMPLE_CODES:
-            continue  # no verdict: the node was not seen
+        if record["code"] not in NO_SAMPLE_CODES and (not sampled or _unseen(record, report)):
+            continue  # no verdict: the node, or the part of it the alert is about, was not seen
         if record["present"]:
             _change(record, now, rules)
             record.update(present=False, hits=0)
@@ -179,6 +183,19 @@ def _observe(records: dict[str, Any], report: NodeReport, rules: AlertRules, now
             record.update(state=RESOLVED, resolved_at=now)
         elif record["state"] == PENDING:
             record.update(state=RESOLVED, resolved_at=now)  # never fired: gone quietly
+
+
+def _unseen(record: Mapping[str, Any], report: NodeReport) -> bool:
+    """Whether the sample could not see what ``record`` is about: a GPU missing from it
+    (nvidia-smi hung, fell off the bus) or a mount it could not read (hung): unknown, not
+    healthy. The alerts that say so (``gpu_count_low``, ``disk_check_failed``) are judged."""
+    sample = report.sample
+    if sample is None:
+        return True
+    if record["gpu"] is not None and all(g.index != record["gpu"] for g in sample.gpus):
+        return True
+    unread = {d.mount for d in sample.disks if d.error or d.util_pct is None}
+    return record["subject"] in unread and record["code"] not in UNREAD_DISK_CODES
 
 
 def _new_record(alert: Alert, now: float) -> dict[str, Any]:
@@ -225,7 +242,9 @@ def _judge_flapping(record: dict[str, Any], rules: AlertRules, now: float) -> No
 
 def _desired(record: Mapping[str, Any]) -> str | None:
     """What the channels should currently believe about this alert."""
-    if record["flapping"]:
+    # An alert that never held for its ``fire_after`` (nor was told) is no alert, however
+    # often it blinks: flapping is news only about one that fired.
+    if record["flapping"] and (record["state"] == FIRING or record["notified"] is not None):
         return FLAPPING
     return FIRING if record["state"] == FIRING else None
 
