@@ -270,3 +270,44 @@ def test_a_silenced_alert_is_shown_not_told_and_told_once_the_silence_ends(
     assert check_states(tmp_path)[ROOT_CRIT] == "firing"
     check(tmp_path)
     assert alert_states(receiver) == [["firing"]]
+
+
+def test_an_overflowing_outbox_drops_the_oldest_and_counts_it(
+    tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    receiver.down()
+    for thresholds in (DISK_CRIT, CALM, DISK_CRIT):  # firing, resolved, firing: one too many
+        write_cluster(
+            tmp_path,
+            [hook(receiver)],
+            thresholds=thresholds,
+            alerts={"resolve_after": 1},
+            outbox_max=2,
+        )
+        result = check(tmp_path)
+    assert "notify: outbox full, 1 oldest notification(s) dropped" in result.stderr
+    box = outbox(tmp_path)
+    assert box["dropped"] == 1
+    assert [e["n"]["status"] for e in box["entries"]] == ["resolved", "firing"]
+    queued = queued_ids(tmp_path)
+
+    receiver.up()
+    wait_due(tmp_path)
+    check(tmp_path)
+    assert [i for i, _alerts in told(receiver)] == queued
+    assert alert_states(receiver) == [["resolved"], ["firing"]]
+    assert outbox(tmp_path)["dropped"] == 1
+
+
+def test_a_flapping_alert_is_told_once_as_flapping_then_left_alone(
+    tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    rules = {"resolve_after": 1, "flap_changes": 2}
+    for thresholds in (DISK_CRIT, CALM) * 4:  # raised and cleared at every run
+        write_cluster(tmp_path, [hook(receiver)], thresholds=thresholds, alerts=rules)
+        check(tmp_path)
+    # firing, resolved, firing; the third change makes it flapping: one notice, then nothing
+    assert alert_states(receiver) == [["firing"], ["resolved"], ["firing"], ["flapping"]]
+    assert len(receiver.received) == 4
+    write_cluster(tmp_path, [hook(receiver)], thresholds=DISK_CRIT, alerts=rules)
+    assert check_states(tmp_path)[ROOT_CRIT] == "flapping"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from alertmanager_rig import AlertmanagerRig, require_alertmanager
 from cli_helpers import cli_env
-from http_receiver import HttpReceiver
+from http_receiver import HttpReceiver, Reply
 from notify_e2e_helpers import (
     CALM,
     alert_states,
@@ -112,6 +112,25 @@ def test_watch_killed_with_a_full_outbox_loses_nothing(tmp_path: Path) -> None:
         assert told(receiver)[0][1] == [("local1", "mount_missing", "firing")]
     finally:
         receiver.close()
+
+
+def cycles(home: Path) -> int:
+    return (home / "watch.log").read_text().count(" cycle ")
+
+
+def test_a_hanging_receiver_never_holds_up_polling(tmp_path: Path) -> None:
+    node = {"name": "local1", "transport": "local", "mounts": [make_mount(tmp_path, False)]}
+    with HttpReceiver() as receiver:
+        receiver.reply(Reply(hang=True))
+        write_cluster(tmp_path, [hook(receiver, timeout=600)], thresholds=CALM, nodes=[node])
+        with watching(tmp_path) as watch:
+            receiver.wait_for(1, timeout=60)
+            hung_at = cycles(tmp_path)
+            wait_for(lambda: cycles(tmp_path) >= hung_at + 3, 60, "cycles beside the hung send")
+            assert receiver.received[0].status is None  # still hanging: nothing answered it
+            watch.send_signal(signal.SIGTERM)  # and it does not keep watch from stopping
+            assert watch.wait(timeout=60) == 0
+        assert queued_ids(tmp_path) != []  # not answered: still queued for the next start
 
 
 # --- through the real Alertmanager over the sshd rig ----------------------------------------------
