@@ -133,6 +133,36 @@ def test_a_hanging_receiver_never_holds_up_polling(tmp_path: Path) -> None:
         assert queued_ids(tmp_path) != []  # not answered: still queued for the next start
 
 
+@pytest.mark.ssh
+def test_a_node_isolated_by_its_breaker_does_not_resolve_its_alert(
+    sshd_rig: SshdRig, tmp_path: Path
+) -> None:
+    # Its probe answers garbage (probe_invalid); the breaker isolates it after one failure and
+    # skips it from then on: nothing is learnt about it, so nothing resolves or changes.
+    broken = {
+        "name": "broken",
+        "host": "127.0.0.1",
+        "port": sshd_rig.nodes["node1"].port,
+        "user": sshd_rig.user,
+        "identity_file": str(sshd_rig.key),
+        "python": str(sshd_rig.garbage_python),
+        "transport": "ssh",
+    }
+    nodes = [{"name": "local1", "transport": "local"}, broken]
+    extra = {
+        "ssh": {"connect_timeout": 3, "ssh_config": "", "known_hosts": str(sshd_rig.known_hosts)},
+        "watch": {"failure_threshold": 1, "reset_base_s": 3600, "reset_max_s": 3600},
+    }
+    with HttpReceiver() as receiver:
+        write_cluster(tmp_path, [hook(receiver)], nodes=nodes, extra=extra)
+        with watching(tmp_path):
+            receiver.wait_for(1, timeout=60)
+            start = cycles(tmp_path)
+            wait_for(lambda: cycles(tmp_path) >= start + 4, 60, "cycles with the node isolated")
+        assert "broken" in (tmp_path / "watch.log").read_text()
+        assert [a for _id, a in told(receiver)] == [[("broken", "probe_invalid", "firing")]]
+
+
 # --- through the real Alertmanager over the sshd rig ----------------------------------------------
 
 
