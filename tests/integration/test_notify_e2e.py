@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from http_receiver import HttpReceiver, Reply
@@ -181,7 +182,7 @@ def test_a_receiver_down_for_a_while_gets_everything_in_order(
 # --- one message per run for a dead rack ----------------------------------------------------------
 
 
-def dead_rack(home: Path, count: int) -> list[dict[str, object]]:
+def dead_rack(home: Path, count: int) -> list[dict[str, Any]]:
     """``count`` nodes whose SSH port refuses: each node_unreachable, CRITICAL at once."""
     (home / "kh").touch()
     port = refused_port()

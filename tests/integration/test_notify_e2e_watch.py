@@ -1,9 +1,10 @@
 """Notifications end to end through ``ugro-health watch --headless``, one real process.
 
 A watch killed with SIGKILL while its receiver is down loses nothing: what piled up in the
-outbox is delivered, in order, by the next watch. Through the real Alertmanager over the sshd
-rig: a node whose sshd dies is a CRITICAL that reaches Alertmanager's receiver, and resolves
-there when the node comes back.
+outbox is delivered, in order, by the next watch. A receiver that hangs never holds up polling
+or stopping. A node isolated by its breaker resolves nothing while it is skipped. Through the
+real Alertmanager over the sshd rig: a node whose sshd dies is a CRITICAL that reaches
+Alertmanager's receiver, and resolves there when the node comes back.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alertmanager_rig import AlertmanagerRig, require_alertmanager
@@ -39,8 +41,8 @@ pytestmark = pytest.mark.slow
 
 @contextmanager
 def watching(home: Path, name: str = "watch") -> Iterator[subprocess.Popen[bytes]]:
-    """``watch --headless --interval 1`` in ``home``, its output in ``home/<name>.log``; stopped
-    with SIGTERM at the end unless the test killed it, and then it must exit 0."""
+    """``watch --headless --interval 1`` in ``home``, its output in ``home/<name>.log``; at the
+    end stopped with SIGTERM, after which it must exit 0 (unless the test ended it itself)."""
     log = (home / f"{name}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ugro_health", "watch", "--headless", "--interval", "1"],
@@ -52,16 +54,24 @@ def watching(home: Path, name: str = "watch") -> Iterator[subprocess.Popen[bytes
     log.close()
     try:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-                raise
-            assert proc.returncode == 0, (home / f"{name}.log").read_text()
+    except BaseException:
+        _stop(proc)
+        raise
+    code = _stop(proc)
+    assert code in (None, 0), (home / f"{name}.log").read_text()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int | None:
+    """SIGTERM, then its exit code; None if it had already ended."""
+    if proc.poll() is not None:
+        return None
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
 
 
 def statuses(home: Path) -> list[str]:
@@ -139,7 +149,7 @@ def test_a_node_isolated_by_its_breaker_does_not_resolve_its_alert(
 ) -> None:
     # Its probe answers garbage (probe_invalid); the breaker isolates it after one failure and
     # skips it from then on: nothing is learnt about it, so nothing resolves or changes.
-    broken = {
+    broken: dict[str, Any] = {
         "name": "broken",
         "host": "127.0.0.1",
         "port": sshd_rig.nodes["node1"].port,
@@ -148,7 +158,7 @@ def test_a_node_isolated_by_its_breaker_does_not_resolve_its_alert(
         "python": str(sshd_rig.garbage_python),
         "transport": "ssh",
     }
-    nodes = [{"name": "local1", "transport": "local"}, broken]
+    nodes: list[dict[str, Any]] = [{"name": "local1", "transport": "local"}, broken]
     extra = {
         "ssh": {"connect_timeout": 3, "ssh_config": "", "known_hosts": str(sshd_rig.known_hosts)},
         "watch": {"failure_threshold": 1, "reset_base_s": 3600, "reset_max_s": 3600},
@@ -207,7 +217,7 @@ def test_a_dead_node_reaches_alertmanager_from_watch_and_resolves_there(
     sshd_rig.start_node("am-flaky")
     rig_cluster(sshd_rig, tmp_path, am)
 
-    def about_b(status: str):  # type: ignore[no-untyped-def]
+    def about_b(status: str) -> Callable[[dict[str, Any]], bool]:
         return lambda a: a["labels"].get("node") == "gpu-b" and a["status"] == status
 
     try:
