@@ -192,7 +192,7 @@ def dead_rack(home: Path, count: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_dead_rack_is_one_slack_message_and_one_mail(
+def test_a_dead_rack_is_one_slack_message_and_one_mail_in_spite_of_a_429(
     tmp_path: Path, receiver: HttpReceiver
 ) -> None:
     certs = make_ca(tmp_path)
@@ -219,11 +219,17 @@ def test_a_dead_rack_is_one_slack_message_and_one_mail(
         chat = {"name": "chat", "type": "slack", "url": {"env": "UGRO_E2E_SLACK_URL"}}
         ssh = {"connect_timeout": 3, "ssh_config": "", "known_hosts": str(tmp_path / "kh")}
         write_cluster(tmp_path, [chat, mail], nodes=dead_rack(tmp_path, 4), extra={"ssh": ssh})
+        receiver.script(Reply(429, headers={"Retry-After": "1"}))  # Slack's rate limit
+        result = check(tmp_path, env=env)
+        assert "notify chat: HTTP 429" in result.stderr and "notify mail" not in result.stderr
+        wait_due(tmp_path, "chat")
         for _run in range(2):
             result = check(tmp_path, env=env)
             assert result.returncode == 2 and "notify" not in result.stderr, result.stderr
     names = [f"rack1-n{i}" for i in range(1, 5)]
-    (slack,) = receiver.received  # one message for four nodes, and not again on the second run
+    # one message for four nodes: refused once, sent again after Retry-After, then never again
+    limited, slack = receiver.received
+    assert (limited.status, slack.status, limited.body) == (429, 200, slack.body)
     text = json.dumps(slack.json())
     assert all(name in text for name in names)
     assert "4 alerts on 4 node(s)" in slack.json()["text"]
