@@ -10,7 +10,8 @@ Per alert (keyed by node, code, GPU and subject):
 - it is *pending* while it has held for fewer consecutive polls than ``fire_after`` for its
   severity, then *firing*; a firing alert *resolves* after ``resolve_after`` consecutive clean
   polls (hysteresis). A node that was not sampled (unreachable, isolated, not polled) gives no
-  verdict on its other alerts: unknown is not healthy, so they neither count down nor resolve.
+  verdict on its other alerts: unknown is not healthy, so they neither count down nor resolve;
+  a node its breaker skipped gives none on any (not even on its being unreachable).
 - each raw change (raised, cleared) is remembered for ``flap_window_s``; more than
   ``flap_changes`` of them and the alert is *flapping* until they fall to half that.
 - what the channels should know is reconciled with what they were last told (``notified``):
@@ -138,7 +139,11 @@ def advance(
         records = entry.get("lifecycle")
         if not isinstance(records, dict):
             records = entry["lifecycle"] = {}
-        _observe(records, report, rules, now)
+        # Isolated by its breaker (watch): skipped, not polled. Its stand-in report says
+        # node_unreachable whatever the node last failed with, so judging it would resolve
+        # a probe_failed that nobody looked at: its alerts stay as they were.
+        if report.error is None or report.error.kind is not ErrorKind.SKIPPED:
+            _observe(records, report, rules, now)
         for key, record in list(records.items()):
             notice = _reconcile(report.name, record, rules, silences, now)
             if notice is not None:
