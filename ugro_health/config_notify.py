@@ -86,8 +86,8 @@ class AlertRules:
     fire_after: Mapping[str, int] = field(
         default_factory=lambda: {"critical": 1, "warning": 2, "info": 1}
     )
-    resolve_after: int = 2  # consecutive clean polls before a firing alert resolves
-    flap_changes: int = 6  # more raw raise/clear changes than this in flap_window: flapping
+    resolve_after: int = 3  # consecutive clean polls before a firing alert resolves
+    flap_changes: int = 4  # more raw raise/clear changes than this in flap_window: flapping
     flap_window_s: float = 1800.0
     repeat_interval_s: float = 4 * 3600.0  # a still-firing alert is re-notified this often
 

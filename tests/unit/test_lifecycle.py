@@ -39,7 +39,9 @@ from ugro_health.model import (
 )
 from ugro_health.notify.base import AlertNotice
 
-RULES = AlertRules()
+# The rules these tests were written for (the defaults but resolve_after and flap_changes, which
+# test_the_defaults pins): each test that needs another rule says so.
+RULES = AlertRules(resolve_after=2, flap_changes=6)
 T0 = 1_800_000_000.0
 GIB = 1 << 30
 HOT = Alert(Severity.CRITICAL, "gpu_temp_critical", "GPU 0: 95 C", 95.0, 0)
@@ -120,7 +122,11 @@ def test_a_one_poll_warning_blip_is_never_told() -> None:
 
 
 def test_fire_after_is_per_severity_and_configurable() -> None:
-    run = Run(AlertRules(fire_after={"critical": 3, "warning": 1, "info": 1}))
+    run = Run(
+        AlertRules(
+            resolve_after=2, flap_changes=6, fire_after={"critical": 3, "warning": 1, "info": 1}
+        )
+    )
     assert run.poll(T0, sampled("gpu1", HOT, WARM)) != []  # the warning, at once
     assert states(run.notices) == [FIRING] and run.notices[0].code == WARM.code
     assert run.poll(T0 + 5, sampled("gpu1", HOT, WARM)) == []
@@ -363,12 +369,20 @@ def test_a_still_firing_alert_is_repeated_every_repeat_interval_never_more() -> 
 
 
 def test_repeat_interval_counts_from_the_last_notice_with_irregular_polls() -> None:
-    run = Run(AlertRules(repeat_interval_s=100.0))
+    run = Run(AlertRules(resolve_after=2, flap_changes=6, repeat_interval_s=100.0))
     told_at = []
     for at in (0, 30, 99, 100.5, 150, 199, 200.4, 250, 300.6, 349.9):
         if run.poll(T0 + at, sampled("gpu1", HOT)):
             told_at.append(at)
     assert told_at == [0, 100.5, 250]  # 200.4 is 99.9 s after the last one: too soon
+
+
+def test_no_reminder_while_a_firing_alert_counts_down_to_its_resolution() -> None:
+    run = Run(AlertRules(repeat_interval_s=100.0, resolve_after=3))
+    assert states(run.poll(T0, sampled("gpu1", HOT))) == [FIRING]
+    assert run.poll(T0 + 150, sampled("gpu1")) == []  # due for a reminder, but clean
+    assert run.poll(T0 + 160, sampled("gpu1")) == []
+    assert states(run.poll(T0 + 170, sampled("gpu1"))) == [RESOLVED]
 
 
 # --- silences ----------------------------------------------------------------------------------
@@ -407,7 +421,7 @@ def test_a_resolution_inside_a_silence_is_told_when_it_ends() -> None:
 
 
 def test_a_silence_holds_back_repeats_too() -> None:
-    run = Run(AlertRules(repeat_interval_s=600.0))
+    run = Run(AlertRules(resolve_after=2, flap_changes=6, repeat_interval_s=600.0))
     run.poll(T0, sampled("gpu1", HOT))
     run.silence(ends_at=T0 + 3000)
     for i in range(1, 62):
@@ -486,3 +500,11 @@ def test_firing_notices_are_what_was_told_firing_and_not_silenced() -> None:
     run.silence(ends_at=T0 + 600, nodes=("gpu1",))
     assert [n.node for n in firing_notices(run.state, T0 + 5)] == ["gpu2"]
     assert all(n.state == FIRING for n in firing_notices(run.state, T0 + 5))
+
+
+def test_the_defaults() -> None:
+    """The documented defaults (README, cluster.example.yaml; chosen with bench_flapping)."""
+    rules = AlertRules()
+    assert rules.fire_after == {"critical": 1, "warning": 2, "info": 1}
+    assert (rules.resolve_after, rules.flap_changes) == (3, 4)
+    assert (rules.flap_window_s, rules.repeat_interval_s) == (1800.0, 4 * 3600.0)

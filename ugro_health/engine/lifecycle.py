@@ -264,6 +264,7 @@ def _reconcile(
     repeat = (
         desired == FIRING
         and told == FIRING
+        and record["present"]  # not a reminder while it counts down to its resolution
         and record["notified_at"] is not None
         and now - record["notified_at"] >= rules.repeat_interval_s
     )
