@@ -15,16 +15,16 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from ugro_health.store import state
+    from ugro_health.store import _fs, state
 
-    real = state.write_all
+    real = _fs.write_all
 
     def write_then_wait(fd, data):
         real(fd, data)
         print("written", flush=True)
         time.sleep(60)
 
-    state.write_all = write_then_wait
+    _fs.write_all = write_then_wait  # the atomic write (_fs.replace_atomically) uses it
     state.StateStore(Path(sys.argv[1])).update(lambda s: s["jobs"].update(x={"name": "x"}))
     """
 )
