@@ -401,3 +401,49 @@ def test_cron_checks_each_a_new_process_queue_each_notice_once(tmp_path: Path) -
         now += 300
     queued = [e.notification for e in Outbox(tmp_path, "hook").entries()]
     assert [[a.state for a in n.alerts] for n in queued] == [["firing"], ["resolved"]]
+
+
+def test_a_clock_stepped_back_does_not_stall_a_retry(tmp_path: Path) -> None:
+    clock = Clock()
+    outbox = box(tmp_path, clock)
+    outbox.put([note(1)])
+    failing = Recorder(fail=lambda n: DeliveryError("HTTP 503", retry_after=60.0))
+    assert deliver_until(HOOK, outbox, far(), failing).error == "HTTP 503"
+    clock.now -= 86400.0  # the wall clock is stepped back a day
+    channel = Recorder()
+    assert deliver_until(HOOK, outbox, far(), channel).sent == 1  # due now, not in a day
+    assert channel.sent == ["1"]
+
+
+def test_a_send_lock_that_cannot_be_opened_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    outbox = box(tmp_path)
+    outbox.put([note(1)])
+    (tmp_path / "outbox" / "hook.send.lock").mkdir()  # e.g. left by another user
+    result = deliver_until(HOOK, outbox, far(), Recorder())
+    assert result.error is not None and "outbox hook not sent" in result.error
+    assert result.queued == 1  # kept for later
+
+
+def test_a_delivery_thread_survives_a_failure_and_says_so(tmp_path: Path) -> None:
+    outbox = box(tmp_path)
+    outbox.put([note(1)])
+    lock = tmp_path / "outbox" / "hook.send.lock"
+    lock.mkdir()
+    errors: list[str] = []
+    channel = Recorder()
+    settings = NotifySettings(channels=(HOOK,))
+    deliverer = Deliverer(tmp_path, settings, {"hook": channel}, lambda c, e: errors.append(e))
+    deliverer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert errors and "not sent" in errors[0]
+        lock.rmdir()
+        deliverer.kick()
+        while not channel.sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+            deliverer.kick()
+        assert channel.sent == ["1"]  # the same thread, still alive, delivered it
+    finally:
+        deliverer.stop()

@@ -78,15 +78,17 @@ def deliver_until(
     """Send the queue in order while the head is due, until empty, a failure or ``deadline``
     (``monotonic`` seconds)."""
     result = ChannelResult(config.name)
-    with outbox.sending() as mine:
-        if not mine:
-            result.busy = True
-        else:
-            try:
+    try:
+        with outbox.sending() as mine:
+            if not mine:
+                result.busy = True
+            else:
                 channel = channel or build_channel(config)
                 _send_due(config, outbox, deadline, channel, monotonic, result)
-            except (StoreError, ImportError) as exc:
-                result.error = str(exc)
+    except OSError as exc:  # the send lock (a root-owned file, EMFILE): said, never raised
+        result.error = str(StoreError.from_os(f"outbox {config.name} not sent", exc, outbox.path))
+    except (StoreError, ImportError) as exc:
+        result.error = str(exc)
     result.queued = len(outbox.entries())
     return result
 
@@ -101,7 +103,7 @@ def _send_due(
 ) -> None:
     while True:
         entries = outbox.entries()
-        if not entries or entries[0].next_try > outbox.clock():
+        if not entries or entries[0].wait_s(outbox.clock()) > 0:
             return
         remaining = deadline - monotonic()
         if remaining < MIN_SEND_S:
@@ -194,7 +196,10 @@ class Deliverer:
         last_error: str | None = None
         while not self._stop.is_set():
             wake.clear()
-            result = deliver_until(config, outbox, time.monotonic() + 60.0, channel)
+            try:
+                result = deliver_until(config, outbox, time.monotonic() + 60.0, channel)
+            except Exception as exc:  # this thread must outlive any one failure
+                result = ChannelResult(config.name, error=f"{exc.__class__.__name__}: {exc}")
             self.last[config.name] = result
             if result.error and result.error != last_error and self.on_error is not None:
                 self.on_error(config.name, result.error)
@@ -202,7 +207,10 @@ class Deliverer:
             wake.wait(self._wait_s(outbox))
 
     def _wait_s(self, outbox: Outbox) -> float:
-        entries = outbox.entries()
+        try:
+            entries = outbox.entries()
+        except Exception:
+            return IDLE_WAKE_S
         if not entries:
             return IDLE_WAKE_S
-        return max(0.05, min(IDLE_WAKE_S, entries[0].next_try - outbox.clock()))
+        return max(0.05, min(IDLE_WAKE_S, entries[0].wait_s(outbox.clock())))

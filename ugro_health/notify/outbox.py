@@ -52,6 +52,13 @@ class Entry(NamedTuple):
     next_try: float
     last_error: str | None
 
+    def wait_s(self, now: float) -> float:
+        """Seconds until this entry may be tried, 0 when due. A wait longer than any this
+        outbox sets means the clock was stepped back after it was set: due now, not a stall
+        for as long as the step."""
+        wait = self.next_try - now
+        return 0.0 if wait <= 0 or wait > RETRY_AFTER_MAX_S + BACKOFF_MAX_S else wait
+
 
 def backoff_s(attempts: int) -> float:
     """Wait after the ``attempts``-th failure: 5 s doubling to 5 min, with 10 % jitter so that
