@@ -447,3 +447,23 @@ def test_a_delivery_thread_survives_a_failure_and_says_so(tmp_path: Path) -> Non
         assert channel.sent == ["1"]  # the same thread, still alive, delivered it
     finally:
         deliverer.stop()
+
+
+def test_a_node_removed_from_the_configuration_is_resolved_and_forgotten(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.update(Alerting(tmp_path, config(HOOK, AM), Clock()).change([report(HOT)], T0))
+    renamed = Config(
+        nodes=(NodeConfig(name="gpu2"),),
+        notify=NotifySettings(cluster="lab", channels=(HOOK, AM)),
+    )
+    alerting = Alerting(tmp_path, renamed, Clock(T0 + 600))
+    store.update(alerting.change([], T0 + 600))
+    [firing, resolved] = [e.notification for e in Outbox(tmp_path, "hook").entries()]
+    assert [(a.node, a.state) for a in resolved.alerts] == [("gpu1", "resolved")]
+    assert "no longer configured" in resolved.alerts[0].message
+    assert store.load().state["nodes"]["gpu1"]["lifecycle"] == {}
+    # Alertmanager hears the resolution, and is not re-sent the removed node's alert
+    am = [e.notification for e in Outbox(tmp_path, "am").entries()]
+    assert [(a.node, a.state) for a in am[-1].alerts] == [("gpu1", "resolved")]
+    store.update(alerting.change([], T0 + 700))
+    assert len(Outbox(tmp_path, "am").entries()) == len(am)  # no resend of gpu1 for ever

@@ -43,6 +43,7 @@ class Alerting:
         self.queued = 0  # notifications queued by the last change()
         self.dropped = 0  # the oldest dropped from a full outbox by the last change()
         self.warnings: list[str] = []
+        self._configured = [n.name for n in config.nodes]
 
     def change(self, reports: Iterable[NodeReport], now: float) -> Callable[[dict[str, Any]], None]:
         """The state change that judges ``reports`` and queues their notifications."""
@@ -50,6 +51,7 @@ class Alerting:
 
         def judge(state: dict[str, Any]) -> None:
             outcome = lifecycle.advance(state, reports, self.config.alerts, now)
+            outcome.notices.extend(lifecycle.forget_unconfigured(state, self._configured, now))
             try:
                 self._queue(state, outcome, now)
             except StoreError as exc:  # fails the whole write: nothing is marked as told
@@ -99,7 +101,8 @@ class Alerting:
         due = last is None or now - float(last) >= interval or now < float(last)
         if not due or any(e["n"].get("resend") for e in doc["entries"]):
             return
-        firing = [n for n in lifecycle.firing_notices(state, now) if hears(channel, n)]
+        firing = lifecycle.firing_notices(state, now, self._configured)
+        firing = [n for n in firing if hears(channel, n)]
         if firing:
             resend = route(firing, [channel], self.config.notify.cluster, now, resend=True)
             self.dropped += box.put(list(resend.values()))

@@ -329,6 +329,24 @@ def firing_notices(
     return out
 
 
+def forget_unconfigured(
+    state: dict[str, Any], configured: Iterable[str], now: float
+) -> list[AlertNotice]:
+    """Drop the lifecycle of every node no longer configured; what the channels were told is
+    firing is told resolved (a node removed from cluster.yaml must not page for ever)."""
+    keep = set(configured)
+    out = []
+    for name, entry in (state.get("nodes") or {}).items():
+        if name in keep or not isinstance(entry, dict) or not entry.get("lifecycle"):
+            continue
+        for record in entry["lifecycle"].values():
+            if record.get("notified") is not None:
+                gone = {**record, "message": f"{record['message']} (node no longer configured)"}
+                out.append(_notice(name, gone, RESOLVED, now))
+        entry["lifecycle"] = {}
+    return out
+
+
 def with_states(report: NodeReport, states: Mapping[str, str]) -> NodeReport:
     """``report`` with each alert's lifecycle state set (alerts the lifecycle ignores: None)."""
     alerts = tuple(
