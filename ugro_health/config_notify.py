@@ -263,6 +263,12 @@ def _channel(
             options[key] = value
             if isinstance(value, Secret) and value.value is not None:
                 inline.append(f"{name}.{key}")
+            if kind_of == "map":
+                inline.extend(
+                    f"{name}.{key}.{header}"
+                    for header, text in value.items()
+                    if isinstance(text, str) and SENSITIVE_HEADER_RE.search(header)
+                )
     ok = ok and _channel_rules(doc, kind, options, where)
     return ChannelConfig(name=name, type=kind, options=options, **common) if ok else None
 
@@ -321,13 +327,16 @@ def _option(doc: YamlDoc, kind: str, value: Any, where: tuple[Any, ...]) -> Any:
             doc.problem(where, problem)
             return None
         return tuple(value)
-    if kind == "map":
+    if kind == "map":  # header name -> a string, or a secret ({env:}/{file:}) for a token
         if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            isinstance(k, str) and (isinstance(v, str) or _is_secret_ref(v))
+            for k, v in value.items()
         ):
-            doc.problem(where, "must be a mapping of strings to strings")
+            doc.problem(where, "must map names to strings or {env: VAR} / {file: PATH}")
             return None
-        return dict(value)
+        return {
+            k: v if isinstance(v, str) else _secret(doc, v, (*where, k)) for k, v in value.items()
+        }
     if kind == "duration":
         seconds = parse_duration_s(value)
         if seconds is None or seconds <= 0:
@@ -341,6 +350,13 @@ def _option(doc: YamlDoc, kind: str, value: Any, where: tuple[Any, ...]) -> Any:
         doc.problem(where, "must be more than zero")
         return None
     return float(value) if kind == "float" else value
+
+
+def _is_secret_ref(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("env", "file")
+
+
+SENSITIVE_HEADER_RE = re.compile(r"authorization|token|secret|password|api[-_]?key|cookie", re.I)
 
 
 def _secret(doc: YamlDoc, value: Any, where: tuple[Any, ...]) -> Secret | None:
@@ -369,6 +385,9 @@ def _channel_rules(
                 text = url if isinstance(url, str) else url.value or ""
                 if not re.match(r"^https?://[^/\s]+", text):
                     doc.problem((*where, key), f"must be an http:// or https:// URL, not {text!r}")
+                    ok = False
+                elif "@" in text.split("//", 1)[1].split("/", 1)[0]:
+                    doc.problem((*where, key), "must not hold credentials (user:password@)")
                     ok = False
     if kind == "email" and options.get("tls") not in ("starttls", "implicit", "none"):
         doc.problem((*where, "tls"), "must be starttls, implicit or none")

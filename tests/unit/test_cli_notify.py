@@ -193,3 +193,45 @@ def test_notify_test_reports_each_channel(tmp_path: Path):
     assert one.returncode == 0 and one.stdout.count("\n") == 1
     unknown = run_cli("notify", "test", "nope", cwd=tmp_path)
     assert unknown.returncode == 3 and "no channel named 'nope'" in unknown.stderr
+
+
+HEADER_CONFIG = (
+    BASE
+    + "notify:\n  channels:\n"
+    + "    - name: hook\n      type: webhook\n      url: https://h.example/x\n"
+    + "      headers: {Authorization: 'Bearer TOPSECRET', X-Api-Token: {env: HOOK_TOKEN},"
+    + " X-Team: gpu}\n"
+)
+
+
+def test_header_tokens_are_redacted_and_may_come_from_a_secret(tmp_path: Path):
+    (tmp_path / "cluster.yaml").write_text(HEADER_CONFIG)
+    os.chmod(tmp_path / "cluster.yaml", 0o644)
+    result = run_cli("config", "show", "--json", cwd=tmp_path, env={"HOOK_TOKEN": "t0ken"})
+    assert result.returncode == 0, result.stderr
+    assert "TOPSECRET" not in result.stdout and "t0ken" not in result.stdout
+    [hook] = json.loads(result.stdout)["notify"]["channels"]
+    assert hook["headers"] == {
+        "Authorization": "<redacted>",
+        "X-Api-Token": "<redacted>",
+        "X-Team": "gpu",
+    }
+    assert "holds secrets inline (hook.headers.Authorization)" in result.stderr
+
+
+def test_a_secret_header_is_sent_with_its_value(monkeypatch: pytest.MonkeyPatch):
+    from ugro_health.notify.webhook import WebhookChannel
+
+    monkeypatch.setenv("HOOK_TOKEN", "t0ken")
+    [channel] = parse_config(HEADER_CONFIG).notify.channels
+    headers = WebhookChannel(channel).headers(b"{}")
+    assert headers["X-Api-Token"] == "t0ken" and headers["Authorization"] == "Bearer TOPSECRET"
+
+
+def test_credentials_in_a_url_are_refused():
+    text = "notify:\n  channels:\n    - {name: x, type: webhook, url: 'https://u:pw@h.example/x'}\n"
+    problems = _problems(text)
+    assert problems == [
+        "c.yaml:6: notify.channels[0].url: must not hold credentials (user:password@)"
+    ]
+    assert "pw" not in problems[0].split("(")[0]

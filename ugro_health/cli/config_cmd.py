@@ -117,12 +117,17 @@ def effective_document(config: Config) -> dict[str, Any]:
 
 def _notify_document(config: Config) -> dict[str, Any]:
     """``notify:`` with every secret shown as where it comes from, never its value."""
-    from ugro_health.config_notify import Secret
+    from ugro_health.config_notify import SENSITIVE_HEADER_RE
 
     settings = config.notify
     channels = []
     for channel in settings.channels:
-        options = {k: v.shown() if isinstance(v, Secret) else v for k, v in channel.options.items()}
+        options = {k: _redacted(v) for k, v in channel.options.items()}
+        if isinstance(channel.options.get("headers"), dict):
+            options["headers"] = {
+                name: "<redacted>" if SENSITIVE_HEADER_RE.search(name) else _redacted(value)
+                for name, value in channel.options["headers"].items()
+            }
         common = {f: getattr(channel, f) for f in ("name", "type", "min_severity", "nodes")}
         common.update(codes=channel.codes, send_resolved=channel.send_resolved)
         channels.append({**common, **options})
@@ -132,6 +137,12 @@ def _notify_document(config: Config) -> dict[str, Any]:
         "check_wait": settings.check_wait_s,
         "channels": channels,
     }
+
+
+def _redacted(value: Any) -> Any:
+    from ugro_health.config_notify import Secret
+
+    return value.shown() if isinstance(value, Secret) else value
 
 
 def _connect(node: NodeConfig, config: Config, ssh_config: Any) -> Any:

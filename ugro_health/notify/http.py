@@ -56,6 +56,8 @@ def url_problem(url: str) -> str | None:
         return "is not an http:// or https:// URL"
     if not parts.hostname:
         return "has no host"
+    if parts.username is not None or parts.password is not None:
+        return "holds credentials (user:password@): use the channel's credential options"
     try:
         parts.port  # noqa: B018 (the property parses the port and raises on a bad one)
     except ValueError:
@@ -148,6 +150,8 @@ def _post(
         raise DeliveryError(f"{where} not reached: {_why(reason)}") from None
     except TimeoutError:
         raise DeliveryError(f"{where} did not answer within {timeout:g}s") from None
+    except http.client.InvalidURL:  # its message quotes the URL, which may hold a secret
+        raise DeliveryError(f"{where}: not a usable URL", permanent=True) from None
     except (OSError, http.client.HTTPException) as exc:
         raise DeliveryError(f"{where} failed: {_why(exc)}") from None
 

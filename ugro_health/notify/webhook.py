@@ -79,7 +79,7 @@ class WebhookChannel:
         self.name = config.name
         self._url: str = options["url"]
         self._secret: Secret | None = options.get("secret")
-        self._headers: Mapping[str, str] = dict(options.get("headers") or {})
+        self._headers: Mapping[str, str | Secret] = dict(options.get("headers") or {})
         self._timeout: float = float(options.get("timeout") or 10.0)
         self._verify: bool = bool(options.get("tls_verify", True))
         self._ca_file: str | None = options.get("ca_file")
@@ -112,7 +112,12 @@ class WebhookChannel:
     def headers(self, body: bytes) -> dict[str, str]:
         """The request's headers for ``body``: configured ones, then ours, then the signature."""
         headers: dict[str, str] = {"User-Agent": USER_AGENT}
-        for name, value in self._headers.items():
+        for name, configured in self._headers.items():
+            value = (
+                reveal_secret(self.name, configured)
+                if isinstance(configured, Secret)
+                else configured
+            )
             problem = header_problem(name, value)
             if problem is not None:
                 raise DeliveryError(f"channel {self.name}: {problem}", permanent=True)
