@@ -215,3 +215,22 @@ def test_a_read_only_store_still_reads_a_job_past_its_ttl_as_finished(tmp_path: 
     state, warning = StateStore(tmp_path, clock=lambda: T0 + 61).load()
     assert warning is None and state["jobs"]["j"]["finish_reason"] == "ttl"
     assert (tmp_path / "state.json").read_bytes() == before
+
+
+def test_a_damaged_lifecycle_record_is_dropped_alone(tmp_path):
+    good = {
+        "code": "disk_critical", "gpu": None, "subject": "/", "severity": "critical",
+        "message": "/ full", "value": 96.0, "state": "firing", "present": True, "hits": 1,
+        "clean": 0, "since": 1.0e9, "fired_at": 1.0e9, "resolved_at": None, "changes": [],
+        "flapping": False, "notified": "firing", "notified_at": 1.0e9,
+    }  # fmt: skip
+    bad = dict(good, code="gpu_temp_critical", state=["firing"])
+    lifecycle = {"disk_critical||/": good, "gpu_temp_critical|0|": bad}
+    entry = {"status": "critical", "breaker": {"state": "closed"}, "lifecycle": lifecycle}
+    doc = {"v": 1, "updated_at": None, "nodes": {"gpu1": entry}, "jobs": {}}
+    (tmp_path / "state.json").write_text(json.dumps(doc))
+    state, warning = StateStore(tmp_path).load()
+    kept = state["nodes"]["gpu1"]
+    assert list(kept["lifecycle"]) == ["disk_critical||/"]  # what the channels were told stays
+    assert kept["breaker"] == {"state": "closed"} and kept["status"] == "critical"
+    assert warning is not None and "lifecycle record 'gpu_temp_critical|0|'" in warning

@@ -73,6 +73,27 @@ def valid_state() -> dict[str, Any]:
             "last_error": "timeout: no answer",
             "closed_at": None,
         },
+        "lifecycle": {
+            "gpu_temp_warning|0|": {
+                "code": "gpu_temp_warning",
+                "gpu": 0,
+                "subject": None,
+                "severity": "warning",
+                "message": "GPU 0: temperature 82 °C",
+                "value": 82.0,
+                "state": "firing",
+                "present": True,
+                "hits": 3,
+                "clean": 0,
+                "since": T0 - 40,
+                "fired_at": T0 - 35,
+                "resolved_at": None,
+                "changes": [T0 - 40],
+                "flapping": False,
+                "notified": "firing",
+                "notified_at": T0 - 35,
+            }
+        },
     }
     gpu2 = {
         "status": "critical",
@@ -103,6 +124,18 @@ def valid_state() -> dict[str, Any]:
         "updated_at": T0 - 5,
         "nodes": {"gpu1": gpu1, "gpu2": gpu2},
         "jobs": {"llama": llama, "old": old},
+        "silences": {
+            "5f3a": {
+                "id": "5f3a",
+                "nodes": ["gpu2"],
+                "codes": [],
+                "starts_at": T0 - 60,
+                "ends_at": T0 + 3600,
+                "comment": "fan swap",
+                "created_by": "ops",
+                "created_at": T0 - 60,
+            }
+        },
     }
 
 

@@ -123,7 +123,7 @@ _LIFECYCLE = _record(
         "severity": lambda v: v in ("info", "warning", "critical"),
         "message": _text,
         "value": lambda v: v is None or isinstance(v, str | bool) or _number(v),
-        "state": lambda v: v in _LIFECYCLE_STATES,
+        "state": lambda v: isinstance(v, str) and v in _LIFECYCLE_STATES,
         "present": lambda v: isinstance(v, bool),
         "hits": _count,
         "clean": _count,
@@ -132,7 +132,7 @@ _LIFECYCLE = _record(
         "resolved_at": _null_or(_epoch),
         "changes": _list_of(_epoch),
         "flapping": lambda v: isinstance(v, bool),
-        "notified": lambda v: v is None or v in _TOLD,
+        "notified": lambda v: v is None or (isinstance(v, str) and v in _TOLD),
         "notified_at": _null_or(_epoch),
     }
 )
@@ -240,6 +240,7 @@ def drop_damaged(state: dict[str, Any]) -> list[str]:
         ("jobs", _job_problem),
         ("silences", _silence_problem),
     )
+    dropped.extend(_drop_damaged_lifecycle(state.get("nodes") or {}))
     for section, problem_of in sections:
         records = state[section]
         for name in list(records):
@@ -247,6 +248,25 @@ def drop_damaged(state: dict[str, Any]) -> list[str]:
             if problem is not None:
                 del records[name]
                 dropped.append(f"{section[:-1]} {name!r}: {problem}")
+    return dropped
+
+
+def _drop_damaged_lifecycle(nodes: dict[str, Any]) -> list[str]:
+    """Drop a node's damaged lifecycle records, not the node: its breaker, its last state and
+    its other alerts' records (what channels were told) stay."""
+    dropped = []
+    for name, entry in nodes.items():
+        if not isinstance(entry, dict) or entry.get("lifecycle") is None:
+            continue
+        records = entry["lifecycle"]
+        if not isinstance(records, dict):
+            entry["lifecycle"] = {}
+            dropped.append(f"node {name!r}: lifecycle not an object")
+            continue
+        for key in list(records):
+            if not _lifecycle({key: records[key]}):
+                del records[key]
+                dropped.append(f"node {name!r}: lifecycle record {key!r}")
     return dropped
 
 
