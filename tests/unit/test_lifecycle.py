@@ -508,3 +508,13 @@ def test_the_defaults() -> None:
     assert rules.fire_after == {"critical": 1, "warning": 2, "info": 1}
     assert (rules.resolve_after, rules.flap_changes) == (3, 4)
     assert (rules.flap_window_s, rules.repeat_interval_s) == (1800.0, 4 * 3600.0)
+
+
+def test_alerts_cut_by_the_per_node_cap_are_not_resolved() -> None:
+    cut = Alert(Severity.WARNING, "alerts_truncated", "3 more alerts not shown", 3)
+    run = Run()
+    run.poll(T0, sampled("gpu1", HOT))
+    for i in range(1, 6):  # HOT is among those cut: no verdict, not clean
+        told = run.poll(T0 + 5 * i, sampled("gpu1", cut))
+        assert [n.code for n in told if n.state == RESOLVED] == []
+    assert run.shown("gpu1", HOT) == FIRING

@@ -160,7 +160,11 @@ def _observe(records: dict[str, Any], report: NodeReport, rules: AlertRules, now
     present = {
         alert_key(a.code, a.gpu, a.subject): a for a in report.alerts if a.code not in IGNORED_CODES
     }
-    sampled = report.sample is not None
+    # A node with more alerts than a report carries (scoring's cap) left some out: absent
+    # is then not clean.
+    sampled = report.sample is not None and not any(
+        a.code == "alerts_truncated" for a in report.alerts
+    )
     for key, alert in present.items():
         record = records.get(key)
         if record is None:
