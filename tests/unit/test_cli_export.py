@@ -79,6 +79,15 @@ def test_check_textfile_into_a_missing_directory_is_one_line_before_any_poll(tmp
     assert not (tmp_path / "state").exists()  # nothing was polled or recorded
 
 
+def test_check_textfile_of_a_subset_is_refused(tmp_path: Path):
+    write_cluster(tmp_path)
+    out = tmp_path / "textfile"
+    out.mkdir()
+    result = run_cli("check", "--nodes", "here", "--textfile", str(out), cwd=tmp_path)
+    assert result.returncode == 3 and "cannot take --nodes" in result.stderr
+    assert list(out.iterdir()) == []
+
+
 def test_watch_serves_metrics_and_a_scrape_never_polls(tmp_path: Path):
     write_cluster(tmp_path)
     port = closed_port()

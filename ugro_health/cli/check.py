@@ -59,6 +59,10 @@ def check_command(
         use_nagios()
         if as_json:
             raise UsageError("--json and --nagios cannot be used together", ctx=ctx)
+    if textfile is not None and nodes is not None:
+        # node_exporter serves the file as the whole cluster: a subset would make the other
+        # nodes vanish from Prometheus (and fire their absence alerts).
+        raise UsageError("--textfile writes the whole cluster: it cannot take --nodes", ctx=ctx)
     app = from_typer(ctx)
     config = app.load_config()
     selected = select_nodes(config, nodes)
