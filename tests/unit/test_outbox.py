@@ -459,6 +459,7 @@ def test_a_node_removed_from_the_configuration_is_resolved_and_forgotten(tmp_pat
     alerting = Alerting(tmp_path, renamed, Clock(T0 + 600))
     store.update(alerting.change([], T0 + 600))
     [firing, resolved] = [e.notification for e in Outbox(tmp_path, "hook").entries()]
+    assert [(a.node, a.state) for a in firing.alerts] == [("gpu1", "firing")]
     assert [(a.node, a.state) for a in resolved.alerts] == [("gpu1", "resolved")]
     assert "no longer configured" in resolved.alerts[0].message
     assert store.load().state["nodes"]["gpu1"]["lifecycle"] == {}
