@@ -10,7 +10,6 @@ import json
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -27,9 +26,9 @@ app = typer.Typer(
 
 
 def _stamp(at: Any) -> str:
-    if not isinstance(at, int | float):
-        return "-"
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from ugro_health.render.common import utc_stamp
+
+    return utc_stamp(at) if isinstance(at, int | float) else "-"
 
 
 @app.command("test")

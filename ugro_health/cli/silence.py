@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import time
-from datetime import UTC, datetime
 
 import typer
 from rich.table import Table
@@ -40,7 +39,9 @@ def _globs(option: str, text: str | None) -> tuple[str, ...]:
 
 
 def _stamp(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from ugro_health.render.common import utc_stamp
+
+    return utc_stamp(at)
 
 
 @app.command("add")

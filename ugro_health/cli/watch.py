@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -123,7 +122,9 @@ def _install_signal_handlers(monitor: Monitor) -> None:
 
 
 def _stamp(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    from ugro_health.render.common import utc_stamp
+
+    return utc_stamp(at)
 
 
 def _log(line: str) -> None:

@@ -12,7 +12,7 @@ are a public interface: add, never rename.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -95,7 +95,6 @@ class Notification:
     alerts: tuple[AlertNotice, ...]
     test: bool = False  # sent by `notify test`
     resend: bool = False  # a periodic resend of what is firing (Alertmanager)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def severity(self) -> str:

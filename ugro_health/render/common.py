@@ -64,3 +64,10 @@ _STATE_MARKS = {"silenced": " (silenced)", "flapping": " (flapping)", "pending":
 def state_mark(state: object) -> str:
     """`` (silenced)``, `` (flapping)`` or `` (pending)`` after an alert; else nothing."""
     return _STATE_MARKS.get(state, "") if isinstance(state, str) else ""
+
+
+def utc_stamp(at: float) -> str:
+    """``2026-11-28T21:30:00Z``: how log lines and tables print a moment."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
