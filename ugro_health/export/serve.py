@@ -1,10 +1,10 @@
 """The two ways out: an HTTP ``/metrics`` endpoint (``watch``) and an atomic textfile (``check``).
 
-Imports ``export`` and the standard library. The endpoint is a small ``http.server`` serving the
-fast renderer's text (prometheus-client's own server would encode with its generic encoder, too
-slow for a large cluster: see ``export.text``); the textfile is written by prometheus-client's
-encoder. Failures are ``ExportError`` with a one-line
-message for the front to print; nothing here exits.
+Imports ``export``, ``store._fs`` (the atomic write) and the standard library. The endpoint is
+a small ``http.server`` serving the fast renderer's text (prometheus-client's own server would
+encode with its generic encoder, too slow for a large cluster: see ``export.text``); the
+textfile is written by prometheus-client's encoder. Failures are ``ExportError`` with a
+one-line message for the front to print; nothing here exits.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import errno
 import os
 import socket
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ from typing import Any
 
 from ugro_health.export.metrics import SnapshotCollector, client_exposition
 from ugro_health.export.text import CONTENT_TYPE
+from ugro_health.store._fs import replace_atomically
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless told otherwise: the metrics name every node
 DEFAULT_PORT = 9835
@@ -148,18 +148,8 @@ def write_textfile(directory: Path, collector: SnapshotCollector) -> Path:
     either the previous file or the new one whole, never a half-written one."""
     target = directory / TEXTFILE_NAME
     data = client_exposition(collector)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{TEXTFILE_NAME}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # node_exporter often runs as another user
-        os.replace(temporary, target)
+        replace_atomically(target, data, 0o644)  # node_exporter often runs as another user
     except OSError as exc:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
         raise ExportError(f"textfile {target} not written: {exc.strerror or exc}") from None
     return target

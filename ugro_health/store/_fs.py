@@ -111,16 +111,20 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def replace_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a private temporary file beside it (fsync, then
+def replace_atomically(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it (fsync, then
     ``os.replace``): a reader or a crash sees the old file or the new, never half of one.
-    The caller holds the file's lock (the temporary name is per process)."""
+    The file is private unless ``mode`` says otherwise (a file another user's daemon reads).
+    The caller holds the file's lock, if others write it (the temporary name is per process).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
         try:
             write_all(fd, data)
             os.fsync(fd)
+            if mode != FILE_MODE:
+                os.fchmod(fd, mode)
         finally:
             os.close(fd)
         os.replace(tmp, path)
