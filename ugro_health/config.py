@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ugro_health.config_notify import AlertRules, NotifySettings, parse_alert_rules, parse_notify
+from ugro_health.config_slurm import SlurmSettings, parse_slurm
 from ugro_health.config_yaml import (
     ConfigError,
     YamlDoc,
@@ -133,6 +134,7 @@ class Config:
     history_max_mb: float = 4096.0
     alerts: AlertRules = field(default_factory=AlertRules)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
     def node(self, name: str) -> NodeConfig:
         for node in self.nodes:
@@ -172,6 +174,7 @@ _TOP_KEYS = (
     "history",
     "alerts",
     "notify",
+    "slurm",
 )
 _JOB_KEYS = {"match": (list,)}
 _HISTORY_KEYS = {"retention_hours": (int, float), "max_size_mb": (int, float)}
@@ -334,7 +337,17 @@ def _build_config(doc: YamlDoc, text: str) -> Config:
         history_max_mb=float(history.get("max_size_mb", 4096.0)),
         alerts=parse_alert_rules(doc, data),
         notify=parse_notify(doc, data),
+        slurm=_slurm(doc, data, nodes),
     )
+
+
+def _slurm(doc: YamlDoc, data: Mapping[str, Any], nodes: list[NodeConfig]) -> SlurmSettings:
+    settings = parse_slurm(doc, data)
+    known = {n.name for n in nodes}
+    for name in settings.node_names:
+        if name not in known:
+            doc.problem(("slurm", "node_names", name), "not a node of this cluster")
+    return settings
 
 
 def parse_config(text: str, path: str = "<config>") -> Config:

@@ -18,7 +18,8 @@ from ugro_health.cli.output import console, fail, use_nagios, warn
 if TYPE_CHECKING:
     from ugro_health.config import Config
     from ugro_health.engine.jobs import Job
-    from ugro_health.model import ClusterReport
+    from ugro_health.engine.slurm import SlurmLink
+    from ugro_health.model import Alert, ClusterReport
 
 
 def check_command(
@@ -47,6 +48,11 @@ def check_command(
         "is still refused.",
     ),
     textfile: str | None = typer.Option(None, "--textfile", metavar="DIR", help=TEXTFILE_HELP),
+    slurm_act: bool = typer.Option(
+        False,
+        "--slurm-act",
+        help="Drain and resume nodes in Slurm as watch does (for cron; needs slurm.enabled).",
+    ),
 ) -> None:
     """Poll the cluster once and exit 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN.
 
@@ -63,18 +69,32 @@ def check_command(
         # node_exporter serves the file as the whole cluster: a subset would make the other
         # nodes vanish from Prometheus (and fire their absence alerts).
         raise UsageError("--textfile writes the whole cluster: it cannot take --nodes", ctx=ctx)
+    if slurm_act and no_record:
+        # The drain and resume counts are kept in the state: a run that records nothing
+        # would act on one poll.
+        raise UsageError(
+            "--slurm-act counts polls in the state: it cannot take --no-record", ctx=ctx
+        )
     app = from_typer(ctx)
     config = app.load_config()
+    if slurm_act and not (config.slurm.enabled and config.slurm.manage):
+        fail("--slurm-act: Slurm drain and resume is off (slurm.enabled and slurm.manage)")
     selected = select_nodes(config, nodes)
     textfile_to = textfile_dir(textfile)
     transports = Transports(config, accept_new=accept_new)
     jobs = _active_jobs(app.state_dir, recording=not no_record)
+    slurm = _slurm_link(app.state_dir, config)
+    if slurm is not None and config.slurm.jobs:
+        jobs.extend(_slurm_jobs(slurm))
     started = time.monotonic()
     try:
         report = collect_cluster(config, selected, transports, timeout=timeout, jobs=jobs)
     finally:
         transports.close()
-    report = _judge_alerts(app.state_dir, config, report, record=not no_record)
+    cluster = None
+    if slurm_act and slurm is not None:
+        report, cluster = _slurm_step(slurm, report)
+    report = _judge_alerts(app.state_dir, config, report, record=not no_record, cluster=cluster)
     if not no_record and config.notify.channels:
         left = None if timeout is None else timeout - (time.monotonic() - started)
         _deliver(app.state_dir, config, left)
@@ -107,8 +127,52 @@ def _active_jobs(state_dir: Path, recording: bool) -> list[Job]:
     return active_jobs(loaded.state)
 
 
+def _slurm_link(state_dir: Path, config: Config) -> SlurmLink | None:
+    if not config.slurm.enabled:
+        return None
+    from ugro_health.engine.slurm import SlurmLink
+    from ugro_health.store.state import StateStore
+
+    return SlurmLink(config, StateStore(state_dir))
+
+
+def _slurm_jobs(slurm: SlurmLink) -> list[Job]:
+    """Running Slurm jobs, for rank checks; Slurm not answering is said, and means none."""
+    from ugro_health.integrations.slurm import SlurmError
+
+    try:
+        return slurm.read_jobs()
+    except SlurmError as exc:
+        warn(f"slurm: running jobs unknown: {exc}")
+        return []
+
+
+def _slurm_step(slurm: SlurmLink, report: ClusterReport) -> tuple[ClusterReport, list[Alert]]:
+    """Drain and resume after this poll; the actions go on their nodes as INFO alerts."""
+    from dataclasses import replace
+
+    slurm.step([n for n in report.nodes if n.polled])
+    events, problems = slurm.take_events()
+    for problem in problems:
+        warn(problem)
+    by_node: dict[str, list[Alert]] = {}
+    for name, alert in events:
+        by_node.setdefault(name, []).append(alert)
+    nodes = tuple(
+        replace(n, alerts=(*n.alerts, *by_node[n.name])) if n.name in by_node else n
+        for n in report.nodes
+    )
+    if slurm.guard is not None:
+        warn(f"CRITICAL {slurm.guard.message}")
+    return replace(report, nodes=nodes), [slurm.guard] if slurm.guard is not None else []
+
+
 def _judge_alerts(
-    state_dir: Path, config: Config, report: ClusterReport, record: bool
+    state_dir: Path,
+    config: Config,
+    report: ClusterReport,
+    record: bool,
+    cluster: list[Alert] | None = None,
 ) -> ClusterReport:
     """Record the run and move the alert lifecycle (queueing notifications) in the same state
     write; with ``--no-record`` only show the states the alerts would have."""
@@ -118,7 +182,7 @@ def _judge_alerts(
     if record:
         from ugro_health.engine.record import record_report
 
-        change = alerting.change(report.nodes, report.generated_at)
+        change = alerting.change(report.nodes, report.generated_at, cluster)
         for problem in record_report(state_dir, config, report, change):
             warn(problem)
         for problem in alerting.warnings:

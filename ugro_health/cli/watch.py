@@ -75,7 +75,13 @@ def watch_command(
         reset_max_s=w.reset_max_s,
     )
     transports = Transports(config, persistent=True)
-    monitor = Monitor(config, selected, StateStore(app.state_dir), transports, poll, breakers)
+    store = StateStore(app.state_dir)
+    slurm = None
+    if config.slurm.enabled:
+        from ugro_health.engine.slurm import SlurmLink
+
+        slurm = SlurmLink(config, store)
+    monitor = Monitor(config, selected, store, transports, poll, breakers, slurm=slurm)
     _install_signal_handlers(monitor)
     server = serve_metrics(monitor, address)
     logging = headless or not console.is_terminal
@@ -177,6 +183,8 @@ def _run_headless(monitor: Monitor) -> None:
                 _log(f"{_stamp(result.at)} STORE recorded again")
             shown[:] = result.store_problems
         _note_kernel_log(monitor, result.at, noted)
+        for problem in result.slurm_problems:
+            _log(printable(f"{_stamp(result.at)} SLURM {problem.removeprefix('slurm: ')}"))
 
     _log(
         f"{_stamp(time.time())} watching {len(monitor.nodes)} node(s); "

@@ -18,18 +18,20 @@ from __future__ import annotations
 import copy
 import errno
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ugro_health.config import Config
 from ugro_health.engine import lifecycle
-from ugro_health.model import ClusterReport, NodeReport
+from ugro_health.model import Alert, ClusterReport, NodeReport, NodeSample, worst_status
 from ugro_health.notify.channels import hears, route
 from ugro_health.notify.deliver import outboxes
 from ugro_health.notify.outbox import Outbox
 from ugro_health.store._fs import StoreError
+
+CLUSTER_NODE = "@cluster"  # cluster-level alerts' node in notices (never a valid node name)
 
 
 class Alerting:
@@ -45,13 +47,24 @@ class Alerting:
         self.warnings: list[str] = []
         self._configured = [n.name for n in config.nodes]
 
-    def change(self, reports: Iterable[NodeReport], now: float) -> Callable[[dict[str, Any]], None]:
-        """The state change that judges ``reports`` and queues their notifications."""
+    def change(
+        self,
+        reports: Iterable[NodeReport],
+        now: float,
+        cluster: Sequence[Alert] | None = None,
+    ) -> Callable[[dict[str, Any]], None]:
+        """The state change that judges ``reports`` and queues their notifications.
+
+        ``cluster``: this poll's cluster-level alerts (the Slurm storm guard), judged by the
+        same lifecycle under ``state["cluster"]`` as if from one node, ``CLUSTER_NODE``;
+        None when nothing was learnt about them."""
         reports = list(reports)
 
         def judge(state: dict[str, Any]) -> None:
             outcome = lifecycle.advance(state, reports, self.config.alerts, now)
             outcome.notices.extend(lifecycle.forget_unconfigured(state, self._configured, now))
+            if cluster is not None:
+                outcome.notices.extend(_judge_cluster(state, cluster, self.config, now))
             try:
                 self._queue(state, outcome, now)
             except StoreError as exc:  # fails the whole write: nothing is marked as told
@@ -107,6 +120,25 @@ class Alerting:
             resend = route(firing, [channel], self.config.notify.cluster, now, resend=True)
             self.dropped += box.put(list(resend.values()))
         box.resent(now)
+
+
+def _judge_cluster(
+    state: dict[str, Any], alerts: Sequence[Alert], config: Config, now: float
+) -> list[Any]:
+    section = state.get("cluster")
+    if not isinstance(section, dict) or not isinstance(section.get("nodes"), dict):
+        section = state["cluster"] = {"nodes": {}}
+    doc = {"nodes": section["nodes"], "silences": state.get("silences") or {}}
+    stand_in = NodeReport(
+        CLUSTER_NODE,
+        worst_status(a.severity.status for a in alerts),
+        None,
+        now,
+        0.0,
+        sample=NodeSample(),  # "sampled": an alert that is gone is clean, and resolves
+        alerts=tuple(alerts),
+    )
+    return lifecycle.advance(doc, [stand_in], config.alerts, now).notices
 
 
 def _mark_stored_alerts(state: dict[str, Any], outcome: lifecycle.Outcome) -> None:

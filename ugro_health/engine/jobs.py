@@ -46,6 +46,7 @@ class Job:
     finished_at: float | None = None
     finish_reason: str | None = None  # finished | ttl | processes_gone
     procs_seen_at: float | None = None  # last time a matching process was seen on any node
+    source: str = "ugro"  # "ugro": registered (jobs start, track_job); "slurm": read from squeue
 
     @property
     def active(self) -> bool:
@@ -71,6 +72,7 @@ class Job:
             "finished_at": self.finished_at,
             "finish_reason": self.finish_reason,
             "procs_seen_at": self.procs_seen_at,
+            "source": self.source,
         }
 
     @classmethod
@@ -85,6 +87,7 @@ class Job:
             finished_at=as_float(data.get("finished_at")),
             finish_reason=data.get("finish_reason"),
             procs_seen_at=as_float(data.get("procs_seen_at")),
+            source="slurm" if data.get("source") == "slurm" else "ugro",
         )
 
 

@@ -44,6 +44,8 @@ IGNORED_CODES = frozenset({"node_isolated", "node_recovered", "node_not_polled",
 NO_SAMPLE_CODES = frozenset({"node_unreachable", "probe_failed", "probe_invalid"})
 # The alerts about a mount that say it could not be read: judged whether or not it was.
 UNREAD_DISK_CODES = frozenset({"disk_check_failed", "mount_missing"})
+# One-shot events (what ugro-health did in Slurm): no lifecycle, one notice each time.
+EVENT_CODES = frozenset({"slurm_drained", "slurm_resumed", "slurm_skipped", "slurm_released"})
 MAX_CHANGES = 64  # raw changes remembered per alert (more than any sane flap_changes)
 
 
@@ -144,6 +146,7 @@ def advance(
         # a probe_failed that nobody looked at: its alerts stay as they were.
         if report.error is None or report.error.kind is not ErrorKind.SKIPPED:
             _observe(records, report, rules, now)
+        outcome.notices.extend(_events(report, silences, now))
         for key, record in list(records.items()):
             notice = _reconcile(report.name, record, rules, silences, now)
             if notice is not None:
@@ -156,9 +159,31 @@ def advance(
     return outcome
 
 
+def _events(report: NodeReport, silences: list[Silence], now: float) -> list[AlertNotice]:
+    return [
+        AlertNotice(
+            report.name,
+            a.code,
+            a.severity.value,
+            a.message,
+            FIRING,
+            now,
+            now,
+            a.value,
+            a.gpu,
+            a.subject,
+        )
+        for a in report.alerts
+        if a.code in EVENT_CODES
+        and not any(s.active(now) and s.matches(report.name, a.code) for s in silences)
+    ]
+
+
 def _observe(records: dict[str, Any], report: NodeReport, rules: AlertRules, now: float) -> None:
     present = {
-        alert_key(a.code, a.gpu, a.subject): a for a in report.alerts if a.code not in IGNORED_CODES
+        alert_key(a.code, a.gpu, a.subject): a
+        for a in report.alerts
+        if a.code not in IGNORED_CODES and a.code not in EVENT_CODES
     }
     # A node with more alerts than a report carries (scoring's cap) left some out: absent
     # is then not clean.

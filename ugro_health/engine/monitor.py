@@ -25,13 +25,14 @@ from typing import Any
 
 from ugro_health.config import Config, NodeConfig
 from ugro_health.engine import jobs as joblib
-from ugro_health.engine.alerting import Alerting
+from ugro_health.engine.alerting import CLUSTER_NODE, Alerting
 from ugro_health.engine.breaker import BreakerBoard, BreakerPolicy, BreakerState
 from ugro_health.engine.clock import Clock, SystemClock
 from ugro_health.engine.collect import Transports, collect_cluster, failed_report
 from ugro_health.engine.lifecycle import with_states
 from ugro_health.engine.record import Recorder
 from ugro_health.engine.scheduler import PollPolicy, Scheduler
+from ugro_health.engine.slurm import SlurmLink
 from ugro_health.model import (
     Alert,
     ClusterReport,
@@ -65,6 +66,7 @@ class CycleResult:
     skipped: dict[str, float]  # node -> seconds until its breaker allows a trial
     events: list[AlertEvent]
     store_problems: list[str]
+    slurm_problems: list[str] = field(default_factory=list)  # Slurm commands that failed
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Monitor:
         breaker_policy: BreakerPolicy | None = None,
         clock: Clock | None = None,
         alerting: Alerting | None = None,
+        slurm: SlurmLink | None = None,
     ) -> None:
         self.config = config
         self.nodes = {n.name: n for n in nodes}
@@ -114,6 +117,14 @@ class Monitor:
         self._state_stamp: int | None = None
         self._jobs_known = False  # the first look at the jobs is not news
         self._pending: list[AlertEvent] = []  # job news seen while waiting
+        # Slurm (config.slurm.enabled): its running jobs count as job activity, and its
+        # background step drains and resumes; its events reach the node's next report.
+        self.slurm = slurm
+        self._slurm_seen = -1  # the Slurm job list's version last merged
+        self._slurm_held: dict[str, list[Alert]] = {}  # events for nodes not yet reported
+        self._guard_shown: Alert | None = None
+        if slurm is not None:
+            slurm.on_jobs_changed = self.wake_event.set
         self._show_restored_isolation()
 
     def _show_restored_isolation(self) -> None:
@@ -145,6 +156,21 @@ class Monitor:
         max_cycles: int | None = None,
     ) -> None:
         """Poll until ``stop()`` (or ``max_cycles`` rounds); the current round always finishes."""
+        if self.slurm is not None:
+            self.slurm.start()
+        try:
+            self._loop(on_cycle, on_tick, tick_s, max_cycles)
+        finally:
+            if self.slurm is not None:
+                self.slurm.stop()
+
+    def _loop(
+        self,
+        on_cycle: Callable[[CycleResult], None] | None,
+        on_tick: Callable[[], None] | None,
+        tick_s: float,
+        max_cycles: int | None,
+    ) -> None:
         rounds = 0
         while not self.stop_event.is_set():
             result = self.run_once()
@@ -205,6 +231,8 @@ class Monitor:
         events, self._pending = self._pending, []
         events.extend(self._absorb(report, skipped, started))
         events.extend(self._expire_jobs(report, started))
+        report, slurm_events, slurm_problems = self._slurm_news(report, started)
+        events.extend(slurm_events)
         # Breakers and the alert lifecycle go into the same state.json write as the records.
         problems = self._record(self._with_skipped(report, skipped))
         finished = self.clock.time()
@@ -212,12 +240,16 @@ class Monitor:
         # A node whose turn never came (the round ran out of time) is due again at once.
         self.scheduler.forget({node.name for node in report.nodes if not node.polled})
         self.view.cycles += 1
-        return CycleResult(finished, finished - started, tuple(allowed), skipped, events, problems)
+        return CycleResult(
+            finished, finished - started, tuple(allowed), skipped, events, problems, slurm_problems
+        )
 
     # -- pieces of a round ------------------------------------------------------------------
 
     def _record(self, report: ClusterReport) -> list[str]:
-        judge = self.alerting.change(report.nodes, report.generated_at)
+        guard = None if self.slurm is None else self.slurm.guard
+        cluster = None if self.slurm is None else [guard] if guard is not None else []
+        judge = self.alerting.change(report.nodes, report.generated_at, cluster)
 
         def also(state: dict[str, Any]) -> None:
             self._put_breakers(state)
@@ -233,6 +265,8 @@ class Monitor:
             problems.append(f"outbox full: {self.alerting.dropped} oldest notification(s) dropped")
         if self.alerting.queued and self.on_queued is not None:
             self.on_queued()
+        if self.slurm is not None:
+            self.slurm.submit([node for node in report.nodes if node.polled])
         return problems
 
     def _answered(self, node: NodeReport) -> None:
@@ -316,6 +350,9 @@ class Monitor:
         except OSError:
             stamp = None
         unchanged = stamp is not None and stamp == self._state_stamp
+        unchanged = unchanged and (
+            self.slurm is None or self.slurm.jobs_version == self._slurm_seen
+        )
         # A job whose TTL just ran out changes nothing on disk: reload, which finishes it.
         if unchanged and not any(job.over_by(now) for job in self._jobs):
             self.scheduler.set_activity(len(self._jobs), self._last_activity, now)
@@ -325,6 +362,12 @@ class Monitor:
         self._adopt_overrides(state, now)
         self._last_activity = joblib.last_activity(state)
         jobs = joblib.active_jobs(state)
+        if self.slurm is not None:
+            self._slurm_seen = self.slurm.jobs_version
+            jobs.extend(self.slurm.jobs)
+            changed = self.slurm.jobs_changed_at
+            if changed is not None and (self._last_activity or 0.0) < changed:
+                self._last_activity = changed
         names = sorted(j.name for j in jobs)
         if self._jobs_known:
             self._job_news(jobs, set(self.view.active_jobs), now)
@@ -398,6 +441,39 @@ class Monitor:
             events.append(AlertEvent(now, job.nodes[0], alert, "raised"))
             self.view.events.append(events[-1])
         return events
+
+    def _slurm_news(
+        self, report: ClusterReport, now: float
+    ) -> tuple[ClusterReport, list[AlertEvent], list[str]]:
+        """What the Slurm step did since the last round: its events go on their nodes'
+        reports (so history, the lifecycle and the channels see them), the guard's
+        cluster-level alert into the panel."""
+        if self.slurm is None:
+            return report, [], []
+        taken, problems = self.slurm.take_events()
+        for name, alert in taken:
+            self._slurm_held.setdefault(name, []).append(alert)
+        events: list[AlertEvent] = []
+        nodes = []
+        for node in report.nodes:
+            held = self._slurm_held.pop(node.name, None) if node.polled else None
+            if held:
+                node = replace(node, alerts=(*node.alerts, *held))
+                self.view.reports[node.name] = node
+                events.extend(AlertEvent(now, node.name, a, "raised") for a in held)
+            nodes.append(node)
+        events.extend(self._guard_news(now))
+        self.view.events.extend(events)
+        return replace(report, nodes=tuple(nodes)), events, problems
+
+    def _guard_news(self, now: float) -> list[AlertEvent]:
+        guard = None if self.slurm is None else self.slurm.guard
+        before, self._guard_shown = self._guard_shown, guard
+        if guard is not None and (before is None or before.message != guard.message):
+            return [AlertEvent(now, CLUSTER_NODE, guard, "raised")]
+        if guard is None and before is not None:
+            return [AlertEvent(now, CLUSTER_NODE, before, "cleared")]
+        return []
 
     def _with_skipped(self, report: ClusterReport, skipped: dict[str, float]) -> ClusterReport:
         extra = tuple(self.view.reports[name] for name in skipped)
