@@ -1,4 +1,4 @@
-"""Fixtures for integration tests against a real OpenSSH sshd on loopback.
+"""Fixtures for integration tests against real daemons on loopback (OpenSSH sshd, Slurm).
 
 ``sshd_rig`` (session) starts the rig once: nodes ``node1``..``node3`` (healthy, recorded in the
 rig's known_hosts), ``changed`` (known_hosts records another key) and ``unknown`` (not recorded),

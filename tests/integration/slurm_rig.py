@@ -35,7 +35,11 @@ from sshd_rig import free_port
 NODES = ("gpu01", "gpu02")
 PARTITION = "gpu"
 CLIENTS = ("scontrol", "sinfo", "squeue", "sbatch", "srun", "scancel")
-DAEMONS = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld", "slurmd": "/usr/sbin/slurmd"}
+DAEMONS = {
+    "munged": "/usr/sbin/munged",
+    "slurmctld": "/usr/sbin/slurmctld",
+    "slurmd": "/usr/sbin/slurmd",
+}
 MARKER = "UGRO_SLURM_RIG"
 START_TIMEOUT_S = 60.0  # a loaded 2-core CI machine; it starts in well under a second when idle
 COMMAND_TIMEOUT_S = 30.0
@@ -53,7 +57,9 @@ def missing_requirements() -> str | None:
     """Why the rig cannot run here (not root, a binary missing), or None when it can."""
     if os.geteuid() != 0:
         return "the Slurm rig needs root (slurmd runs jobs as their submitter)"
-    absent = [path for path in [*DAEMONS.values(), "/usr/sbin/mungekey"] if not os.access(path, os.X_OK)]
+    absent = [
+        path for path in [*DAEMONS.values(), "/usr/sbin/mungekey"] if not os.access(path, os.X_OK)
+    ]
     absent += [name for name in CLIENTS if shutil.which(name) is None]
     if absent:
         return "Slurm/munge not installed (missing: " + ", ".join(absent) + ")"
@@ -134,7 +140,9 @@ class SlurmRig:
     def start_controller(self) -> None:
         """Start slurmctld (again), recovering the state it saved; returns once it answers."""
         self._spawn("slurmctld", [DAEMONS["slurmctld"], "-D", "-f", str(self.conf)])
-        self._wait(lambda: self._try("scontrol", "ping") and "UP" in self._last, "slurmctld to answer")
+        self._wait(
+            lambda: self._try("scontrol", "ping") and "UP" in self._last, "slurmctld to answer"
+        )
 
     def reset(self) -> None:
         """Back to the start: no jobs, every node resumed and idle, every daemon running."""
@@ -147,13 +155,15 @@ class SlurmRig:
                 self._start_slurmd(node)
         self.cancel_all()
         for node, (flags, _reason) in self.show_nodes().items():
-            if flags & {"DRAIN", "DOWN", "FAIL", "NOT_RESPONDING"}:
+            if flags & {"DRAIN", "DOWN", "FAIL"}:
                 self.run("scontrol", "update", f"nodename={node}", "state=resume")
         self.wait_idle()
 
     # -- queries and actions ----------------------------------------------------------------
 
-    def run(self, *argv: str, timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, timeout: float = COMMAND_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
         """Run a Slurm client (a name from ``bin`` or a path) with the rig's env; raise on failure."""
         command = [self.bin.get(argv[0], argv[0]), *argv[1:]]
         try:
@@ -163,7 +173,9 @@ class SlurmRig:
         except subprocess.TimeoutExpired as exc:
             raise SlurmRigError(f"{' '.join(argv)}: no answer within {timeout:g}s") from exc
         if done.returncode != 0:
-            raise SlurmRigError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+            # `scontrol show node NOSUCH` says "Node NOSUCH not found" on stdout, not stderr.
+            said = done.stderr.strip() or done.stdout.strip()
+            raise SlurmRigError(f"{' '.join(argv)}: exit {done.returncode}: {said}")
         return done
 
     def show_nodes(self) -> dict[str, tuple[set[str], str | None]]:
@@ -192,13 +204,18 @@ class SlurmRig:
     def wait_running(self, jobid: int, timeout: float = START_TIMEOUT_S) -> str:
         """Wait until job ``jobid`` is RUNNING; returns its node list (e.g. ``gpu[01-02]``)."""
         fmt = ("-h", "-j", str(jobid), "-o", "%T|%N")
-        self._wait(lambda: self._try("squeue", *fmt) and self._last.startswith("RUNNING|"), f"job {jobid} to run")
+        self._wait(
+            lambda: self._try("squeue", *fmt) and self._last.startswith("RUNNING|"),
+            f"job {jobid} to run",
+        )
         return self._last.split("|", 1)[1]
 
     def cancel_all(self) -> None:
         """Cancel every job and wait until the queue is empty (completing jobs included)."""
         self._scancel_all()
-        self._wait(lambda: self._try("squeue", "-h", "-o", "%i") and not self._last, "the queue to empty")
+        self._wait(
+            lambda: self._try("squeue", "-h", "-o", "%i") and not self._last, "the queue to empty"
+        )
 
     def wait_idle(self, timeout: float = START_TIMEOUT_S) -> None:
         """Wait until every node is plain IDLE (no DRAIN, DOWN, COMPLETING, ... flag)."""
@@ -225,7 +242,9 @@ class SlurmRig:
         for sub in ("munge", "state", "spool", "jobs"):
             (self.root / sub).mkdir(mode=0o755)
         key = self.root / "munge" / "munge.key"
-        subprocess.run(["/usr/sbin/mungekey", "-c", "-k", str(key)], check=True, capture_output=True)
+        subprocess.run(
+            ["/usr/sbin/mungekey", "-c", "-k", str(key)], check=True, capture_output=True
+        )
         key.chmod(0o400)
         self.conf.write_text(self._slurm_conf())
 
@@ -271,7 +290,9 @@ class SlurmRig:
         }
         lines = [f"{key}={value}" for key, value in settings.items()]
         lines += node_lines
-        lines.append(f"PartitionName={PARTITION} Nodes=gpu[01-02] Default=YES MaxTime=INFINITE State=UP")
+        lines.append(
+            f"PartitionName={PARTITION} Nodes=gpu[01-02] Default=YES MaxTime=INFINITE State=UP"
+        )
         return "\n".join(lines) + "\n"
 
     def _start_munged(self) -> None:
@@ -350,7 +371,11 @@ class SlurmRig:
         while not ready():
             for name, proc in self._procs.items():
                 if proc.poll() is not None:
-                    raise SlurmRigError(f"{name} exited {proc.returncode} while waiting for {what}\n{self.log_tails()}")
+                    raise SlurmRigError(
+                        f"{name} exited {proc.returncode} while waiting for {what}\n{self.log_tails()}"
+                    )
             if time.monotonic() > deadline:
-                raise SlurmRigError(f"no {what} within {timeout:g}s (last: {self._last})\n{self.log_tails()}")
+                raise SlurmRigError(
+                    f"no {what} within {timeout:g}s (last: {self._last})\n{self.log_tails()}"
+                )
             time.sleep(0.2)
