@@ -8,6 +8,7 @@ Slurm's output is wrong.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from slurm_rig import SlurmRig, SlurmRigError, parse_show_node
@@ -104,3 +105,16 @@ def test_parse_show_node_keeps_a_reason_that_looks_like_fields() -> None:
         "Reason=ugro-health: a State=IDLE b=c [slurm@2026-12-03T16:30:02]"
     )
     assert parse_show_node(line) == {"gpu07": ({"MIXED", "DRAIN"}, "ugro-health: a State=IDLE b=c")}
+
+
+def test_parse_show_node_reads_the_recorded_fixtures() -> None:
+    # The rig's parser on this Slurm's recorded outputs (tests/fixtures/slurm, see its README).
+    fixtures = Path(__file__).parents[1] / "fixtures" / "slurm"
+    both = parse_show_node((fixtures / "show_node_both.txt").read_text())
+    assert both == {
+        "gpu01": ({"IDLE", "DRAIN"}, "ADMIN: disk swap"),
+        "gpu02": ({"ALLOCATED", "DRAIN"}, "ugro-health: gpu_xid_fatal GPU 3 Xid 79"),
+    }
+    resumed = parse_show_node((fixtures / "show_node_just_resumed.txt").read_text())
+    assert resumed == {"gpu01": ({"IDLE", "NOT_RESPONDING"}, None)}
+    assert parse_show_node((fixtures / "show_node_nosuch.txt").read_text()) == {}
