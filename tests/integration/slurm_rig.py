@@ -94,6 +94,7 @@ class SlurmRig:
         self.ports.update({node: free_port() for node in NODES})
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._closed = False
+        self._last = ""  # the last polled command's stdout, or its error
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -164,7 +165,7 @@ class SlurmRig:
     def run(
         self, *argv: str, timeout: float = COMMAND_TIMEOUT_S
     ) -> subprocess.CompletedProcess[str]:
-        """Run a Slurm client (a name from ``bin`` or a path) with the rig's env; raise on failure."""
+        """Run a Slurm client (a ``bin`` name or a path) with the rig's env; raise on failure."""
         command = [self.bin.get(argv[0], argv[0]), *argv[1:]]
         try:
             done = subprocess.run(
@@ -207,6 +208,7 @@ class SlurmRig:
         self._wait(
             lambda: self._try("squeue", *fmt) and self._last.startswith("RUNNING|"),
             f"job {jobid} to run",
+            timeout,
         )
         return self._last.split("|", 1)[1]
 
@@ -246,6 +248,7 @@ class SlurmRig:
             ["/usr/sbin/mungekey", "-c", "-k", str(key)], check=True, capture_output=True
         )
         key.chmod(0o400)
+        (self.root / "plugstack.conf").write_text("")
         self.conf.write_text(self._slurm_conf())
 
     def _slurm_conf(self) -> str:
@@ -271,6 +274,7 @@ class SlurmRig:
             "SlurmdPidFile": root / "slurmd-%n.pid",
             "SlurmctldLogFile": root / "slurmctld.log",
             "SlurmdLogFile": root / "slurmd-%n.log",
+            "PlugStackConfig": root / "plugstack.conf",  # empty: no system SPANK plugins
             "ProctrackType": "proctrack/linuxproc",  # no cgroups in containers
             "TaskPlugin": "task/none",
             "JobAcctGatherType": "jobacct_gather/none",
@@ -355,8 +359,6 @@ class SlurmRig:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(entry.name), signal.SIGKILL)
 
-    _last = ""
-
     def _try(self, *argv: str) -> bool:
         """Run a client without raising; its stdout (or stderr) is left in ``_last``."""
         try:
@@ -372,7 +374,7 @@ class SlurmRig:
             for name, proc in self._procs.items():
                 if proc.poll() is not None:
                     raise SlurmRigError(
-                        f"{name} exited {proc.returncode} while waiting for {what}\n{self.log_tails()}"
+                        f"{name} exited {proc.returncode} waiting for {what}\n{self.log_tails()}"
                     )
             if time.monotonic() > deadline:
                 raise SlurmRigError(
