@@ -94,10 +94,11 @@ class SlurmClient:
 
     def nodes(self, names: Iterable[str]) -> dict[str, SlurmNode]:
         """Slurm's view of ``names`` (Slurm names); a name Slurm does not know is absent."""
-        wanted = sorted(set(names))
+        wanted = set(names)
         if not wanted:
             return {}
-        out = self.run([self.settings.scontrol, "--oneliner", "show", "node", ",".join(wanted)])
+        # Every node, then ours: naming one Slurm does not know fails the whole call.
+        out = self.run([self.settings.scontrol, "--oneliner", "show", "node"])
         return {n.name: n for n in parse_nodes(out) if n.name in wanted}
 
     def running_jobs(self) -> list[SlurmJob]:
@@ -141,7 +142,8 @@ def run_command(argv: Sequence[str], timeout: float, env: Mapping[str, str] | No
     if len(stdout) > MAX_OUTPUT:
         raise SlurmError(f"{command}: more than {MAX_OUTPUT // 2**20} MiB of output")
     if proc.returncode != 0:
-        lines = stderr.decode("utf-8", "replace").strip().splitlines()
+        # scontrol says some failures on stdout ("Node nosuch not found").
+        lines = (stderr or stdout).decode("utf-8", "replace").strip().splitlines()
         why = lines[-1].strip() if lines else f"exit status {proc.returncode}"
         raise SlurmError(f"{command} failed: {why}"[:300])
     return stdout.decode("utf-8", "replace")
