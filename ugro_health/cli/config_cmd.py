@@ -107,12 +107,37 @@ def effective_document(config: Config) -> dict[str, Any]:
             },
             "alerts": asdict(config.alerts),
             "notify": _notify_document(config),
+            "slurm": _slurm_document(config),
             "nodes": [
                 {**asdict(node), "connect": _connect(node, config, ssh_config)}
                 for node in config.nodes
             ],
         }
     )
+
+
+def _slurm_document(config: Config) -> dict[str, Any]:
+    """``slurm:`` with the file's own keys (``drain.after``, not the field names)."""
+    s = config.slurm
+    return {
+        "enabled": s.enabled,
+        "jobs": s.jobs,
+        "manage": s.manage,
+        "dry_run": s.dry_run,
+        "node_names": dict(s.node_names),
+        "scontrol": s.scontrol,
+        "sinfo": s.sinfo,
+        "squeue": s.squeue,
+        "timeout": s.timeout_s,
+        "jobs_interval": s.jobs_interval_s,
+        "drain": {"codes": list(s.drain_codes), "after": s.drain_after},
+        "resume": {"after": s.resume_after},
+        "reason_prefix": s.reason_prefix,
+        "guard": {
+            "max_drained_fraction": s.max_drained_fraction,
+            "unreachable_fraction": s.unreachable_fraction,
+        },
+    }
 
 
 def _notify_document(config: Config) -> dict[str, Any]:

@@ -116,8 +116,10 @@ class SlurmLink:
             if failed is not None:
                 done.append(policy.Action(policy.SKIP, action.node, f"not {verb}ed: {failed}"))
                 continue
-            if self.settings.dry_run:
-                done.append(replace(action, why=f"dry run, would {verb}: {action.why}"))
+            if self.settings.dry_run:  # said once, like any skip, not at every poll
+                done.append(
+                    policy.Action(policy.SKIP, action.node, f"dry run: would {verb} ({action.why})")
+                )
                 continue
             slurm_name = self.names[action.node]
             try:
@@ -149,15 +151,15 @@ class SlurmLink:
                 if entry.get("note") == action.why:
                     continue
                 entry["note"] = action.why
-            elif action.kind == policy.DRAIN and not self.settings.dry_run:
+            elif action.kind == policy.DRAIN:
                 section["drained"][action.node] = {
                     "at": now,
                     "reason": action.why,
                     "slurm_name": self.names[action.node],
                 }
-            elif action.kind in (policy.RESUME, policy.RELEASE) and not self.settings.dry_run:
+            elif action.kind in (policy.RESUME, policy.RELEASE):
                 record = section["drained"].pop(action.node, None)
-                if action.kind == policy.RELEASE and "resumed outside" in action.why:
+                if action.kind == policy.RELEASE and policy.RESUMED_BY_HAND in action.why:
                     entry["held_off"] = True
                 if record is not None:
                     action = replace(action, why=f"{action.why}; drained {_ago(now, record)}")

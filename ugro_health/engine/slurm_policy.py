@@ -29,6 +29,7 @@ from ugro_health.model import Alert, NodeReport, Severity
 
 DRAIN, RESUME, SKIP, RELEASE = "drain", "resume", "skip", "release"
 REASON_MAX = 200  # characters of a Slurm reason we write
+RESUMED_BY_HAND = "resumed outside ugro-health"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,7 @@ def _released(
             f"now {node.state} with reason {node.reason!r}: "
             "taken over by someone else, ugro-health will not resume it",
         )
-    return Action(RELEASE, name, f"resumed outside ugro-health (now {node.state})")
+    return Action(RELEASE, name, f"{RESUMED_BY_HAND} (now {node.state})")
 
 
 def _guard_alert(held: list[str], ours: int, limit: int, configured: int) -> Alert | None:
