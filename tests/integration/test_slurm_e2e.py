@@ -243,3 +243,20 @@ def _reader(proc: subprocess.Popen[str], lines: list[str]) -> Any:
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
     return thread
+
+
+@pytest.mark.slow
+def test_actions_reach_a_channel_whatever_its_min_severity(slurm: SlurmRig, tmp_path: Path) -> None:
+    from http_receiver import HttpReceiver
+    from notify_e2e_helpers import told
+
+    with HttpReceiver() as receiver:
+        hook = {"name": "hook", "type": "webhook", "url": receiver.url("/hook")}  # warning+
+        write_cluster(tmp_path, slurm, extra={"notify": {"channels": [hook], "check_wait": 20}})
+        set_health(tmp_path, "gpu01", False)
+        check_act(tmp_path, slurm)
+        check_act(tmp_path, slurm)
+        alerts = [a for _id, batch in told(receiver) for a in batch]
+        assert ("gpu01", "slurm_drained", "firing") in alerts
+        assert ("gpu01", "mount_missing", "firing") in alerts
+        assert not any(code == "slurm_skipped" for _n, code, _s in alerts)

@@ -214,3 +214,22 @@ def test_max_drained_is_at_least_one() -> None:
     assert SlurmSettings().max_drained(3) == 1
     assert SlurmSettings().max_drained(20) == 2
     assert SlurmSettings(max_drained_fraction=0.3).max_drained(10) == 3
+
+
+def test_events_are_told_once_each_and_heard_whatever_min_severity() -> None:
+    from ugro_health.config_notify import AlertRules, ChannelConfig
+    from ugro_health.engine.lifecycle import advance
+    from ugro_health.notify.channels import hears
+
+    drained_event = Alert(Severity.INFO, "slurm_drained", "drained in Slurm: x", subject="slurm")
+    state: dict[str, Any] = {}
+    first = advance(state, [report("gpu01", XID, drained_event)], AlertRules(), 10.0)
+    codes = [n.code for n in first.notices]
+    assert codes.count("slurm_drained") == 1 and "gpu_xid_fatal" in codes
+    assert all(r["code"] != "slurm_drained" for r in state["nodes"]["gpu01"]["lifecycle"].values())
+    again = advance(state, [report("gpu01", XID)], AlertRules(), 20.0)
+    assert [n.code for n in again.notices] == []  # the event is not resolved or repeated
+    (notice,) = [n for n in first.notices if n.code == "slurm_drained"]
+    assert hears(ChannelConfig("hook", "webhook", min_severity="critical"), notice)
+    assert not hears(ChannelConfig("hook", "webhook", codes=("gpu_*",)), notice)
+    assert not hears(ChannelConfig("am", "alertmanager"), notice)

@@ -32,7 +32,7 @@ from typing import Any
 
 from ugro_health.config_notify import AlertRules
 from ugro_health.model import Alert, ErrorKind, NodeReport
-from ugro_health.notify.base import FIRING, FLAPPING, RESOLVED, AlertNotice
+from ugro_health.notify.base import EVENT_CODES, FIRING, FLAPPING, RESOLVED, AlertNotice
 
 PENDING = "pending"
 SILENCED = "silenced"
@@ -44,8 +44,6 @@ IGNORED_CODES = frozenset({"node_isolated", "node_recovered", "node_not_polled",
 NO_SAMPLE_CODES = frozenset({"node_unreachable", "probe_failed", "probe_invalid"})
 # The alerts about a mount that say it could not be read: judged whether or not it was.
 UNREAD_DISK_CODES = frozenset({"disk_check_failed", "mount_missing"})
-# One-shot events (what ugro-health did in Slurm): no lifecycle, one notice each time.
-EVENT_CODES = frozenset({"slurm_drained", "slurm_resumed", "slurm_skipped", "slurm_released"})
 MAX_CHANGES = 64  # raw changes remembered per alert (more than any sane flap_changes)
 
 

@@ -19,6 +19,10 @@ from typing import Any, Protocol
 NOTIFICATION_SCHEMA = "ugro-health/notification/v1"
 # What an alert in a notification says happened.
 FIRING, RESOLVED, FLAPPING = "firing", "resolved", "flapping"
+# One-shot events, not conditions: what ugro-health did in Slurm. Each is told once, to every
+# channel whose node and code globs match whatever its min_severity (a drained node is news
+# to whoever hears about that node), except Alertmanager, which tracks conditions only.
+EVENT_CODES = frozenset({"slurm_drained", "slurm_resumed", "slurm_skipped", "slurm_released"})
 _RANK = {"critical": 3, "warning": 2, "info": 1}
 
 

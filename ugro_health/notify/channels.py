@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 
 from ugro_health.config_notify import SEVERITIES, ChannelConfig
-from ugro_health.notify.base import RESOLVED, AlertNotice, Channel, Notification
+from ugro_health.notify.base import EVENT_CODES, RESOLVED, AlertNotice, Channel, Notification
 
 _TYPES = {
     "webhook": ("ugro_health.notify.webhook", "WebhookChannel"),
@@ -39,10 +39,14 @@ def send_timeout(config: ChannelConfig) -> float:
 
 def hears(config: ChannelConfig, notice: AlertNotice) -> bool:
     """Whether ``config``'s channel is told about ``notice`` (severity, node and code globs,
-    ``send_resolved``; Alertmanager always hears resolutions: it expects them)."""
+    ``send_resolved``; Alertmanager always hears resolutions: it expects them). An event
+    (``EVENT_CODES``) is heard whatever the channel's ``min_severity``."""
     if notice.severity not in SEVERITIES:
         return False
-    if SEVERITIES.index(notice.severity) < SEVERITIES.index(config.min_severity):
+    if notice.code in EVENT_CODES:
+        if config.type == "alertmanager":
+            return False
+    elif SEVERITIES.index(notice.severity) < SEVERITIES.index(config.min_severity):
         return False
     if config.nodes and not any(fnmatch.fnmatchcase(notice.node, g) for g in config.nodes):
         return False
