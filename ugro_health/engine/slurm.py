@@ -113,8 +113,9 @@ class SlurmLink:
                 done.append(action)
                 continue
             verb = "drain" if action.kind == policy.DRAIN else "resume"
+            undone = "not drained" if action.kind == policy.DRAIN else "not resumed"
             if failed is not None:
-                done.append(policy.Action(policy.SKIP, action.node, f"not {verb}ed: {failed}"))
+                done.append(policy.Action(policy.SKIP, action.node, f"{undone}: {failed}"))
                 continue
             if self.settings.dry_run:  # said once, like any skip, not at every poll
                 done.append(
@@ -130,7 +131,7 @@ class SlurmLink:
             except SlurmError as exc:
                 failed = f"scontrol {verb} failed ({exc})"
                 self._problem(f"slurm: {failed}")
-                done.append(policy.Action(policy.SKIP, action.node, f"not {verb}ed: {failed}"))
+                done.append(policy.Action(policy.SKIP, action.node, f"{undone}: {failed}"))
                 continue
             done.append(action)
         return done

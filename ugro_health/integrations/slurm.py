@@ -56,10 +56,11 @@ class SlurmNode:
     name: str
     flags: frozenset[str]  # State=IDLE+DRAIN -> {"IDLE", "DRAIN"}; "*" -> NOT_RESPONDING
     reason: str | None
+    shown: str = ""  # the state as Slurm shows it: IDLE+DRAIN
 
     @property
     def state(self) -> str:
-        return "+".join(sorted(self.flags))
+        return self.shown or "+".join(sorted(self.flags))
 
     @property
     def drained(self) -> bool:
@@ -174,7 +175,7 @@ def parse_nodes(text: str) -> list[SlurmNode]:
         flags = {f for f in raw.rstrip("*$~#!%@^-").split("+") if f}
         if raw.endswith("*"):
             flags.add("NOT_RESPONDING")
-        nodes.append(SlurmNode(name.group(1), frozenset(flags), _reason(line)))
+        nodes.append(SlurmNode(name.group(1), frozenset(flags), _reason(line), raw))
     return nodes
 
 
