@@ -328,3 +328,34 @@ def test_jobs_list_without_slurm_jobs_in_the_config_asks_nothing(slurm: Path):
     result = run_cli("jobs", "list", cwd=slurm.parent)
     assert result.returncode == 0 and result.stdout.strip() == "no jobs"
     assert calls(slurm, "squeue") == []
+
+
+# --- completion -----------------------------------------------------------------------------
+
+
+def completions(cwd: Path, line: str) -> list[str]:
+    """What TAB offers at the end of ``line`` (Typer's bash protocol, as the committed
+    completions/ scripts ask it)."""
+    words = line.split(" ")
+    result = run_cli(
+        cwd=cwd,
+        env={
+            "_UGRO_HEALTH_COMPLETE": "complete_bash",
+            "COMP_WORDS": line,
+            "COMP_CWORD": str(len(words) - 1),
+        },
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    return result.stdout.split()
+
+
+def test_the_slurm_commands_and_check_slurm_act_complete(slurm: Path):
+    assert completions(slurm.parent, "ugro-health sl") == ["slurm"]
+    assert completions(slurm.parent, "ugro-health slurm ") == ["status", "resume"]
+    assert completions(slurm.parent, "ugro-health slurm resume gpu0") == [
+        "gpu01",
+        "gpu02",
+        "gpu03",
+    ]
+    assert completions(slurm.parent, "ugro-health slurm resume --f") == ["--force"]
+    assert completions(slurm.parent, "ugro-health check --sl") == ["--slurm-act"]
