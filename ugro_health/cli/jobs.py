@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -155,8 +155,13 @@ def list_jobs(
     if not jobs:
         console.print("no jobs")
         return
-    from ugro_health.render.common import printable
     from ugro_health.render.layout import Trimmed
+
+    console.print(Trimmed(_jobs_table(jobs, nodes_state, now)))
+
+
+def _jobs_table(jobs: list[Job], nodes_state: dict[str, Any], now: float) -> Table:
+    from ugro_health.render.common import printable
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("JOB", "SOURCE", "STATE", "AGE", "RANKS", "NODES"):
@@ -175,7 +180,7 @@ def list_jobs(
             str(job.ranks or "—"),
             health,
         )
-    console.print(Trimmed(table))
+    return table
 
 
 def _slurm_jobs(config: Config, store: StateStore) -> list[Job]:

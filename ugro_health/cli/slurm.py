@@ -53,7 +53,6 @@ def status(
 
     Example: [bold]ugro-health slurm status --json[/bold]
     """
-    from ugro_health.integrations.slurm import SlurmClient, SlurmError
     from ugro_health.store.state import StateStore
 
     config = _slurm_config(ctx)
@@ -61,10 +60,22 @@ def status(
     if loaded.warning:
         warn(loaded.warning)
     section = loaded.state.get("slurm")
-    section = section if isinstance(section, dict) else {}
+    doc = _status_doc(config, section if isinstance(section, dict) else {}, time.time())
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    from ugro_health.render.slurm import slurm_status
+
+    console.print(slurm_status(doc))
+
+
+def _status_doc(config: Config, section: dict[str, Any], now: float) -> dict[str, Any]:
+    """``slurm status --json``: the state's view, with Slurm's (read now) beside it."""
+    from ugro_health.integrations.slurm import SlurmClient, SlurmError
+
+    settings = config.slurm
     drained = _dict(section.get("drained"))
     counting = _counting(_dict(section.get("nodes")), drained)
-    settings = config.slurm
     names = {n: _slurm_name(config, n, drained) for n in (*drained, *counting)}
     error: str | None = None
     views: dict[str, SlurmNode] = {}
@@ -72,8 +83,7 @@ def status(
         views = SlurmClient(settings).nodes(names.values())
     except SlurmError as exc:
         error = str(exc)
-    now = time.time()
-    doc = {
+    return {
         "schema": "ugro-health/v1",
         "generated_at": datetime.fromtimestamp(now, UTC).isoformat(),
         "dry_run": settings.dry_run,
@@ -90,12 +100,6 @@ def status(
         "resume_after": settings.resume_after,
         "actions": _actions(section.get("actions"))[-ACTIONS_SHOWN:],
     }
-    if as_json:
-        print(json.dumps(doc, indent=2))
-        return
-    from ugro_health.render.slurm import slurm_status
-
-    console.print(slurm_status(doc))
 
 
 def _dict(value: object) -> dict[str, Any]:
