@@ -24,6 +24,7 @@ from ugro_health.cli import (
     jobs,
     notify,
     silence,
+    slurm,
     status,
     watch,
 )
@@ -111,6 +112,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(breaker.app, name="breaker")
 app.add_typer(silence.app, name="silence")
 app.add_typer(notify.app, name="notify")
+app.add_typer(slurm.app, name="slurm")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -14,6 +14,8 @@ from ugro_health.cli.node_completion import complete_active_job, complete_node_l
 from ugro_health.cli.output import console, fail, warn
 
 if TYPE_CHECKING:
+    from ugro_health.config import Config
+    from ugro_health.engine.jobs import Job
     from ugro_health.store.state import StateStore
 
 app = typer.Typer(
@@ -121,7 +123,8 @@ def list_jobs(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print the jobs as JSON."),
 ) -> None:
-    """Show active and recently finished jobs with their nodes, age and health.
+    """Show active and recently finished jobs with their nodes, age and health; with
+    slurm.enabled, also the jobs running in Slurm on configured nodes (SOURCE slurm).
 
     Example: [bold]ugro-health jobs list --json[/bold]
     """
@@ -129,11 +132,14 @@ def list_jobs(
     from ugro_health.store.state import StateStore
 
     app_ctx = from_typer(ctx)
-    loaded = StateStore(app_ctx.state_dir).load()
+    config = app_ctx.load_config()
+    store = StateStore(app_ctx.state_dir)
+    loaded = store.load()
     if loaded.warning:
         warn(loaded.warning)
     now = time.time()
-    jobs = sorted(jobs_of(loaded.state), key=lambda j: (not j.active, -j.started_at))
+    jobs = jobs_of(loaded.state) + _slurm_jobs(config, store)
+    jobs.sort(key=lambda j: (not j.active, -j.started_at))
     nodes_state = loaded.state.get("nodes") or {}
     if as_json:
         docs = [
@@ -149,8 +155,16 @@ def list_jobs(
     if not jobs:
         console.print("no jobs")
         return
+    from ugro_health.render.layout import Trimmed
+
+    console.print(Trimmed(_jobs_table(jobs, nodes_state, now)))
+
+
+def _jobs_table(jobs: list[Job], nodes_state: dict[str, Any], now: float) -> Table:
+    from ugro_health.render.common import printable
+
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("JOB", "STATE", "AGE", "RANKS", "NODES"):
+    for column in ("JOB", "SOURCE", "STATE", "AGE", "RANKS", "NODES"):
         table.add_column(column)
     for job in jobs:
         state = "active" if job.active else f"done ({job.finish_reason})"
@@ -158,10 +172,30 @@ def list_jobs(
             f"{n}:{(nodes_state.get(n) or {}).get('status') or '?'}" for n in job.nodes
         )
         end = job.finished_at if job.finished_at is not None else now
-        table.add_row(job.name, state, _age(end - job.started_at), str(job.ranks or "—"), health)
-    from ugro_health.render.layout import Trimmed
+        table.add_row(
+            printable(job.name),
+            job.source,
+            state,
+            _age(max(0.0, end - job.started_at)),
+            str(job.ranks or "—"),
+            health,
+        )
+    return table
 
-    console.print(Trimmed(table))
+
+def _slurm_jobs(config: Config, store: StateStore) -> list[Job]:
+    """The jobs running in Slurm (slurm.enabled and slurm.jobs); Slurm not answering is one
+    warning, and the registered jobs are still listed."""
+    if not (config.slurm.enabled and config.slurm.jobs):
+        return []
+    from ugro_health.engine.slurm import SlurmLink
+    from ugro_health.integrations.slurm import SlurmError
+
+    try:
+        return SlurmLink(config, store).read_jobs()
+    except SlurmError as exc:
+        warn(f"slurm: running jobs unknown: {exc}")
+        return []
 
 
 def _age(seconds: float) -> str:

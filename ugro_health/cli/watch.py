@@ -253,6 +253,7 @@ def watch_view(monitor: Monitor) -> WatchView:
     events = tuple(monitor.view.events)
     alerts = [TimedAlert(e.at, e.node, e.alert, e.kind) for e in events]
     first = monitor.view.cycles == 0 and monitor.scheduler.policy.fixed_interval_s is None
+    guard = None if monitor.slurm is None else monitor.slurm.guard
     return WatchView(
         now=now,
         rows=rows,
@@ -262,6 +263,7 @@ def watch_view(monitor: Monitor) -> WatchView:
         active_jobs=list(monitor.view.active_jobs),
         alerts=alerts,
         stopping=monitor.stop_event.is_set(),
+        cluster_alerts=() if guard is None else (guard,),
     )
 
 

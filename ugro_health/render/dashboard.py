@@ -51,6 +51,12 @@ class WatchView:
     active_jobs: Sequence[str] = ()
     alerts: Sequence[TimedAlert] = field(default_factory=tuple)  # events, oldest first
     stopping: bool = False  # asked to stop: the poll in flight is finishing
+    cluster_alerts: Sequence[Alert] = ()  # standing alerts of no one node (the Slurm guard)
+
+
+SLURM_JOB_PREFIX = "slurm:"  # jobs read from squeue (engine.slurm), beside registered ones
+JOBS_SHOWN = 6  # job names in the header; a busy Slurm cluster runs hundreds
+CLUSTER_LABEL = "cluster"  # where a cluster-level alert's node name would be
 
 
 BREAKER_COLUMN_WIDTH = 90  # narrower: breakers that are not plainly closed get a note line
@@ -105,8 +111,7 @@ def _header(view: WatchView) -> Text:
         text.append(f"{counts[status]} {word}", style=STATUS_STYLE[status])
         text.append(" · ")
     text.append(f"{unreachable} unreachable  ")
-    jobs = ", ".join(map(printable, view.active_jobs)) if view.active_jobs else "none"
-    text.append(f"jobs: {jobs}  ")
+    text.append(f"jobs: {jobs_text(view.active_jobs)}  ")
     cycle = DASH if view.last_cycle_s is None else f"{view.last_cycle_s:.2f}s"
     if view.stopping:
         text.append("stopping: finishing the poll in flight", style="bold yellow")
@@ -118,6 +123,30 @@ def _header(view: WatchView) -> Text:
             f"cycle {cycle}"
         )
     return text
+
+
+def jobs_text(names: Sequence[str], shown: int = JOBS_SHOWN) -> str:
+    """``llama, bert; slurm: 4242, 4243 +9 more``: registered jobs by name, then the Slurm
+    jobs by id after one mark, at most ``shown`` names in all."""
+    if not names:
+        return "none"
+    ours = [printable(n) for n in names if not n.startswith(SLURM_JOB_PREFIX)]
+    slurm = [
+        printable(n.removeprefix(SLURM_JOB_PREFIX)) for n in names if n.startswith(SLURM_JOB_PREFIX)
+    ]
+    listed = ", ".join(ours[:shown])
+    room = max(0, shown - len(ours))
+    if slurm and room:
+        listed += ("; " if listed else "") + "slurm: " + ", ".join(slurm[:room])
+    more = len(names) - min(len(ours), shown) - min(len(slurm), room)
+    return listed + (f" +{more} more" if more else "")
+
+
+def node_label(name: str) -> str:
+    """A node's name as the events panel shows it; the cluster-level alerts' stand-in
+    (``engine.alerting.CLUSTER_NODE``, never a node name: those cannot start with ``@``)
+    reads ``cluster``."""
+    return CLUSTER_LABEL if name.startswith("@") else printable(name)
 
 
 # (header, min width at which the column is shown)
@@ -240,6 +269,8 @@ def _active_panel(view: WatchView, max_alerts: int) -> Panel:
         if alert.severity is not Severity.INFO
     ]
     active.sort(key=lambda item: order[item[1].severity])
+    # A cluster-level alert (the Slurm drain guard) first: it holds back every node's drain.
+    active[:0] = [(CLUSTER_LABEL, alert) for alert in view.cluster_alerts]
     lines = Text()
     for name, alert in active[:max_alerts]:
         if lines:
@@ -264,7 +295,7 @@ def _events_panel(view: WatchView, max_alerts: int) -> Panel:
         ago = human_duration(view.now - timed.at)
         lines.append(f"{ago:>4} ago  ", style="dim")
         lines.append_text(_severity(timed.alert))
-        lines.append(f"{printable(timed.node)}: ", style="bold")
+        lines.append(f"{node_label(timed.node)}: ", style="bold")
         if timed.kind == "cleared":
             lines.append("cleared: ", style="green")
             lines.append(printable(timed.alert.message), style="dim")
