@@ -42,7 +42,7 @@ class SlurmSettings:
     dry_run: bool = False  # decide and report, run no scontrol update
     node_names: Mapping[str, str] = field(default_factory=dict)  # ugro name -> Slurm name
     scontrol: str = "scontrol"
-    sinfo: str = "sinfo"
+    sinfo: str = "sinfo"  # accepted; node states are read with scontrol (see README)
     squeue: str = "squeue"
     timeout_s: float = 10.0  # every Slurm command's deadline
     jobs_interval_s: float = 10.0  # how often watch reads squeue
