@@ -205,11 +205,15 @@ class SlurmRig:
     def wait_running(self, jobid: int, timeout: float = START_TIMEOUT_S) -> str:
         """Wait until job ``jobid`` is RUNNING; returns its node list (e.g. ``gpu[01-02]``)."""
         fmt = ("-h", "-j", str(jobid), "-o", "%T|%N")
-        self._wait(
-            lambda: self._try("squeue", *fmt) and self._last.startswith("RUNNING|"),
-            f"job {jobid} to run",
-            timeout,
-        )
+
+        def running() -> bool:
+            if not self._try("squeue", *fmt):
+                return False
+            if not self._last:  # squeue forgets a job that ended (MinJobAge) or never existed
+                raise SlurmRigError(f"job {jobid} left the queue without running")
+            return self._last.startswith("RUNNING|")
+
+        self._wait(running, f"job {jobid} to run", timeout)
         return self._last.split("|", 1)[1]
 
     def cancel_all(self) -> None:
