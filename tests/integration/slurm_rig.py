@@ -205,11 +205,15 @@ class SlurmRig:
     def wait_running(self, jobid: int, timeout: float = START_TIMEOUT_S) -> str:
         """Wait until job ``jobid`` is RUNNING; returns its node list (e.g. ``gpu[01-02]``)."""
         fmt = ("-h", "-j", str(jobid), "-o", "%T|%N")
-        self._wait(
-            lambda: self._try("squeue", *fmt) and self._last.startswith("RUNNING|"),
-            f"job {jobid} to run",
-            timeout,
-        )
+
+        def running() -> bool:
+            if not self._try("squeue", *fmt):
+                return False
+            if not self._last:  # squeue forgets a job that ended (MinJobAge) or never existed
+                raise SlurmRigError(f"job {jobid} left the queue without running")
+            return self._last.startswith("RUNNING|")
+
+        self._wait(running, f"job {jobid} to run", timeout)
         return self._last.split("|", 1)[1]
 
     def cancel_all(self) -> None:
@@ -219,16 +223,16 @@ class SlurmRig:
             lambda: self._try("squeue", "-h", "-o", "%i") and not self._last, "the queue to empty"
         )
 
-    def wait_idle(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Wait until every node is plain IDLE (no DRAIN, DOWN, COMPLETING, ... flag)."""
+    def wait_idle(self, nodes: tuple[str, ...] = NODES, timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until ``nodes`` are plain IDLE (no DRAIN, DOWN, COMPLETING, ... flag)."""
 
         def idle() -> bool:
             if not self._try("scontrol", "show", "node", "-o"):
                 return False
             states = parse_show_node(self._last)
-            return set(states) == set(NODES) and all(f == {"IDLE"} for f, _ in states.values())
+            return all(states.get(node, (set(), None))[0] == {"IDLE"} for node in nodes)
 
-        self._wait(idle, "both nodes idle", timeout)
+        self._wait(idle, f"{','.join(nodes)} idle", timeout)
 
     def log_tails(self, lines: int = 15) -> str:
         """The last lines of every daemon log, for error messages."""
@@ -241,7 +245,7 @@ class SlurmRig:
     # -- internals --------------------------------------------------------------------------
 
     def _write_files(self) -> None:
-        for sub in ("munge", "state", "spool", "jobs"):
+        for sub in ("munge", "state", "spool", "jobs", *(f"spool/{node}" for node in NODES)):
             (self.root / sub).mkdir(mode=0o755)
         key = self.root / "munge" / "munge.key"
         subprocess.run(
@@ -282,7 +286,10 @@ class SlurmRig:
             "SwitchType": "switch/none",
             "MpiDefault": "none",
             "SelectType": "select/linear",  # a job takes its whole (one-CPU) node
-            "ReturnToService": 2,  # a DOWN node comes back as soon as its slurmd answers
+            # 1, not 2: with 2 a node an admin set DOWN under a job is back IDLE (reason cleared) within
+            # milliseconds ("node_did_resp: node gpu02 returned to service"); with 1 only a node
+            # that was DOWN for not responding comes back when its slurmd answers.
+            "ReturnToService": 1,
             "SchedulerType": "sched/backfill",
             "SchedulerParameters": "sched_interval=1,bf_interval=1",
             "SlurmctldTimeout": 30,

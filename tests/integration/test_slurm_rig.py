@@ -81,14 +81,24 @@ def test_two_jobs_at_once_one_per_node(slurm: SlurmRig) -> None:
     assert running_on(slurm) == {first: "gpu01", second: "gpu02"}
 
 
-def test_reset_cancels_jobs_and_resumes_drained_and_down_nodes(slurm: SlurmRig) -> None:
+def test_reset_cancels_running_jobs(slurm: SlurmRig) -> None:
+    slurm.wait_running(slurm.submit("gpu[01-02]", nnodes=2))
+    slurm.reset()
+    assert slurm.run("squeue", "-h", "-o", "%i").stdout == ""
+    assert slurm.show_nodes() == {"gpu01": ({"IDLE"}, None), "gpu02": ({"IDLE"}, None)}
+
+
+def test_admin_down_stays_down_and_reset_resumes_drained_and_down_nodes(slurm: SlurmRig) -> None:
     job = slurm.submit("gpu[01-02]", nnodes=2)
     assert slurm.wait_running(job) == "gpu[01-02]"
-    slurm.admin_drain("gpu01", "ADMIN: disk swap")
     slurm.run("scontrol", "update", "nodename=gpu02", "state=down", "reason=ADMIN: dead PSU")
-    assert "DOWN" in slurm.node_state("gpu02")[0]
+    # The job is requeued (pending: gpu02 is down) and gpu01 turns idle once its slurmd has
+    # answered; gpu02's answers as fast and, with ReturnToService=1, does not undo the DOWN.
+    slurm.wait_idle(("gpu01",))
+    assert slurm.node_state("gpu02") == ({"DOWN"}, "ADMIN: dead PSU")
+    slurm.admin_drain("gpu01", "ADMIN: disk swap")
     slurm.reset()
-    assert running_on(slurm) == {}
+    assert slurm.run("squeue", "-h", "-o", "%i").stdout == ""
     assert slurm.show_nodes() == {"gpu01": ({"IDLE"}, None), "gpu02": ({"IDLE"}, None)}
 
 
