@@ -16,7 +16,9 @@ from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console, fail, use_nagios, warn
 
 if TYPE_CHECKING:
-    from ugro_health.config import Config
+    from collections.abc import Sequence
+
+    from ugro_health.config import Config, NodeConfig
     from ugro_health.engine.jobs import Job
     from ugro_health.engine.slurm import SlurmLink
     from ugro_health.model import Alert, ClusterReport
@@ -83,10 +85,13 @@ def check_command(
     textfile_to = textfile_dir(textfile)
     transports = Transports(config, accept_new=accept_new)
     jobs = _active_jobs(app.state_dir, recording=not no_record)
-    slurm = _slurm_link(app.state_dir, config)
-    if slurm is not None and config.slurm.jobs:
-        jobs.extend(_slurm_jobs(slurm))
     started = time.monotonic()
+    slurm = _slurm_link(app.state_dir, config, selected)
+    if slurm is not None and timeout is not None:
+        slurm.client.deadline = started + timeout  # --timeout bounds Slurm's part too
+    if slurm is not None and config.slurm.jobs:
+        # A hung squeue takes at most a quarter of the run from the poll.
+        jobs.extend(_slurm_jobs(slurm, None if timeout is None else timeout / 4))
     try:
         report = collect_cluster(config, selected, transports, timeout=timeout, jobs=jobs)
     finally:
@@ -127,27 +132,31 @@ def _active_jobs(state_dir: Path, recording: bool) -> list[Job]:
     return active_jobs(loaded.state)
 
 
-def _slurm_link(state_dir: Path, config: Config) -> SlurmLink | None:
+def _slurm_link(
+    state_dir: Path, config: Config, selected: Sequence[NodeConfig]
+) -> SlurmLink | None:
     if not config.slurm.enabled:
         return None
     from ugro_health.engine.slurm import SlurmLink
     from ugro_health.store.state import StateStore
 
-    return SlurmLink(config, StateStore(state_dir))
+    return SlurmLink(config, StateStore(state_dir), nodes=[n.name for n in selected])
 
 
-def _slurm_jobs(slurm: SlurmLink) -> list[Job]:
+def _slurm_jobs(slurm: SlurmLink, timeout: float | None) -> list[Job]:
     """Running Slurm jobs, for rank checks; Slurm not answering is said, and means none."""
     from ugro_health.integrations.slurm import SlurmError
 
     try:
-        return slurm.read_jobs()
+        return slurm.read_jobs(timeout)
     except SlurmError as exc:
         warn(f"slurm: running jobs unknown: {exc}")
         return []
 
 
-def _slurm_step(slurm: SlurmLink, report: ClusterReport) -> tuple[ClusterReport, list[Alert]]:
+def _slurm_step(
+    slurm: SlurmLink, report: ClusterReport
+) -> tuple[ClusterReport, list[Alert] | None]:
     """Drain and resume after this poll; the actions go on their nodes as INFO alerts."""
     from dataclasses import replace
 
@@ -164,6 +173,8 @@ def _slurm_step(slurm: SlurmLink, report: ClusterReport) -> tuple[ClusterReport,
     )
     if slurm.guard is not None:
         warn(f"CRITICAL {slurm.guard.message}")
+    if not slurm.stepped:  # Slurm unread: no verdict on the guard either way
+        return replace(report, nodes=nodes), None
     return replace(report, nodes=nodes), [slurm.guard] if slurm.guard is not None else []
 
 

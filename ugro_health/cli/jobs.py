@@ -128,17 +128,21 @@ def list_jobs(
 
     Example: [bold]ugro-health jobs list --json[/bold]
     """
+    from ugro_health.config import ConfigError
     from ugro_health.engine.jobs import jobs_of
     from ugro_health.store.state import StateStore
 
     app_ctx = from_typer(ctx)
-    config = app_ctx.load_config()
     store = StateStore(app_ctx.state_dir)
     loaded = store.load()
     if loaded.warning:
         warn(loaded.warning)
     now = time.time()
-    jobs = jobs_of(loaded.state) + _slurm_jobs(config, store)
+    jobs = jobs_of(loaded.state)
+    try:  # the registered jobs are listed from the state whatever the file says
+        jobs += _slurm_jobs(app_ctx.load_config(), store)
+    except ConfigError as exc:
+        warn(f"{exc}; jobs running in Slurm not listed")
     jobs.sort(key=lambda j: (not j.active, -j.started_at))
     nodes_state = loaded.state.get("nodes") or {}
     if as_json:

@@ -80,7 +80,7 @@ def watch_command(
     if config.slurm.enabled:
         from ugro_health.engine.slurm import SlurmLink
 
-        slurm = SlurmLink(config, store)
+        slurm = SlurmLink(config, store, nodes=[n.name for n in selected])
     monitor = Monitor(config, selected, store, transports, poll, breakers, slurm=slurm)
     _install_signal_handlers(monitor)
     server = serve_metrics(monitor, address)

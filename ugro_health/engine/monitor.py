@@ -25,10 +25,11 @@ from typing import Any
 
 from ugro_health.config import Config, NodeConfig
 from ugro_health.engine import jobs as joblib
-from ugro_health.engine.alerting import CLUSTER_NODE, Alerting
+from ugro_health.engine.alerting import Alerting
 from ugro_health.engine.breaker import BreakerBoard, BreakerPolicy, BreakerState
 from ugro_health.engine.clock import Clock, SystemClock
 from ugro_health.engine.collect import Transports, collect_cluster, failed_report
+from ugro_health.engine.events import AlertEvent
 from ugro_health.engine.lifecycle import with_states
 from ugro_health.engine.record import Recorder
 from ugro_health.engine.scheduler import PollPolicy, Scheduler
@@ -48,14 +49,6 @@ from ugro_health.store.state import StateStore
 
 ALERTS_KEPT = 200  # the dashboard's alert panel; bounded so a long run stays flat
 QUIET = frozenset({"probe_partial"})  # alert codes not reported as events
-
-
-@dataclass(frozen=True, slots=True)
-class AlertEvent:
-    at: float
-    node: str
-    alert: Alert
-    kind: str  # "raised", "cleared"
 
 
 @dataclass(slots=True)
@@ -121,8 +114,6 @@ class Monitor:
         # background step drains and resumes; its events reach the node's next report.
         self.slurm = slurm
         self._slurm_seen = -1  # the Slurm job list's version last merged
-        self._slurm_held: dict[str, list[Alert]] = {}  # events for nodes not yet reported
-        self._guard_shown: Alert | None = None
         if slurm is not None:
             slurm.on_jobs_changed = self.wake_event.set
         self._show_restored_isolation()
@@ -247,8 +238,10 @@ class Monitor:
     # -- pieces of a round ------------------------------------------------------------------
 
     def _record(self, report: ClusterReport) -> list[str]:
-        guard = None if self.slurm is None else self.slurm.guard
-        cluster = None if self.slurm is None else [guard] if guard is not None else []
+        # No verdict on the cluster-level alerts until Slurm has been read once.
+        cluster = None
+        if self.slurm is not None and self.slurm.stepped:
+            cluster = [self.slurm.guard] if self.slurm.guard is not None else []
         judge = self.alerting.change(report.nodes, report.generated_at, cluster)
 
         def also(state: dict[str, Any]) -> None:
@@ -445,35 +438,16 @@ class Monitor:
     def _slurm_news(
         self, report: ClusterReport, now: float
     ) -> tuple[ClusterReport, list[AlertEvent], list[str]]:
-        """What the Slurm step did since the last round: its events go on their nodes'
-        reports (so history, the lifecycle and the channels see them), the guard's
-        cluster-level alert into the panel."""
+        """What the Slurm step did since the last round (``SlurmLink.news``)."""
         if self.slurm is None:
             return report, [], []
-        taken, problems = self.slurm.take_events()
-        for name, alert in taken:
-            self._slurm_held.setdefault(name, []).append(alert)
-        events: list[AlertEvent] = []
-        nodes = []
+        report, events, problems = self.slurm.news(report, now)
+        changed = {e.node for e in events}
         for node in report.nodes:
-            held = self._slurm_held.pop(node.name, None) if node.polled else None
-            if held:
-                node = replace(node, alerts=(*node.alerts, *held))
+            if node.name in changed:
                 self.view.reports[node.name] = node
-                events.extend(AlertEvent(now, node.name, a, "raised") for a in held)
-            nodes.append(node)
-        events.extend(self._guard_news(now))
         self.view.events.extend(events)
-        return replace(report, nodes=tuple(nodes)), events, problems
-
-    def _guard_news(self, now: float) -> list[AlertEvent]:
-        guard = None if self.slurm is None else self.slurm.guard
-        before, self._guard_shown = self._guard_shown, guard
-        if guard is not None and (before is None or before.message != guard.message):
-            return [AlertEvent(now, CLUSTER_NODE, guard, "raised")]
-        if guard is None and before is not None:
-            return [AlertEvent(now, CLUSTER_NODE, before, "cleared")]
-        return []
+        return report, events, problems
 
     def _with_skipped(self, report: ClusterReport, skipped: dict[str, float]) -> ClusterReport:
         extra = tuple(self.view.reports[name] for name in skipped)

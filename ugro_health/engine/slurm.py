@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from ugro_health.config import Config
 from ugro_health.engine import slurm_policy as policy
+from ugro_health.engine.alerting import CLUSTER_NODE
+from ugro_health.engine.events import AlertEvent
 from ugro_health.engine.jobs import Job
 from ugro_health.integrations.slurm import SlurmClient, SlurmError, SlurmNode
-from ugro_health.model import Alert, NodeReport, Severity
+from ugro_health.model import Alert, ClusterReport, NodeReport, Severity
 from ugro_health.store._fs import StoreError
 from ugro_health.store.state import StateStore
 
@@ -46,20 +48,27 @@ class SlurmLink:
         store: StateStore,
         clock: Callable[[], float] = time.time,
         client: SlurmClient | None = None,
+        nodes: Collection[str] | None = None,
     ) -> None:
         self.settings = config.slurm
         self.store = store
         self.clock = clock
         self.client = client or SlurmClient(self.settings)
+        # Every configured node is read (the guard counts them all); only ``nodes`` (a
+        # `--nodes` selection; None: all) are counted and acted on.
         self.names = {n.name: self.settings.slurm_name(n.name) for n in config.nodes}
+        self.acting = set(self.names) if nodes is None else set(nodes) & set(self.names)
         self._ugro = {slurm: ugro for ugro, slurm in self.names.items()}
         self.guard: Alert | None = None  # the storm guard's cluster-level alert, while it holds
+        self.stepped = False  # a step has read Slurm: ``guard`` is a verdict, not a default
         self.problems: list[str] = []  # Slurm or store failures since the last take_events()
         self.jobs: list[Job] = []
         self.jobs_changed_at: float | None = None  # when a Slurm job last started or ended
         self.jobs_version = 0  # bumped at each change of the job list
         self._lock = threading.Lock()
         self._events: list[tuple[str, Alert]] = []
+        self._held: dict[str, list[Alert]] = {}  # events for nodes not yet reported (news)
+        self._guard_shown: Alert | None = None
         self._batches: list[list[NodeReport]] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -70,40 +79,44 @@ class SlurmLink:
 
     def step(self, reports: Sequence[NodeReport] | Iterable[Sequence[NodeReport]]) -> None:
         """Count ``reports`` (one poll's, or several polls' in order), then act on Slurm."""
-        batches = _batches(reports)
+        batches = [[r for r in batch if r.name in self.acting] for batch in _batches(reports)]
         try:
             section = self.store.update(lambda s: self._tally(s, batches)).state["slurm"]
         except StoreError as exc:
             self._problem(f"slurm: counts not saved, nothing done: {exc}")
             return
+        counted = {r.name for batch in batches for r in batch if r.sample is not None}
         unreachable = _unreachable(batches[-1]) if batches else 0.0
         views, why = self._read_nodes()
-        decision = policy.decide(section, views, self.settings, unreachable, why)
-        self.guard = decision.guard
-        done = self._execute(decision.actions, views)
+        decision = policy.decide(
+            section, views, self.settings, unreachable, why or "not a node Slurm knows", counted
+        )
+        if why is None:  # an unreadable Slurm says nothing about the guard: it stays as it was
+            self.guard, self.stepped = decision.guard, True
+        done = self._execute(decision.actions)
+        told: list[policy.Action] = []
         try:
-            self.store.update(lambda s: self._note(s, done))
+            self.store.update(lambda s: told.extend(self._note(s, done, counted)))
         except StoreError as exc:
             self._problem(f"slurm: actions done but not recorded: {exc}")
             # Even so, what was done in Slurm is reported.
-            self._emit([a for a in done if a.kind != policy.SKIP])
+            told = [a for a in done if a.kind != policy.SKIP]
+        self._emit(told)
 
     def _tally(self, state: dict[str, Any], batches: list[list[NodeReport]]) -> None:
         for batch in batches:
-            policy.tally(state, [r for r in batch if r.name in self.names], self.settings)
+            policy.tally(state, batch, self.settings, configured=self.names)
 
-    def _read_nodes(self) -> tuple[dict[str, SlurmNode | None], str]:
+    def _read_nodes(self) -> tuple[dict[str, SlurmNode | None], str | None]:
+        """Slurm's view of every configured node, and why one is None (None: read fine)."""
         try:
             seen = self.client.nodes(self.names.values())
         except SlurmError as exc:
             self._problem(f"slurm: {exc}")
             return dict.fromkeys(self.names), f"Slurm's state could not be read ({exc})"
-        views = {ugro: seen.get(slurm) for ugro, slurm in self.names.items()}
-        return views, "not a node Slurm knows"
+        return {ugro: seen.get(slurm) for ugro, slurm in self.names.items()}, None
 
-    def _execute(
-        self, actions: Sequence[policy.Action], views: dict[str, SlurmNode | None]
-    ) -> list[policy.Action]:
+    def _execute(self, actions: Sequence[policy.Action]) -> list[policy.Action]:
         """Run the drains and resumes; after a failed command, Slurm is not asked again in
         this step (the rest are skipped, and retried at the next)."""
         done: list[policy.Action] = []
@@ -118,9 +131,8 @@ class SlurmLink:
                 done.append(policy.Action(policy.SKIP, action.node, f"{undone}: {failed}"))
                 continue
             if self.settings.dry_run:  # said once, like any skip, not at every poll
-                done.append(
-                    policy.Action(policy.SKIP, action.node, f"dry run: would {verb} ({action.why})")
-                )
+                what = f"drain ({action.why})" if action.kind == policy.DRAIN else "resume"
+                done.append(policy.Action(policy.SKIP, action.node, f"dry run: would {what}"))
                 continue
             slurm_name = self.names[action.node]
             try:
@@ -136,14 +148,18 @@ class SlurmLink:
             done.append(action)
         return done
 
-    def _note(self, state: dict[str, Any], done: Sequence[policy.Action]) -> None:
-        """Record the actions in the state; queue the events worth telling (a skip only when
-        its reason changed: the same refusal every poll would drown the rest)."""
+    def _note(
+        self, state: dict[str, Any], done: Sequence[policy.Action], counted: Collection[str]
+    ) -> list[policy.Action]:
+        """Record the actions in the state; return the events worth telling (a skip only when
+        its reason changed: the same refusal every poll would drown the rest). A counted node
+        not skipped this time forgets its last skip."""
         section = policy.slurm_section(state)
         now = self.clock()
         skipped = {a.node for a in done if a.kind == policy.SKIP}
-        for name, entry in section["nodes"].items():
-            if name not in skipped and isinstance(entry, dict):
+        for name in set(counted) - skipped:
+            entry = section["nodes"].get(name)
+            if entry is not None:
                 entry.pop("note", None)
         told: list[policy.Action] = []
         for action in done:
@@ -168,7 +184,7 @@ class SlurmLink:
             log = section.setdefault("actions", [])
             log.append({"at": now, "node": action.node, "action": action.kind, "why": action.why})
             del log[:-ACTIONS_KEPT]
-        self._emit(told)
+        return told
 
     def _emit(self, told: Sequence[policy.Action]) -> None:
         events = []
@@ -189,6 +205,32 @@ class SlurmLink:
             if line not in self.problems:
                 self.problems.append(line)
 
+    def news(
+        self, report: ClusterReport, now: float
+    ) -> tuple[ClusterReport, list[AlertEvent], list[str]]:
+        """``report`` with the events since the last call on their nodes (so history, the
+        lifecycle and the channels see them; a node not in this poll gets its own at its next),
+        the events, the guard's change as a cluster-level event, and the problems."""
+        taken, problems = self.take_events()
+        for name, alert in taken:
+            if name in self.acting:
+                self._held.setdefault(name, []).append(alert)
+        events: list[AlertEvent] = []
+        nodes = []
+        for node in report.nodes:
+            held = self._held.pop(node.name, None) if node.polled else None
+            if held:
+                node = replace(node, alerts=(*node.alerts, *held))
+                events.extend(AlertEvent(now, node.name, a, "raised") for a in held)
+            nodes.append(node)
+        guard = self.guard
+        before, self._guard_shown = self._guard_shown, guard
+        if guard is not None and (before is None or before.message != guard.message):
+            events.append(AlertEvent(now, CLUSTER_NODE, guard, "raised"))
+        elif guard is None and before is not None:
+            events.append(AlertEvent(now, CLUSTER_NODE, before, "cleared"))
+        return replace(report, nodes=tuple(nodes)), events, problems
+
     def take_events(self) -> tuple[list[tuple[str, Alert]], list[str]]:
         """The events and problems since the last call (any thread)."""
         with self._lock:
@@ -198,10 +240,10 @@ class SlurmLink:
 
     # -- running jobs ------------------------------------------------------------------------
 
-    def read_jobs(self) -> list[Job]:
+    def read_jobs(self, timeout: float | None = None) -> list[Job]:
         """Running Slurm jobs on configured nodes, as jobs (raises ``SlurmError``)."""
         jobs = []
-        for job in self.client.running_jobs():
+        for job in self.client.running_jobs(timeout):
             nodes = tuple(self._ugro[n] for n in job.nodes if n in self._ugro)
             if not nodes:
                 continue
@@ -243,27 +285,36 @@ class SlurmLink:
             del self._batches[:-64]  # a thread stuck on Slurm: keep the latest polls
         self._wake.set()
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread, killing a Slurm command it is waiting on."""
         self._stopping.set()
         self._wake.set()
+        self.client.close()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(timeout if timeout is not None else self.settings.timeout_s + 5)
+            thread.join(timeout)
 
     def _run(self) -> None:
         next_jobs = 0.0
         while not self._stopping.is_set():
-            if self.settings.jobs and time.monotonic() >= next_jobs:
-                next_jobs = time.monotonic() + self.settings.jobs_interval_s
-                if self.refresh_jobs() and self.on_jobs_changed is not None:
-                    self.on_jobs_changed()
-            with self._lock:
-                batches, self._batches = self._batches, []
-            if batches and not self._stopping.is_set():
-                self.step(batches)
+            try:
+                next_jobs = self._pass(next_jobs)
+            except Exception as exc:  # a bug or a damaged state must not end Slurm's thread
+                self._problem(f"slurm: internal error, retried: {type(exc).__name__}: {exc}")
             wait = next_jobs - time.monotonic() if self.settings.jobs else None
             if self._wake.wait(None if wait is None else max(0.0, wait)):
                 self._wake.clear()
+
+    def _pass(self, next_jobs: float) -> float:
+        if self.settings.jobs and time.monotonic() >= next_jobs:
+            next_jobs = time.monotonic() + self.settings.jobs_interval_s
+            if self.refresh_jobs() and self.on_jobs_changed is not None:
+                self.on_jobs_changed()
+        with self._lock:
+            batches, self._batches = self._batches, []
+        if batches and not self._stopping.is_set():
+            self.step(batches)
+        return next_jobs
 
 
 def _batches(reports: Any) -> list[list[NodeReport]]:

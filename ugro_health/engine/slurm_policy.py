@@ -19,7 +19,7 @@ Slurm's view of the nodes into actions, applying every rule that keeps it safe:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +60,19 @@ def drain_reason(alert: Alert, prefix: str) -> str:
 
 
 def tally(
-    state: dict[str, Any], reports: Iterable[NodeReport], settings: SlurmSettings
+    state: dict[str, Any],
+    reports: Iterable[NodeReport],
+    settings: SlurmSettings,
+    configured: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """Count this poll into ``state["slurm"]["nodes"]`` (in place); returns that section."""
+    """Count this poll into ``state["slurm"]["nodes"]`` (in place); returns that section.
+    Given ``configured``, what is kept about any other node (removed from cluster.yaml) is
+    dropped: its Slurm state is left as it is."""
     section = slurm_section(state)
+    if configured is not None:
+        for key in ("nodes", "drained"):
+            for name in [n for n in section[key] if n not in configured]:
+                del section[key][name]
     nodes = section["nodes"]
     for report in reports:
         if report.sample is None:  # not sampled: no verdict
@@ -71,24 +80,33 @@ def tally(
         entry = nodes.setdefault(report.name, {"bad": 0, "good": 0})
         alert = draining_alert(report, settings)
         if alert is not None:
-            entry.update(bad=int(entry.get("bad") or 0) + 1, good=0)
+            entry.update(bad=_count(entry, "bad") + 1, good=0)
             entry["reason"] = drain_reason(alert, settings.reason_prefix)
         else:
             entry.update(bad=0, reason=None)
             healthy = not any(a.severity is Severity.CRITICAL for a in report.alerts)
-            entry["good"] = int(entry.get("good") or 0) + 1 if healthy else 0
+            entry["good"] = _count(entry, "good") + 1 if healthy else 0
             if healthy:
                 entry.pop("held_off", None)  # healthy once: an admin's resume is honoured
     return section
 
 
 def slurm_section(state: dict[str, Any]) -> dict[str, Any]:
+    """``state["slurm"]``, made whole: a damaged record (not a mapping) is dropped alone, as the
+    state store does with every other section, so a hand-edited file never stops the rules."""
     section = state.get("slurm")
     if not isinstance(section, dict):
         section = state["slurm"] = {}
     for key in ("nodes", "drained"):
-        if not isinstance(section.get(key), dict):
-            section[key] = {}
+        records = section.get(key)
+        if not isinstance(records, dict):
+            records = section[key] = {}
+        for name in [n for n, r in records.items() if not isinstance(r, dict)]:
+            del records[name]
+    actions = section.get("actions")
+    section["actions"] = (
+        [a for a in actions if isinstance(a, dict)] if isinstance(actions, list) else []
+    )
     return section
 
 
@@ -98,43 +116,52 @@ def decide(
     settings: SlurmSettings,
     unreachable: float,
     unknown_why: str = "Slurm's state of the node could not be read",
+    acting: Collection[str] | None = None,
 ) -> Decision:
     """The actions for this poll. ``slurm`` maps every configured node to Slurm's view of it
-    (None: unreadable, or not a Slurm node); ``unreachable`` is the fraction of the polled
-    nodes that could not be reached."""
+    (None: unreadable, or not a Slurm node), for the guard's count; only the nodes in
+    ``acting`` (those counted this poll; None: all) are acted on, so counts left from an
+    earlier run never drain a node nobody polled now. ``unreachable`` is the fraction of the
+    polled nodes that could not be reached."""
     prefix = settings.reason_prefix
     counts = section.get("nodes") or {}
     ours = sum(1 for n in slurm.values() if n is not None and n.drained and n.ours(prefix))
     limit = settings.max_drained(len(slurm))
     actions: list[Action] = []
     held: list[str] = []
-    for name in sorted(slurm):
-        entry = counts.get(name) or {}
+    for name in sorted(slurm if acting is None else set(acting) & set(slurm)):
+        found = counts.get(name)
+        entry: Mapping[str, Any] = found if isinstance(found, dict) else {}
         node = slurm[name]
         released = _released(name, node, section, prefix)
         if released is not None:
             actions.append(released)
-        if int(entry.get("bad") or 0) >= settings.drain_after:
+        if _count(entry, "bad") >= settings.drain_after:
             action = _drain(name, node, entry, settings, unreachable, unknown_why)
             if action is not None and action.kind == DRAIN and ours >= limit:
                 held.append(name)
                 action = Action(
                     SKIP,
                     name,
-                    f"not drained: {ours} of {len(slurm)} nodes "
-                    f"already drained by ugro-health (the guard allows {limit})",
+                    f"not drained: the storm guard allows at most {limit} of the "
+                    f"{len(slurm)} configured nodes drained by ugro-health at once",
                 )
             if action is not None:
                 ours += action.kind == DRAIN
                 actions.append(action)
         elif (
-            int(entry.get("good") or 0) >= settings.resume_after
+            _count(entry, "good") >= settings.resume_after
             and node is not None
             and node.drained
             and node.ours(prefix)
         ):
             actions.append(Action(RESUME, name, f"healthy for {entry['good']} polls"))
     return Decision(tuple(actions), _guard_alert(held, ours, limit, len(slurm)))
+
+
+def _count(entry: Mapping[str, Any], key: str) -> int:
+    value = entry.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _drain(
@@ -145,14 +172,18 @@ def _drain(
     unreachable: float,
     unknown_why: str,
 ) -> Action | None:
+    """The drain of one node whose draining alert held, or why not. A skip's text is stable
+    while its cause lasts: it is told once, not at every poll."""
     prefix = settings.reason_prefix
     if node is None:
         return Action(SKIP, name, f"not drained: {unknown_why}")
     if node.ours(prefix) and node.drained:
         return None  # drained already, by us
     if node.out_of_service:
-        why = f"; reason {node.reason!r}" if node.reason else ""
-        return Action(SKIP, name, f"not drained: already {node.state} in Slurm{why}, left as it is")
+        why = f" with reason {node.reason!r}" if node.reason else ""
+        return Action(
+            SKIP, name, f"not drained: already out of service in Slurm{why}, left as it is"
+        )
     if entry.get("held_off"):
         return Action(
             SKIP,
@@ -164,10 +195,11 @@ def _drain(
         return Action(
             SKIP,
             name,
-            f"not drained: {unreachable:.0%} of the polled nodes are "
-            "unreachable, the control host's own network is suspect",
+            f"not drained: more than {settings.unreachable_fraction:.0%} of the polled nodes "
+            "are unreachable, the control host's own network is suspect",
         )
-    return Action(DRAIN, name, str(entry.get("reason") or f"{prefix} critical alert"))
+    reason = entry.get("reason")
+    return Action(DRAIN, name, reason if isinstance(reason, str) else f"{prefix} critical alert")
 
 
 def _released(

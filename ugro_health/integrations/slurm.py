@@ -14,8 +14,9 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ugro_health.config_slurm import SlurmSettings
@@ -88,10 +89,41 @@ class SlurmClient:
     def __init__(self, settings: SlurmSettings, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.env = dict(env) if env is not None else None
+        # A run's own end (``check --timeout``), on the monotonic clock: no command outlives it.
+        self.deadline: float | None = None
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+        self._closed = False
 
     def run(self, argv: Sequence[str], timeout: float | None = None) -> str:
         """stdout of ``argv``; ``SlurmError`` (one line) on any failure or at the deadline."""
-        return run_command(argv, timeout or self.settings.timeout_s, self.env)
+        limit = timeout or self.settings.timeout_s
+        if self.deadline is not None:
+            limit = min(limit, self.deadline - time.monotonic())
+            if limit <= 0:
+                raise SlurmError(f"{os.path.basename(argv[0])}: no time left in this run")
+        if self._closed:
+            raise SlurmError("stopped")
+        return run_command(argv, limit, self.env, self._track)
+
+    def _track(self, proc: subprocess.Popen[bytes], running: bool) -> None:
+        with self._lock:
+            if running:
+                self._running.add(proc)
+            else:
+                self._running.discard(proc)
+            kill = running and self._closed
+        if kill:
+            _kill_group(proc, wait=False)
+
+    def close(self) -> None:
+        """Kill the commands running now (their process groups) and refuse new ones: a hung
+        ``scontrol`` never holds up a stop."""
+        with self._lock:
+            self._closed = True
+            running = list(self._running)
+        for proc in running:
+            _kill_group(proc, wait=False)
 
     def nodes(self, names: Iterable[str]) -> dict[str, SlurmNode]:
         """Slurm's view of ``names`` (Slurm names); a name Slurm does not know is absent."""
@@ -102,9 +134,10 @@ class SlurmClient:
         out = self.run([self.settings.scontrol, "--oneliner", "show", "node"])
         return {n.name: n for n in parse_nodes(out) if n.name in wanted}
 
-    def running_jobs(self) -> list[SlurmJob]:
+    def running_jobs(self, timeout: float | None = None) -> list[SlurmJob]:
         fmt = "%i|%u|%S|%N|%j"  # the job name last: it may contain the separator
-        out = self.run([self.settings.squeue, "--noheader", "--states=RUNNING", f"--format={fmt}"])
+        argv = [self.settings.squeue, "--noheader", "--states=RUNNING", f"--format={fmt}"]
+        out = self.run(argv, timeout)
         return parse_jobs(out)
 
     def drain(self, name: str, reason: str) -> None:
@@ -122,7 +155,14 @@ class SlurmClient:
         self.run([self.settings.scontrol, "update", f"NodeName={name}", "State=RESUME"])
 
 
-def run_command(argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None) -> str:
+def run_command(
+    argv: Sequence[str],
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    track: Callable[[subprocess.Popen[bytes], bool], None] | None = None,
+) -> str:
+    """stdout of ``argv`` run with ``timeout``; ``track(proc, running)`` hears it start and
+    end (to kill it from another thread)."""
     command = os.path.basename(argv[0])
     try:
         proc = subprocess.Popen(
@@ -135,11 +175,18 @@ def run_command(argv: Sequence[str], timeout: float, env: Mapping[str, str] | No
         )
     except OSError as exc:
         raise SlurmError(f"{command}: {exc.strerror or exc}") from None
+    if track is not None:
+        track(proc, True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        raise SlurmError(f"{command} timed out after {timeout:g} s") from None
+        raise SlurmError(f"{command} timed out after {timeout:.3g} s") from None
+    finally:
+        if track is not None:
+            track(proc, False)
+    if proc.returncode < 0:
+        raise SlurmError(f"{command} was killed (signal {-proc.returncode})")
     if len(stdout) > MAX_OUTPUT:
         raise SlurmError(f"{command}: more than {MAX_OUTPUT // 2**20} MiB of output")
     if proc.returncode != 0:
@@ -150,11 +197,13 @@ def run_command(argv: Sequence[str], timeout: float, env: Mapping[str, str] | No
     return stdout.decode("utf-8", "replace")
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], wait: bool = True) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
         pass
+    if not wait:
+        return
     try:
         proc.communicate(timeout=5)
     except (subprocess.TimeoutExpired, ValueError):
