@@ -3,7 +3,8 @@ the real entry point: ``check --slurm-act`` as cron runs it, and ``watch --headl
 
 The ugro nodes ``gpu01`` and ``gpu02`` are polled in-process (no sshd needed); each one's only
 mount is a symlink to ``/`` (healthy) or a plain directory (``mount_missing``: CRITICAL), so a
-test makes a node sick and well again. Slurm's own view is read back with ``scontrol``.
+test makes a node sick and well again. Slurm's own view is read back with ``sinfo`` (ugro-health
+itself reads ``scontrol``: two tools, one truth).
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ def write_cluster(
     (home / "cluster.yaml").write_text(json.dumps(doc, indent=1))
 
 
+def sinfo_state(rig: SlurmRig, node: str) -> tuple[set[str], str | None]:
+    """(state flags, reason) of ``node`` as ``sinfo`` shows them: ``{"IDLE", "DRAIN"}``."""
+    out = rig.run(
+        "sinfo", "--noheader", "--Node", "-n", node, "-O", "NodeList:|,StateComplete:|,Reason:"
+    )
+    name, state, reason = out.stdout.splitlines()[0].split("|", 2)
+    assert name == node
+    return {f.upper() for f in state.split("+")}, None if reason == "none" else reason
+
+
 def env(rig: SlurmRig) -> dict[str, str]:
     return {"SLURM_CONF": str(rig.conf)}
 
@@ -87,20 +98,20 @@ def test_critical_node_is_drained_with_the_prefixed_reason_then_resumed(
     write_cluster(tmp_path, slurm)
     set_health(tmp_path, "gpu01", False)
     check_act(tmp_path, slurm)
-    assert not slurm.node_state("gpu01")[0] & {"DRAIN"}, "drained after one poll"
+    assert not sinfo_state(slurm, "gpu01")[0] & {"DRAIN"}, "drained after one poll"
     result = check_act(tmp_path, slurm)
-    flags, reason = slurm.node_state("gpu01")
+    flags, reason = sinfo_state(slurm, "gpu01")
     assert "DRAIN" in flags, result.stderr
     assert reason is not None and reason.startswith("ugro-health: mount_missing")
-    assert "DRAIN" not in slurm.node_state("gpu02")[0]
+    assert "DRAIN" not in sinfo_state(slurm, "gpu02")[0]
     assert "slurm_drained" in history_codes(tmp_path, "gpu01")
 
     set_health(tmp_path, "gpu01", True)
     check_act(tmp_path, slurm)
     check_act(tmp_path, slurm)
-    assert "DRAIN" in slurm.node_state("gpu01")[0], "resumed before 3 healthy polls"
+    assert "DRAIN" in sinfo_state(slurm, "gpu01")[0], "resumed before 3 healthy polls"
     check_act(tmp_path, slurm)
-    assert "DRAIN" not in slurm.node_state("gpu01")[0]
+    assert "DRAIN" not in sinfo_state(slurm, "gpu01")[0]
     assert "slurm_resumed" in history_codes(tmp_path, "gpu01")
 
 
@@ -112,12 +123,12 @@ def test_a_node_drained_by_an_admin_is_never_resumed_and_keeps_its_reason(
     slurm.admin_drain("gpu02", "ADMIN: disk swap")
     for _ in range(4):  # healthy all along: more than resume.after polls
         check_act(tmp_path, slurm)
-    flags, reason = slurm.node_state("gpu02")
+    flags, reason = sinfo_state(slurm, "gpu02")
     assert "DRAIN" in flags and reason == "ADMIN: disk swap"
     set_health(tmp_path, "gpu02", False)  # sick as well: still the admin's reason
     check_act(tmp_path, slurm)
     result = check_act(tmp_path, slurm)
-    flags, reason = slurm.node_state("gpu02")
+    flags, reason = sinfo_state(slurm, "gpu02")
     assert "DRAIN" in flags and reason == "ADMIN: disk swap", result.stderr
     assert "slurm_skipped" in history_codes(tmp_path, "gpu02")
 
@@ -129,7 +140,7 @@ def test_the_guard_stops_a_storm_with_one_cluster_alert(slurm: SlurmRig, tmp_pat
         set_health(tmp_path, node, False)
     check_act(tmp_path, slurm)
     result = check_act(tmp_path, slurm)
-    drained = [n for n in NODES if "DRAIN" in slurm.node_state(n)[0]]
+    drained = [n for n in NODES if "DRAIN" in sinfo_state(slurm, n)[0]]
     assert drained == ["gpu01"], result.stderr
     assert result.stderr.count("drain storm guard") == 1
     state = json.loads((tmp_path / "state" / "ugro-health" / "state.json").read_text())
@@ -149,36 +160,58 @@ def test_most_nodes_unreachable_drains_nothing(slurm: SlurmRig, tmp_path: Path) 
     set_health(tmp_path, "gpu01", False)
     check_act(tmp_path, slurm, "--timeout", "30")
     result = check_act(tmp_path, slurm, "--timeout", "30")
-    assert "DRAIN" not in slurm.node_state("gpu01")[0], result.stderr
+    assert "DRAIN" not in sinfo_state(slurm, "gpu01")[0], result.stderr
 
 
-def broken_scontrol(tmp_path: Path, body: str) -> str:
+def broken_scontrol(tmp_path: Path, rig: SlurmRig, show: str) -> str:
+    """An scontrol whose ``show`` fails (or hangs) and whose ``update`` is the real one; every
+    call is logged, so a test sees that no update was even tried."""
     path = tmp_path / "scontrol"
-    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {tmp_path / "calls"}\n'
+        f'case "$*" in *show*) {show};; *) exec {rig.bin["scontrol"]} "$@";; esac\n'
+    )
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "body",
+    "show",
     ["echo 'slurm_load_node error: Unable to contact slurm controller' >&2; exit 1", "sleep 600"],
+    ids=["failing", "hung"],
 )
 def test_a_failing_or_hung_scontrol_changes_nothing(
-    slurm: SlurmRig, tmp_path: Path, body: str
+    slurm: SlurmRig, tmp_path: Path, show: str
 ) -> None:
-    write_cluster(tmp_path, slurm, scontrol=broken_scontrol(tmp_path, body), timeout=2)
+    write_cluster(tmp_path, slurm, scontrol=broken_scontrol(tmp_path, slurm, show), timeout=2)
     set_health(tmp_path, "gpu01", False)
     check_act(tmp_path, slurm)
     started = time.monotonic()
     result = check_act(tmp_path, slurm)
     assert time.monotonic() - started < 60
     assert "slurm" in result.stderr
-    assert "DRAIN" not in slurm.node_state("gpu01")[0]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls and not any(c.startswith("update") for c in calls), calls
+    assert "DRAIN" not in sinfo_state(slurm, "gpu01")[0]
     # Once Slurm answers again, the node is drained as it should have been.
     write_cluster(tmp_path, slurm)
     check_act(tmp_path, slurm)
-    assert "DRAIN" in slurm.node_state("gpu01")[0]
+    assert "DRAIN" in sinfo_state(slurm, "gpu01")[0]
+
+
+@pytest.mark.slow
+def test_check_timeout_bounds_a_hung_slurm(slurm: SlurmRig, tmp_path: Path) -> None:
+    hung = broken_scontrol(tmp_path, slurm, "sleep 600")
+    squeue = tmp_path / "squeue"
+    squeue.write_text("#!/bin/sh\nsleep 600\n")
+    squeue.chmod(0o755)
+    write_cluster(tmp_path, slurm, scontrol=hung, squeue=str(squeue), timeout=120)
+    set_health(tmp_path, "gpu01", False)
+    started = time.monotonic()
+    check_act(tmp_path, slurm, "--timeout", "4")
+    assert time.monotonic() - started < 30  # not squeue's and scontrol's 120 s each
 
 
 @pytest.mark.slow
@@ -223,7 +256,7 @@ def test_watch_drains_in_the_background_and_polls_fast_while_a_slurm_job_runs(
             "cycles at the active interval",
         )
         set_health(tmp_path, "gpu01", False)
-        wait_for(lambda: "DRAIN" in slurm.node_state("gpu01")[0], 60, "gpu01 drained by watch")
+        wait_for(lambda: "DRAIN" in sinfo_state(slurm, "gpu01")[0], 60, "gpu01 drained by watch")
         wait_for(lambda: any("slurm_drained" in line for line in lines), 30, "the drain logged")
     finally:
         proc.terminate()
