@@ -108,9 +108,9 @@ def alert_states(receiver: HttpReceiver) -> list[list[str]]:
     return [[state for _node, _code, state in alerts] for _id, alerts in told(receiver)]
 
 
-def make_mount(home: Path, healthy: bool) -> str:
-    """The local node's mount: a symlink to ``/`` (a mount point) or a plain directory."""
-    mount = home / "scratch"
+def make_mount(home: Path, healthy: bool, name: str = "scratch") -> str:
+    """A local node's mount: a symlink to ``/`` (a mount point) or a plain directory."""
+    mount = home / name
     if mount.is_symlink():
         mount.unlink()
     elif mount.is_dir():

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from cli_helpers import CALM_THRESHOLDS, cli_env, run_cli
+from notify_e2e_helpers import make_mount
 from slurm_rig import SlurmRig
 from watch_rig import wait_for
 
@@ -29,15 +30,7 @@ NODES = ("gpu01", "gpu02")
 
 
 def set_health(home: Path, node: str, healthy: bool) -> None:
-    mount = home / f"mnt-{node}"
-    if mount.is_symlink():
-        mount.unlink()
-    elif mount.is_dir():
-        mount.rmdir()
-    if healthy:
-        mount.symlink_to("/")
-    else:
-        mount.mkdir()
+    make_mount(home, healthy, f"mnt-{node}")
 
 
 def write_cluster(

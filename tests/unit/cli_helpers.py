@@ -58,3 +58,20 @@ CALM_THRESHOLDS = (
     " disk_warn_pct: 99.9, disk_crit_pct: 100, swap_warn_pct: 100, zombie_warn: 100000,"
     " clock_skew_warn_s: 100000, net_errors_warn_per_s: 1000000}\n"
 )
+
+
+def tab_completions(cwd: Path, line: str, env: dict[str, str] | None = None) -> list[str]:
+    """What TAB offers at the end of ``line`` (Typer's bash protocol, as the committed
+    completions/ scripts ask it)."""
+    words = line.split(" ")
+    result = run_cli(
+        cwd=cwd,
+        env={
+            "_UGRO_HEALTH_COMPLETE": "complete_bash",
+            "COMP_WORDS": line,
+            "COMP_CWORD": str(len(words) - 1),
+            **(env or {}),
+        },
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    return result.stdout.split()

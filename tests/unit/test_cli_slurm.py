@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import run_cli, tab_completions
 
 from ugro_health.store.state import StateStore
 
@@ -333,29 +333,13 @@ def test_jobs_list_without_slurm_jobs_in_the_config_asks_nothing(slurm: Path):
 # --- completion -----------------------------------------------------------------------------
 
 
-def completions(cwd: Path, line: str) -> list[str]:
-    """What TAB offers at the end of ``line`` (Typer's bash protocol, as the committed
-    completions/ scripts ask it)."""
-    words = line.split(" ")
-    result = run_cli(
-        cwd=cwd,
-        env={
-            "_UGRO_HEALTH_COMPLETE": "complete_bash",
-            "COMP_WORDS": line,
-            "COMP_CWORD": str(len(words) - 1),
-        },
-    )
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    return result.stdout.split()
-
-
 def test_the_slurm_commands_and_check_slurm_act_complete(slurm: Path):
-    assert completions(slurm.parent, "ugro-health sl") == ["slurm"]
-    assert completions(slurm.parent, "ugro-health slurm ") == ["status", "resume"]
-    assert completions(slurm.parent, "ugro-health slurm resume gpu0") == [
+    assert tab_completions(slurm.parent, "ugro-health sl") == ["slurm"]
+    assert tab_completions(slurm.parent, "ugro-health slurm ") == ["status", "resume"]
+    assert tab_completions(slurm.parent, "ugro-health slurm resume gpu0") == [
         "gpu01",
         "gpu02",
         "gpu03",
     ]
-    assert completions(slurm.parent, "ugro-health slurm resume --f") == ["--force"]
-    assert completions(slurm.parent, "ugro-health check --sl") == ["--slurm-act"]
+    assert tab_completions(slurm.parent, "ugro-health slurm resume --f") == ["--force"]
+    assert tab_completions(slurm.parent, "ugro-health check --sl") == ["--slurm-act"]

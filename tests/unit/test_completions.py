@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from cli_helpers import cli_env, run_cli
+from cli_helpers import cli_env, run_cli, tab_completions
 
 COMPLETIONS = Path(__file__).resolve().parents[2] / "completions"
 CLUSTER = "nodes:\n  - name: here\n    host: localhost\n  - gpu[01-03]\n  - cpu1\n"
@@ -42,21 +42,6 @@ def cluster(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def bash_protocol(cwd: Path, line: str, env: dict[str, str] | None = None) -> list[str]:
-    words = line.split(" ")
-    result = run_cli(
-        cwd=cwd,
-        env={
-            "_UGRO_HEALTH_COMPLETE": "complete_bash",
-            "COMP_WORDS": line,
-            "COMP_CWORD": str(len(words) - 1),
-            **(env or {}),
-        },
-    )
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    return result.stdout.split()
-
-
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
@@ -68,46 +53,50 @@ def bash_protocol(cwd: Path, line: str, env: dict[str, str] | None = None) -> li
     ],
 )
 def test_node_names_are_offered(cluster: Path, line: str, expected: list[str]):
-    assert bash_protocol(cluster, line) == expected
+    assert tab_completions(cluster, line) == expected
 
 
 def test_metrics_and_active_job_names_are_offered(cluster: Path):
-    assert bash_protocol(cluster, "ugro-health history --metric gpu_") == [
+    assert tab_completions(cluster, "ugro-health history --metric gpu_") == [
         "gpu_temp",
         "gpu_util",
         "gpu_mem",
     ]
-    assert bash_protocol(cluster, "ugro-health history -m s") == ["score"]
+    assert tab_completions(cluster, "ugro-health history -m s") == ["score"]
     for name in ("llama", "lora", "bert"):
         assert run_cli("jobs", "start", name, "--nodes", "here", cwd=cluster).returncode == 0
     run_cli("jobs", "finish", "bert", cwd=cluster)
-    assert bash_protocol(cluster, "ugro-health jobs finish l") == ["llama", "lora"]
-    assert bash_protocol(cluster, "ugro-health jobs finish ") == ["llama", "lora"]
+    assert tab_completions(cluster, "ugro-health jobs finish l") == ["llama", "lora"]
+    assert tab_completions(cluster, "ugro-health jobs finish ") == ["llama", "lora"]
 
 
 def test_breaker_reset_completes_node_names(cluster: Path):
-    assert bash_protocol(cluster, "ugro-health breaker reset gpu0") == GPUS
+    assert tab_completions(cluster, "ugro-health breaker reset gpu0") == GPUS
 
 
 def test_commands_and_options_are_offered(cluster: Path):
-    assert bash_protocol(cluster, "ugro-health c") == ["check", "config"]
-    assert bash_protocol(cluster, "ugro-health config ") == ["validate", "show", "init"]
-    assert bash_protocol(cluster, "ugro-health check --n") == ["--nodes", "--nagios", "--no-record"]
+    assert tab_completions(cluster, "ugro-health c") == ["check", "config"]
+    assert tab_completions(cluster, "ugro-health config ") == ["validate", "show", "init"]
+    assert tab_completions(cluster, "ugro-health check --n") == [
+        "--nodes",
+        "--nagios",
+        "--no-record",
+    ]
 
 
 def test_the_config_the_command_line_would_load_is_used(tmp_path: Path):
     (tmp_path / "other.yaml").write_text("nodes: [alpha, beta]\n")
-    by_env = bash_protocol(
+    by_env = tab_completions(
         tmp_path, "ugro-health history ", env={"UGRO_HEALTH_CONFIG": "other.yaml"}
     )
-    by_option = bash_protocol(tmp_path, "ugro-health --config other.yaml check --nodes ")
+    by_option = tab_completions(tmp_path, "ugro-health --config other.yaml check --nodes ")
     assert by_env == by_option == ["alpha", "beta"]
 
 
 @pytest.mark.parametrize("text", ["nodes: [\n", "nodes:\n  - name: a\n    prot: 2\n"])
 def test_a_broken_config_offers_nothing_and_never_fails(tmp_path: Path, text: str):
     (tmp_path / "cluster.yaml").write_text(text)
-    assert bash_protocol(tmp_path, "ugro-health check --nodes ") == []
+    assert tab_completions(tmp_path, "ugro-health check --nodes ") == []
 
 
 def test_zsh_and_fish_protocols_offer_node_names(cluster: Path):
