@@ -74,6 +74,7 @@ class Thresholds:
     clock_skew_warn_s: float = 2.0
     net_errors_warn_per_s: float = 1.0
     score_warn: int = 70  # below: the node is at least WARNING
+    score_critical: int = 0  # below: the node is CRITICAL (0: never, by the score alone)
     xid_critical: tuple[int, ...] = DEFAULT_XID_CRITICAL
     xid_window_s: float = 86400.0  # older XIDs (by kernel timestamp) are INFO, not alerts
 
@@ -270,6 +271,7 @@ _WARN_CRIT = (
     ("gpu_temp_warn_c", "gpu_temp_crit_c"),
     ("mem_warn_pct", "mem_crit_pct"),
     ("disk_warn_pct", "disk_crit_pct"),
+    ("score_critical", "score_warn"),  # scores: the critical level is the lower one
 )
 
 
@@ -282,7 +284,7 @@ def _thresholds(doc: YamlDoc, data: Mapping[str, Any]) -> Thresholds:
     for keys, ok, message in (
         (("xid_window_s",), lambda v: v > 0, "must be more than zero"),
         (_PERCENT_KEYS, lambda v: v <= 100, "must be a percentage, 0 to 100"),
-        (("score_warn",), lambda v: v <= 100, "must be 0 to 100 (a score)"),
+        (("score_warn", "score_critical"), lambda v: v <= 100, "must be 0 to 100 (a score)"),
     ):
         thresholds = _bounded(doc, thresholds, "thresholds", keys, ok, message)
     for warn, crit in _WARN_CRIT:

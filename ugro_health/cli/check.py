@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 from typer._click.exceptions import UsageError
@@ -14,11 +11,6 @@ from ugro_health.cli.context import from_typer, select_nodes
 from ugro_health.cli.export import TEXTFILE_HELP, textfile_dir, write_metrics_textfile
 from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console, fail, use_nagios, warn
-
-if TYPE_CHECKING:
-    from ugro_health.config import Config
-    from ugro_health.engine.jobs import Job
-    from ugro_health.model import ClusterReport
 
 
 def check_command(
@@ -53,7 +45,7 @@ def check_command(
     Example: [bold]ugro-health check --nodes 'gpu*' --json | jq .status[/bold]  or, from
     cron, [bold]ugro-health check --textfile /var/lib/prometheus/node-exporter[/bold]
     """
-    from ugro_health.engine.collect import Transports, collect_cluster
+    from ugro_health.engine.runs import check_once
 
     if nagios:
         use_nagios()
@@ -67,17 +59,15 @@ def check_command(
     config = app.load_config()
     selected = select_nodes(config, nodes)
     textfile_to = textfile_dir(textfile)
-    transports = Transports(config, accept_new=accept_new)
-    jobs = _active_jobs(app.state_dir, recording=not no_record)
-    started = time.monotonic()
-    try:
-        report = collect_cluster(config, selected, transports, timeout=timeout, jobs=jobs)
-    finally:
-        transports.close()
-    report = _judge_alerts(app.state_dir, config, report, record=not no_record)
-    if not no_record and config.notify.channels:
-        left = None if timeout is None else timeout - (time.monotonic() - started)
-        _deliver(app.state_dir, config, left)
+    report, active = check_once(
+        config,
+        selected,
+        app.state_dir,
+        warn,
+        record=not no_record,
+        timeout=timeout,
+        accept_new=accept_new,
+    )
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     elif nagios:
@@ -89,56 +79,8 @@ def check_command(
 
         console.print(check_table(report))
     if textfile_to is not None:
-        not_written = write_metrics_textfile(textfile_to, list(selected), report, len(jobs))
+        not_written = write_metrics_textfile(textfile_to, list(selected), report, active)
         if not_written is not None:
             fail(not_written)
     raise typer.Exit(report.status.exit_code)
 
-
-def _active_jobs(state_dir: Path, recording: bool) -> list[Job]:
-    """Active jobs from the state store, for rank checks; an unreadable store means none."""
-    from ugro_health.engine.jobs import active_jobs
-    from ugro_health.store.state import DAMAGED_PREFIX, StateStore
-
-    loaded = StateStore(state_dir).load()
-    # Damaged records are said once: by the record's write, which repairs the file.
-    if loaded.warning and not (recording and loaded.warning.startswith(DAMAGED_PREFIX)):
-        warn(loaded.warning)
-    return active_jobs(loaded.state)
-
-
-def _judge_alerts(
-    state_dir: Path, config: Config, report: ClusterReport, record: bool
-) -> ClusterReport:
-    """Record the run and move the alert lifecycle (queueing notifications) in the same state
-    write; with ``--no-record`` only show the states the alerts would have."""
-    from ugro_health.engine.alerting import Alerting
-
-    alerting = Alerting(state_dir, config)
-    if record:
-        from ugro_health.engine.record import record_report
-
-        change = alerting.change(report.nodes, report.generated_at)
-        for problem in record_report(state_dir, config, report, change):
-            warn(problem)
-        for problem in alerting.warnings:
-            warn(problem)
-        if alerting.dropped:
-            warn(f"notify: outbox full, {alerting.dropped} oldest notification(s) dropped")
-    else:
-        from ugro_health.store.state import StateStore
-
-        alerting.preview(StateStore(state_dir).load().state, report.nodes, report.generated_at)
-    return alerting.annotate(report)
-
-
-def _deliver(state_dir: Path, config: Config, left_s: float | None) -> None:
-    """Deliver what is queued for up to ``notify.check_wait`` (and the run's --timeout);
-    what is left stays queued for the next run or a running ``watch``."""
-    from ugro_health.notify.deliver import drain
-
-    wait = config.notify.check_wait_s if left_s is None else min(config.notify.check_wait_s, left_s)
-    for result in drain(state_dir, config.notify, max(wait, 0.0)):
-        if result.error:
-            queued = f"; {result.queued} queued for the next run" if result.queued else ""
-            warn(f"notify {result.name}: {result.error}{queued}")
