@@ -417,8 +417,7 @@ def test_score_critical_is_a_score_and_not_above_score_warn():
     text = "thresholds:\n  score_warn: 60\n  score_critical: 65\nnodes: [a]\n"
     problems = [p.one_line() for p in validate_config(text, "c.yaml")]
     assert problems == [
-        "c.yaml:3: thresholds.score_critical: score_critical (65) must not be above "
-        "score_warn (60)"
+        "c.yaml:3: thresholds.score_critical: score_critical (65) must not be above score_warn (60)"
     ]
     problems = [p.one_line() for p in validate_config(text.replace("65", "101"), "c.yaml")]
     assert problems == ["c.yaml:3: thresholds.score_critical: must be 0 to 100 (a score)"]

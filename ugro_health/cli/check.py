@@ -83,4 +83,3 @@ def check_command(
         if not_written is not None:
             fail(not_written)
     raise typer.Exit(report.status.exit_code)
-
