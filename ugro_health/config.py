@@ -124,6 +124,15 @@ class NodeConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """A whole cluster file as values (``load_config``, ``make_config``); frozen, so a changed
+    copy is made with ``dataclasses.replace``.
+
+    Example::
+
+        config = ugro_health.load_config()
+        print([node.name for node in config.nodes], config.thresholds.score_warn)
+    """
+
     nodes: tuple[NodeConfig, ...]
     ssh: SshSettings = field(default_factory=SshSettings)
     thresholds: Thresholds = field(default_factory=Thresholds)

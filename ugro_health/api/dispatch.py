@@ -30,6 +30,7 @@ class Dispatcher:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=size)
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self.errors = 0  # handler calls that raised
         self.dropped = 0  # handler calls dropped because the queue was full
         self.calls = 0  # handler calls made (raised or not)
@@ -51,6 +52,7 @@ class Dispatcher:
         """Let the queued calls run, then end the thread; False if it did not end in time
         (a handler is stuck: it is left behind, a daemon, and its queue is dropped)."""
         deadline = time.monotonic() + timeout
+        self._closing.set()  # a handler stuck now ends the thread when it returns
         while self._thread.is_alive():
             try:
                 self._queue.put(_STOP, timeout=0.05)
@@ -82,3 +84,5 @@ class Dispatcher:
             finally:
                 with self._lock:
                     self.calls += 1
+            if self._closing.is_set() and self._queue.empty():
+                return  # stop() found the queue full: its sentinel never got in
