@@ -301,20 +301,23 @@ def _thresholds(doc: YamlDoc, data: Mapping[str, Any]) -> Thresholds:
     return thresholds
 
 
-def _warn_not_above_crit(doc: YamlDoc, thresholds: Thresholds, warn: str, crit: str) -> Thresholds:
-    """``thresholds``, with the pair reset to its defaults (and reported) if warn > crit."""
+def _warn_not_above_crit(
+    doc: YamlDoc, thresholds: Any, warn: str, crit: str, name: str = "thresholds"
+) -> Any:
+    """Section ``name``'s ``thresholds``, with the pair reset to its defaults (and reported) if
+    warn > crit."""
     low, high = getattr(thresholds, warn), getattr(thresholds, crit)
     if low <= high:
         return thresholds
-    written = {key for key in (warn, crit) if ("thresholds", key) in doc.lines}
+    written = {key for key in (warn, crit) if (name, key) in doc.lines}
     # Reported where the file sets it: the warning level, unless only the critical one is set.
     where = crit if written == {crit} else warn
 
     def shown(key: str, value: float) -> str:
         return f"{key} ({value:g}{'' if key in written else ', the default'})"
 
-    doc.problem(("thresholds", where), f"{shown(warn, low)} must not be above {shown(crit, high)}")
-    fallback = Thresholds()
+    doc.problem((name, where), f"{shown(warn, low)} must not be above {shown(crit, high)}")
+    fallback = type(thresholds)()
     return replace(thresholds, **{warn: getattr(fallback, warn), crit: getattr(fallback, crit)})
 
 
@@ -331,6 +334,7 @@ def _build_config(doc: YamlDoc, text: str) -> Config:
     watch = _bounded(
         doc, watch, "watch", ("failure_threshold",), lambda v: v >= 1, "must be at least 1"
     )
+    watch = _warn_not_above_crit(doc, watch, "reset_base_s", "reset_max_s", "watch")
     nodes = parse_nodes(doc, data, defaults)
     match = _job_match(doc, data)
     history = check_keys(doc, section(doc, data, "history"), _HISTORY_KEYS, ("history",))

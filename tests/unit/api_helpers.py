@@ -3,7 +3,7 @@
 ``ReplayTransports`` answers every node with one answer the real probe gave on this machine
 (taken once per test session through ``LocalTransport``): a round costs no CPU window, so a
 test can run hundreds of rounds. ``stalls`` makes named nodes hang until closed or forgotten,
-as a wedged SSH session would.
+as a wedged SSH session would; ``refuses`` makes them fail at once, as a closed port would.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def recorded_answer() -> dict[str, Any]:
 
 
 class ReplayTransport:
-    def __init__(self, stalls: set[str]) -> None:
+    def __init__(self, stalls: set[str], refuses: set[str]) -> None:
         self.stalls = stalls
+        self.refuses = refuses
         self.polls = 0
         self.closed = threading.Event()
         self.forgotten: set[str] = set()
@@ -46,6 +47,8 @@ class ReplayTransport:
 
     def run_probe(self, node: NodeConfig, request: dict[str, Any], deadline: float) -> Any:
         self.polls += 1
+        if node.name in self.refuses:
+            raise TransportError(ErrorKind.REFUSED, "connection refused")
         if node.name in self.stalls:
             self.stalled_now.set()
             while not self.closed.is_set() and node.name not in self.forgotten:
@@ -65,9 +68,11 @@ class ReplayTransport:
 
 
 class ReplayTransports(Transports):
-    def __init__(self, config: Config, stalls: set[str] | None = None) -> None:
+    def __init__(
+        self, config: Config, stalls: set[str] | None = None, refuses: set[str] | None = None
+    ) -> None:
         super().__init__(config, persistent=True)
-        self.replay = ReplayTransport(stalls or set())
+        self.replay = ReplayTransport(stalls or set(), refuses or set())
 
     def for_node(self, node: NodeConfig) -> Any:
         return self.replay

@@ -191,3 +191,34 @@ def test_close_abandons_a_stalled_round_without_recording_it(tmp_path: Path):
 
 def ours_alive(threads: set[threading.Thread]) -> list[str]:
     return [t.name for t in threads if t.is_alive() and t.name.startswith("ugro-")]
+
+
+def test_a_failing_node_opens_its_breaker_and_the_state_says_so(tmp_path: Path):
+    config = make_config(
+        [{"name": "up", "host": "localhost"}, {"name": "down", "host": "localhost"}],
+        watch={"failure_threshold": 2, "reset_base_s": 3600, "reset_max_s": 3600},
+    )
+    transports = ReplayTransports(config, refuses={"down"})
+    breakers: list[ugro_health.BreakerEvent] = []
+    alerts: list[ugro_health.AlertEvent] = []
+    states: list[ugro_health.ClusterState] = []
+    monitor = HealthMonitor(
+        config,
+        state_dir=tmp_path,
+        interval_s=0.05,
+        transports=transports,
+        on_breaker=breakers.append,
+        on_alert=alerts.append,
+        on_state=states.append,
+    )
+    monitor.run(max_cycles=3)
+    assert [(b.node, b.previous, b.state) for b in breakers] == [("down", "closed", "open")]
+    assert "refused" in (breakers[0].last_error or "")
+    assert {(a.node, a.alert.code) for a in alerts} >= {("down", "node_isolated")}
+    down, up = states[-1].node("down"), states[-1].node("up")
+    assert (down.status, down.reachable, down.breaker) == (
+        ugro_health.Status.CRITICAL,
+        False,
+        "open",
+    )
+    assert (up.status, up.breaker) == (ugro_health.Status.OK, "closed") and up.score

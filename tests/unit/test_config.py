@@ -423,3 +423,13 @@ def test_score_critical_is_a_score_and_not_above_score_warn():
     assert problems == ["c.yaml:3: thresholds.score_critical: must be 0 to 100 (a score)"]
     config = parse_config("thresholds: {score_critical: 40}\nnodes: [a]\n")
     assert config.thresholds.score_critical == 40
+
+
+def test_a_breaker_wait_above_its_maximum_is_refused_not_a_crash_in_watch():
+    # Accepted before, then `watch` died with "internal error: ValueError" at its start.
+    text = "watch:\n  reset_base_s: 3600\nnodes: [a]\n"
+    problems = [p.one_line() for p in validate_config(text, "c.yaml")]
+    assert problems == [
+        "c.yaml:2: watch.reset_base_s: reset_base_s (3600) must not be above reset_max_s "
+        "(300, the default)"
+    ]
