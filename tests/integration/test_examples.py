@@ -55,7 +55,7 @@ def test_monitor_script_on_the_local_node(tmp_path: Path) -> None:
 def test_config_in_code_on_the_local_node(tmp_path: Path, backend: str) -> None:
     args = ("--node", "here=localhost", "--state-dir", str(tmp_path), "--cycles", "2")
     done = run_example("config_in_code.py", *args, "--backend", backend)
-    assert done.returncode in (0, 1), done.stderr  # this machine's own health decides
+    assert done.returncode in (0, 1, 2), done.stderr  # this machine's own health decides
     assert done.stdout.splitlines()[0].startswith("check: ")
     assert "state: here=" in done.stdout
     bad = run_example("config_in_code.py", "--node", "bad name!")
@@ -84,7 +84,17 @@ def gpu_node_config(rig: SshdRig, tmp_path: Path, name: str) -> tuple[Path, Path
             "connect_timeout": 5,
             "command_timeout": 20,
         },
-        "thresholds": {"gpu_temp_warn_c": 50, "gpu_temp_crit_c": 55},
+        # Only the GPU's temperature decides: the rig node is this machine, whose load,
+        # memory and disks are whatever the test suite makes them.
+        "thresholds": {
+            "gpu_temp_warn_c": 50,
+            "gpu_temp_crit_c": 55,
+            "mem_warn_pct": 100,
+            "mem_crit_pct": 100,
+            "disk_warn_pct": 100,
+            "disk_crit_pct": 100,
+            "load_warn_per_core": 10_000.0,
+        },
         "nodes": [
             {
                 "name": name,

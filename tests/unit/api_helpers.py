@@ -88,6 +88,29 @@ class ReplayTransports(Transports):
         self.replay.close()
 
 
+# The replayed answer is this machine's, taken under whatever load the suite puts on it: the
+# tests of the API are not about its health, so no level of load, memory or disk alerts here.
+CALM = {
+    "load_warn_per_core": 10_000.0,
+    "mem_warn_pct": 100,
+    "mem_crit_pct": 100,
+    "disk_warn_pct": 100,
+    "disk_crit_pct": 100,
+    "swap_warn_pct": 100,
+    "zombie_warn": 1_000_000,
+    "score_warn": 0,
+}
+
+
+def calm_config(*names: str, **kwargs: Any) -> Config:
+    """Nodes ``names`` (in-process) with the ``CALM`` thresholds."""
+    from ugro_health import make_config
+
+    thresholds = {**CALM, **kwargs.pop("thresholds", {})}
+    nodes = [{"name": n, "host": "localhost"} for n in names]
+    return make_config(nodes, thresholds=thresholds, **kwargs)
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

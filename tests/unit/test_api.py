@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from api_helpers import ReplayTransports, wait_for
+from api_helpers import ReplayTransports, calm_config, wait_for
 
 import ugro_health
 from ugro_health import ConfigError, HealthMonitor, make_config
@@ -74,7 +74,7 @@ def test_check_returns_the_cli_report_and_records_it(tmp_path: Path):
 
 
 def replay_monitor(tmp_path: Path, name: str = "here", **kwargs) -> HealthMonitor:
-    config = make_config([{"name": name, "host": "localhost"}])
+    config = calm_config(name)
     kwargs.setdefault("interval_s", 0.05)
     return HealthMonitor(config, state_dir=tmp_path, transports=ReplayTransports(config), **kwargs)
 
@@ -194,8 +194,9 @@ def ours_alive(threads: set[threading.Thread]) -> list[str]:
 
 
 def test_a_failing_node_opens_its_breaker_and_the_state_says_so(tmp_path: Path):
-    config = make_config(
-        [{"name": "up", "host": "localhost"}, {"name": "down", "host": "localhost"}],
+    config = calm_config(
+        "up",
+        "down",
         watch={"failure_threshold": 2, "reset_base_s": 3600, "reset_max_s": 3600},
     )
     transports = ReplayTransports(config, refuses={"down"})

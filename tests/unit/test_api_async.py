@@ -11,10 +11,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from api_helpers import ReplayTransports
+from api_helpers import ReplayTransports, calm_config
 
 import ugro_health
-from ugro_health import HealthMonitor, make_config
+from ugro_health import HealthMonitor
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +25,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 def monitor_for(tmp_path: Path, names: tuple[str, ...] = ("here",), **kwargs) -> HealthMonitor:
-    config = make_config([{"name": n, "host": "localhost"} for n in names])
+    config = calm_config(*names)
     transports = ReplayTransports(config, stalls=kwargs.pop("stalls", None))
     kwargs.setdefault("interval_s", 0.05)
     return HealthMonitor(config, state_dir=tmp_path, transports=transports, **kwargs)
