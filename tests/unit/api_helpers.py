@@ -118,3 +118,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def new_threads(before: set[threading.Thread]) -> list[str]:
+    """Threads of ours (``ugro-*``) started since ``before`` that still run (other tests' own
+    leftovers are not this test's business)."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and t.name.startswith("ugro-")
+    ]

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from api_helpers import ReplayTransports, calm_config, wait_for
+from api_helpers import ReplayTransports, calm_config, new_threads, wait_for
 
 import ugro_health
 from ugro_health import ConfigError, HealthMonitor, make_config
@@ -177,20 +177,17 @@ def test_close_abandons_a_stalled_round_without_recording_it(tmp_path: Path):
         [{"name": "ok", "host": "localhost"}, {"name": "wedged", "host": "localhost"}]
     )
     transports = ReplayTransports(config, stalls={"wedged"})
+    before = set(threading.enumerate())
     monitor = HealthMonitor(config, state_dir=tmp_path, interval_s=0.05, transports=transports)
     monitor.start()
     wait_for(transports.replay.stalled_now.is_set, 30, "the wedged node's poll to hang")
-    before = {t for t in threading.enumerate()}
+    assert new_threads(before)  # the loop, the handlers and the poll threads
     assert monitor.close(timeout=30)
     # Its session was dropped (ending the poll), the loop and the poll threads are gone, and
     # the abandoned round left nothing in the store (no false "unreachable" for wedged).
     assert "wedged" in transports.replay.forgotten and transports.replay.closed.is_set()
-    wait_for(lambda: not ours_alive(before), 30, "the monitor's threads to end")
+    wait_for(lambda: not new_threads(before), 30, "the monitor's threads to end")
     assert "wedged" not in (StateStore(tmp_path).load().state.get("nodes") or {})
-
-
-def ours_alive(threads: set[threading.Thread]) -> list[str]:
-    return [t.name for t in threads if t.is_alive() and t.name.startswith("ugro-")]
 
 
 def test_a_failing_node_opens_its_breaker_and_the_state_says_so(tmp_path: Path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from api_helpers import ReplayTransports, calm_config
+from api_helpers import ReplayTransports, calm_config, new_threads, wait_for
 
 import ugro_health
 from ugro_health import HealthMonitor
@@ -33,6 +33,7 @@ def monitor_for(tmp_path: Path, names: tuple[str, ...] = ("here",), **kwargs) ->
 
 async def test_the_event_stream_gives_cycles_states_and_job_news(tmp_path: Path):
     got: list[object] = []
+    before = set(threading.enumerate())
     with anyio.fail_after(60):
         async with monitor_for(tmp_path, interval_s=3600) as monitor:
             async for event in monitor.events():
@@ -44,7 +45,7 @@ async def test_the_event_stream_gives_cycles_states_and_job_news(tmp_path: Path)
     kinds = [type(e).__name__ for e in got]
     assert kinds[:2] == ["CycleEvent", "ClusterState"] and kinds[-1] == "JobEvent"
     assert got[-1].job == "llama" and got[-1].change == "started"
-    assert not [t for t in threading.enumerate() if t.name.startswith("ugro-") and t.is_alive()]
+    wait_for(lambda: not new_threads(before), 30, "the monitor's threads to end")
 
 
 async def test_stop_ends_the_stream_and_wait(tmp_path: Path):
@@ -61,6 +62,7 @@ async def test_stop_ends_the_stream_and_wait(tmp_path: Path):
 
 
 async def test_cancelling_the_scope_mid_round_closes_everything_in_bounded_time(tmp_path: Path):
+    before = set(threading.enumerate())
     monitor = monitor_for(tmp_path, ("ok", "wedged"), stalls={"wedged"})
     replay = monitor.engine.transports.replay  # type: ignore[attr-defined]
     started = None
@@ -76,7 +78,7 @@ async def test_cancelling_the_scope_mid_round_closes_everything_in_bounded_time(
     # The wedged poll would hang for its whole 60 s budget: the cancellation ended it.
     assert took < 30, took
     assert "wedged" in replay.forgotten and replay.closed.is_set()
-    assert not [t for t in threading.enumerate() if t.name.startswith("ugro-") and t.is_alive()]
+    wait_for(lambda: not new_threads(before), 30, "the monitor's threads to end")
 
 
 async def test_a_stream_nobody_reads_drops_and_counts_instead_of_growing(tmp_path: Path):
