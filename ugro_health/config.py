@@ -75,6 +75,7 @@ class Thresholds:
     clock_skew_warn_s: float = 2.0
     net_errors_warn_per_s: float = 1.0
     score_warn: int = 70  # below: the node is at least WARNING
+    score_critical: int = 0  # below: the node is CRITICAL (0: never, by the score alone)
     xid_critical: tuple[int, ...] = DEFAULT_XID_CRITICAL
     xid_window_s: float = 86400.0  # older XIDs (by kernel timestamp) are INFO, not alerts
 
@@ -124,6 +125,15 @@ class NodeConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """A whole cluster file as values (``load_config``, ``make_config``); frozen, so a changed
+    copy is made with ``dataclasses.replace``.
+
+    Example::
+
+        config = ugro_health.load_config()
+        print([node.name for node in config.nodes], config.thresholds.score_warn)
+    """
+
     nodes: tuple[NodeConfig, ...]
     ssh: SshSettings = field(default_factory=SshSettings)
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -273,6 +283,7 @@ _WARN_CRIT = (
     ("gpu_temp_warn_c", "gpu_temp_crit_c"),
     ("mem_warn_pct", "mem_crit_pct"),
     ("disk_warn_pct", "disk_crit_pct"),
+    ("score_critical", "score_warn"),  # scores: the critical level is the lower one
 )
 
 
@@ -285,7 +296,7 @@ def _thresholds(doc: YamlDoc, data: Mapping[str, Any]) -> Thresholds:
     for keys, ok, message in (
         (("xid_window_s",), lambda v: v > 0, "must be more than zero"),
         (_PERCENT_KEYS, lambda v: v <= 100, "must be a percentage, 0 to 100"),
-        (("score_warn",), lambda v: v <= 100, "must be 0 to 100 (a score)"),
+        (("score_warn", "score_critical"), lambda v: v <= 100, "must be 0 to 100 (a score)"),
     ):
         thresholds = _bounded(doc, thresholds, "thresholds", keys, ok, message)
     for warn, crit in _WARN_CRIT:
@@ -293,20 +304,23 @@ def _thresholds(doc: YamlDoc, data: Mapping[str, Any]) -> Thresholds:
     return thresholds
 
 
-def _warn_not_above_crit(doc: YamlDoc, thresholds: Thresholds, warn: str, crit: str) -> Thresholds:
-    """``thresholds``, with the pair reset to its defaults (and reported) if warn > crit."""
+def _warn_not_above_crit(
+    doc: YamlDoc, thresholds: Any, warn: str, crit: str, name: str = "thresholds"
+) -> Any:
+    """Section ``name``'s ``thresholds``, with the pair reset to its defaults (and reported) if
+    warn > crit."""
     low, high = getattr(thresholds, warn), getattr(thresholds, crit)
     if low <= high:
         return thresholds
-    written = {key for key in (warn, crit) if ("thresholds", key) in doc.lines}
+    written = {key for key in (warn, crit) if (name, key) in doc.lines}
     # Reported where the file sets it: the warning level, unless only the critical one is set.
     where = crit if written == {crit} else warn
 
     def shown(key: str, value: float) -> str:
         return f"{key} ({value:g}{'' if key in written else ', the default'})"
 
-    doc.problem(("thresholds", where), f"{shown(warn, low)} must not be above {shown(crit, high)}")
-    fallback = Thresholds()
+    doc.problem((name, where), f"{shown(warn, low)} must not be above {shown(crit, high)}")
+    fallback = type(thresholds)()
     return replace(thresholds, **{warn: getattr(fallback, warn), crit: getattr(fallback, crit)})
 
 
@@ -323,6 +337,7 @@ def _build_config(doc: YamlDoc, text: str) -> Config:
     watch = _bounded(
         doc, watch, "watch", ("failure_threshold",), lambda v: v >= 1, "must be at least 1"
     )
+    watch = _warn_not_above_crit(doc, watch, "reset_base_s", "reset_max_s", "watch")
     nodes = parse_nodes(doc, data, defaults)
     match = _job_match(doc, data)
     history = check_keys(doc, section(doc, data, "history"), _HISTORY_KEYS, ("history",))

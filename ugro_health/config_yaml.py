@@ -34,7 +34,15 @@ _TYPE_NAMES = {
 
 
 class ConfigError(Exception):
-    """A problem in a configuration file; ``str()`` is one line naming file, line and key."""
+    """A problem in a configuration file; ``str()`` is one line naming file, line and key.
+
+    Example::
+
+        try:
+            config = ugro_health.load_config("cluster.yaml")
+        except ugro_health.ConfigError as exc:
+            sys.exit(f"bad configuration: {exc}")
+    """
 
     def __init__(
         self, message: str, path: str | None = None, line: int | None = None, key: str | None = None

@@ -41,7 +41,12 @@ def track_job(
 
     ``config`` and ``state_dir`` follow the CLI's lookup order when not given. Raises
     ``JobError`` (before the body runs) for an unknown node, a bad name or a job that is
-    already active.
+    already active. A running ``watch`` (or ``HealthMonitor``) sees it within a tick.
+
+    Example::
+
+        with ugro_health.track_job("llama", nodes=["gpu1", "gpu2"], ranks=16):
+            subprocess.run(["torchrun", "train.py"], check=True)
     """
     from ugro_health.config import default_config, load_config
 

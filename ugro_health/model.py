@@ -31,7 +31,13 @@ JSON_SCHEMA = "ugro-health/v1"
 
 
 class Status(enum.Enum):
-    """A node's or the cluster's state, valued by its monitoring-plugins exit code."""
+    """A node's or the cluster's state, valued by its monitoring-plugins exit code.
+
+    Example::
+
+        if report.status is ugro_health.Status.CRITICAL:
+            sys.exit(report.status.exit_code)  # 2, as `ugro-health check` exits
+    """
 
     OK = 0
     WARNING = 1
@@ -66,7 +72,12 @@ def worst_status(statuses: Iterable[Status], default: Status = Status.OK) -> Sta
 
 
 class Severity(enum.Enum):
-    """An alert's severity. INFO alerts are news, not trouble: they leave a node OK."""
+    """An alert's severity. INFO alerts are news, not trouble: they leave a node OK.
+
+    Example::
+
+        worst = [a for a in node.alerts if a.severity is ugro_health.Severity.CRITICAL]
+    """
 
     INFO = "info"
     WARNING = "warning"
@@ -112,6 +123,14 @@ class NodeError:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
+    """One finding on a node: a stable ``code`` to match on, a ``message`` for a person.
+
+    Example::
+
+        for alert in node.alerts:
+            print(alert.severity.value, alert.code, alert.message)
+    """
+
     severity: Severity
     code: str  # stable, machine-matchable, e.g. "gpu_temp_critical"
     message: str  # for a person
@@ -628,7 +647,13 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class NodeReport:
-    """One node's result for one poll: a sample and its judgement, or the reason there is none."""
+    """One node's result for one poll: a sample and its judgement, or the reason there is none.
+
+    Example::
+
+        for node in report.nodes:
+            print(node.name, node.status.label, node.score, node.error)
+    """
 
     name: str
     status: Status
@@ -674,6 +699,14 @@ class NodeReport:
 
 @dataclass(frozen=True, slots=True)
 class ClusterReport:
+    """Every node's report from one run; ``to_json()`` is ``check --json``'s document.
+
+    Example::
+
+        report = ugro_health.check()
+        print(json.dumps(report.to_json(), indent=2))
+    """
+
     generated_at: float
     nodes: tuple[NodeReport, ...]
     duration_s: float = 0.0

@@ -411,3 +411,25 @@ def test_max_startups_defaults_below_sshds_and_must_be_at_least_1():
         with pytest.raises(ConfigError) as info:
             parse_config(f"ssh:\n  max_startups: {bad}\nnodes: [{{name: a}}]\n", "c.yaml")
         assert str(info.value) == f"c.yaml:2: ssh.max_startups: {why}"
+
+
+def test_score_critical_is_a_score_and_not_above_score_warn():
+    text = "thresholds:\n  score_warn: 60\n  score_critical: 65\nnodes: [a]\n"
+    problems = [p.one_line() for p in validate_config(text, "c.yaml")]
+    assert problems == [
+        "c.yaml:3: thresholds.score_critical: score_critical (65) must not be above score_warn (60)"
+    ]
+    problems = [p.one_line() for p in validate_config(text.replace("65", "101"), "c.yaml")]
+    assert problems == ["c.yaml:3: thresholds.score_critical: must be 0 to 100 (a score)"]
+    config = parse_config("thresholds: {score_critical: 40}\nnodes: [a]\n")
+    assert config.thresholds.score_critical == 40
+
+
+def test_a_breaker_wait_above_its_maximum_is_refused_not_a_crash_in_watch():
+    # Accepted before, then `watch` died with "internal error: ValueError" at its start.
+    text = "watch:\n  reset_base_s: 3600\nnodes: [a]\n"
+    problems = [p.one_line() for p in validate_config(text, "c.yaml")]
+    assert problems == [
+        "c.yaml:2: watch.reset_base_s: reset_base_s (3600) must not be above reset_max_s "
+        "(300, the default)"
+    ]

@@ -269,3 +269,20 @@ def test_error_alerts_distinguish_unreachable_from_probe_failure():
     )
     alert = error_alert(NodeError(ErrorKind.PROBE_INVALID, "garbage"))
     assert alert.code == "probe_invalid" and alert.severity is Severity.CRITICAL
+
+
+def test_a_score_below_score_critical_makes_the_node_critical():
+    # Two hot GPUs (warnings only) pull the score down; the critical level turns it CRITICAL.
+    sample = healthy(gpus=(gpu(0, temp_c=82.0), gpu(1, temp_c=82.0)), mem_util_pct=92.0)
+    plain = judge(sample, NODE, LIMITS)
+    assert plain.status is Status.WARNING and "score_critical" not in codes(plain)
+    limits = replace(LIMITS, score_critical=plain.score + 1, score_warn=plain.score + 1)
+    verdict = judge(sample, NODE, limits)
+    assert codes(verdict)["score_critical"] is Severity.CRITICAL
+    assert verdict.status is Status.CRITICAL
+    assert "score_low" not in codes(verdict)  # one alert for the score, the worse one
+
+
+def test_score_critical_at_its_default_never_alerts():
+    broken = healthy(gpus=(gpu(0, temp_c=99.0, ecc_uncorrected_volatile=5),), mem_util_pct=99.0)
+    assert "score_critical" not in codes(judge(broken, NODE, LIMITS))

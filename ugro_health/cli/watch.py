@@ -49,39 +49,14 @@ def watch_command(
     Example: [bold]ugro-health watch --nodes 'gpu*'[/bold]  or, under systemd,
     [bold]ugro-health watch --headless --metrics-listen 9835[/bold]
     """
-    from ugro_health.engine.breaker import BreakerPolicy
-    from ugro_health.engine.collect import Transports
-    from ugro_health.engine.monitor import Monitor
-    from ugro_health.engine.scheduler import PollPolicy
-    from ugro_health.store.state import StateStore
+    from ugro_health.engine.runs import build_monitor
 
     address = listen_address(metrics_listen)
     app = from_typer(ctx)
     config = app.load_config()
     selected = select_nodes(config, nodes)
-    w = config.watch
-    poll = PollPolicy(
-        active_interval_s=w.active_interval_s,
-        recent_interval_s=w.recent_interval_s,
-        warm_interval_s=w.warm_interval_s,
-        idle_interval_s=w.idle_interval_s,
-        max_interval_s=w.max_interval_s,
-        problem_interval_s=w.problem_interval_s,
-        fixed_interval_s=interval,
-    )
-    breakers = BreakerPolicy(
-        failure_threshold=w.failure_threshold,
-        reset_base_s=w.reset_base_s,
-        reset_max_s=w.reset_max_s,
-    )
-    transports = Transports(config, persistent=True)
-    store = StateStore(app.state_dir)
-    slurm = None
-    if config.slurm.enabled:
-        from ugro_health.engine.slurm import SlurmLink
-
-        slurm = SlurmLink(config, store, nodes=[n.name for n in selected])
-    monitor = Monitor(config, selected, store, transports, poll, breakers, slurm=slurm)
+    monitor = build_monitor(config, selected, app.state_dir, interval)
+    transports = monitor.transports
     _install_signal_handlers(monitor)
     server = serve_metrics(monitor, address)
     logging = headless or not console.is_terminal

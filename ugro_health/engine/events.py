@@ -13,6 +13,15 @@ from ugro_health.model import Alert
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
+    """An alert raised on a node, or cleared (``kind``), as the watch loop saw it change.
+
+    Example::
+
+        def on_alert(event: ugro_health.AlertEvent) -> None:
+            if event.kind == "raised" and event.alert.severity.value == "critical":
+                page(f"{event.node}: {event.alert.code}: {event.alert.message}")
+    """
+
     at: float
     node: str
     alert: Alert

@@ -26,7 +26,15 @@ DEFAULT_GRACE_S = 300.0  # processes gone from every node this long => the job i
 
 
 class JobError(Exception):
-    """A job request that cannot be done; ``str()`` is one line for the user."""
+    """A job request that cannot be done; ``str()`` is one line for the user.
+
+    Example::
+
+        try:
+            monitor.start_job("llama", ["gpu9"])
+        except ugro_health.JobError as exc:
+            print(exc)  # unknown node ...
+    """
 
 
 class StateUpdater(Protocol):

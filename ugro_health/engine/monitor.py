@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -105,6 +105,9 @@ class Monitor:
         self.on_queued: Callable[[], None] | None = None
         self.stop_event = threading.Event()
         self.wake_event = threading.Event()
+        self.cancelled = threading.Event()  # cancel(): the round in flight is abandoned
+        self._poll_now: set[str] = set()  # poll_now(), from any thread
+        self._poll_now_lock = threading.Lock()
         self._jobs: list[joblib.Job] = []
         self._last_activity: float | None = None
         self._state_stamp: int | None = None
@@ -195,10 +198,27 @@ class Monitor:
         self.stop_event.set()
         self.wake_event.set()
 
+    def poll_now(self, names: Iterable[str]) -> None:
+        """Poll ``names`` at the next wake-up and wake the loop now (any thread): a job just
+        started on them has its ranks checked at once, not an interval later."""
+        with self._poll_now_lock:
+            self._poll_now.update(n for n in names if n in self.nodes)
+        self.wake_event.set()
+
+    def cancel(self) -> None:
+        """Stop without finishing the round in flight: once the caller closes the transports
+        (which ends the polls at once), the round returns unjudged and unrecorded, since its
+        failures would be the closed sessions', not the nodes'."""
+        self.cancelled.set()
+        self.stop()
+
     def run_once(self) -> CycleResult | None:
         """One round if any node is due; None when nothing was due yet."""
         now = self.clock.time()
         self._refresh_jobs(now)
+        with self._poll_now_lock:
+            asked, self._poll_now = self._poll_now, set()
+        self.scheduler.forget(asked)
         due = self.scheduler.due_nodes(now, self._statuses(now))
         if not due:
             return None
@@ -219,6 +239,8 @@ class Monitor:
             on_report=self._answered,
         )
         self.view.partial = {}
+        if self.cancelled.is_set():
+            return None
         events, self._pending = self._pending, []
         events.extend(self._absorb(report, skipped, started))
         events.extend(self._expire_jobs(report, started))

@@ -69,6 +69,9 @@ def judge(
     score = round(sum(WEIGHTS[k] * v for k, v in components.items()))
     # What was cut from the answer comes first: it survives the cap on alerts.
     alerts = [*_answer_alerts(sample), *gpu_alerts, *sys_alerts, *net_alerts, *proc_alerts]
+    if score < limits.score_critical and not any(a.severity is CRIT for a in alerts):
+        message = f"health score {score} is below {limits.score_critical}"
+        alerts.append(Alert(CRIT, "score_critical", message, score))
     if score < limits.score_warn and not any(a.severity is not INFO for a in alerts):
         alerts.append(
             Alert(WARN, "score_low", f"health score {score} is below {limits.score_warn}", score)

@@ -317,6 +317,39 @@ class SlurmLink:
         return next_jobs
 
 
+def check_jobs(slurm: SlurmLink, warn: Callable[[str], None], timeout: float | None) -> list[Job]:
+    """``check``'s running Slurm jobs, for rank checks; Slurm not answering is said, and
+    means none."""
+    try:
+        return slurm.read_jobs(timeout)
+    except SlurmError as exc:
+        warn(f"slurm: running jobs unknown: {exc}")
+        return []
+
+
+def check_step(
+    slurm: SlurmLink, report: ClusterReport, warn: Callable[[str], None]
+) -> tuple[ClusterReport, list[Alert] | None]:
+    """``check --slurm-act``: drain and resume after this poll, in line; the actions go on
+    their nodes as INFO alerts, and the guard's verdict (None: Slurm unread) is returned."""
+    slurm.step([n for n in report.nodes if n.polled])
+    events, problems = slurm.take_events()
+    for problem in problems:
+        warn(problem)
+    by_node: dict[str, list[Alert]] = {}
+    for name, alert in events:
+        by_node.setdefault(name, []).append(alert)
+    nodes = tuple(
+        replace(n, alerts=(*n.alerts, *by_node[n.name])) if n.name in by_node else n
+        for n in report.nodes
+    )
+    if slurm.guard is not None:
+        warn(f"CRITICAL {slurm.guard.message}")
+    if not slurm.stepped:
+        return replace(report, nodes=nodes), None
+    return replace(report, nodes=nodes), [slurm.guard] if slurm.guard is not None else []
+
+
 def _batches(reports: Any) -> list[list[NodeReport]]:
     items = list(reports)
     if items and isinstance(items[0], NodeReport):
