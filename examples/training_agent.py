@@ -25,6 +25,9 @@ DUMMY_TRAINING = [
     "import time\nfor step in range(1_000_000):\n    print(f'step {step}', flush=True)\n"
     "    time.sleep(0.5)\n",
 ]
+# The dummy's processes, for the job's rank check (jobs.match would not know them): without
+# a pattern that finds them, the job would be marked finished (processes gone) after its grace.
+DUMMY_MATCH = r"for step in range"
 
 
 class Agent:
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", help="comma-separated nodes of the job (default: all)")
     parser.add_argument("--job", default="training", help="the job's name")
     parser.add_argument("--interval", type=float, help="fixed poll interval in seconds")
+    parser.add_argument("--match", help="regex for the training's processes (default: jobs.match)")
     parser.add_argument("command", nargs="*", help="the training command (after --)")
     args = parser.parse_args(argv)
     config = ugro_health.load_config(args.config)
@@ -77,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             interval_s=args.interval,
             on_alert=agent.on_alert,
         ) as monitor,
-        monitor.track_job(args.job, nodes),
+        monitor.track_job(
+            args.job, nodes, match=args.match or (None if args.command else DUMMY_MATCH)
+        ),
     ):
         agent.launch(args.command or DUMMY_TRAINING)
         code = agent.wait()

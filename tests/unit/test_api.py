@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,29 @@ def test_a_failing_node_opens_its_breaker_and_the_state_says_so(tmp_path: Path):
         "open",
     )
     assert (up.status, up.breaker) == (ugro_health.Status.OK, "closed") and up.score
+
+
+def test_close_from_a_handler_returns_at_once_and_ends_the_loop(tmp_path: Path):
+    config = calm_config("here")
+    results: list[tuple[bool, float]] = []
+    holder: dict[str, ugro_health.HealthMonitor] = {}
+
+    def on_cycle(event: object) -> None:
+        if not results:
+            started = time.monotonic()
+            results.append((holder["m"].close(), time.monotonic() - started))
+
+    monitor = ugro_health.HealthMonitor(
+        config,
+        state_dir=tmp_path,
+        transports=ReplayTransports(config),
+        interval_s=0.05,
+        on_cycle=on_cycle,
+    )
+    holder["m"] = monitor
+    monitor.start()
+    deadline = time.monotonic() + 30
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert results and results[0][1] < 2.0, results
+    assert monitor.join(30)

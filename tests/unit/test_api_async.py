@@ -3,6 +3,7 @@ jobs, cancellation of a stalled round, and its memory over many rounds."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -144,3 +145,61 @@ def test_memory_stays_flat_over_many_rounds(backend: str):
     # measured without a leak: within a few KB either way.
     top = "\n".join(result["top"])
     assert result["growth"] < 64 * 1024, f"{result['growth']} bytes more after 200 rounds:\n{top}"
+
+
+async def test_a_busy_event_loop_never_holds_the_rounds_back(tmp_path: Path):
+    rounds: list[int] = []
+    with anyio.fail_after(60):
+        async with monitor_for(tmp_path, on_cycle=lambda e: rounds.append(e.number)) as monitor:
+            wait_for(lambda: rounds, 30, "a first round")
+            before = len(rounds)
+            time.sleep(2.0)  # the loop is busy (a blocking call in async code): rounds go on
+            during = len(rounds) - before
+            monitor.stop()
+    assert during >= 5, during
+
+
+async def test_leaving_with_a_stuck_handler_never_blocks_the_loop(tmp_path: Path):
+    stuck = threading.Event()
+    ticks: list[float] = []
+
+    def handler(event: object) -> None:
+        stuck.wait(60)  # never returns within the test
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await anyio.sleep(0.05)
+
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                group.start_soon(ticker)
+                async with monitor_for(tmp_path, on_cycle=handler):
+                    await anyio.sleep(0.5)
+                left = time.monotonic()
+                await anyio.sleep(0.2)
+                group.cancel_scope.cancel()
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert max(gaps) < 3.0, max(gaps)  # the loop kept running while the monitor closed
+        assert left - ticks[0] < 20
+    finally:
+        stuck.set()
+
+
+async def test_a_second_async_with_is_refused_cleanly(tmp_path: Path):
+    monitor = monitor_for(tmp_path)
+    with anyio.fail_after(60):
+        async with monitor:
+            await anyio.sleep(0.1)
+        with pytest.raises(RuntimeError, match="runs once"):
+            async with monitor:
+                pass
+
+
+def test_an_async_handler_is_refused(tmp_path: Path):
+    async def on_alert(event: object) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="async"):
+        monitor_for(tmp_path, on_alert=on_alert)

@@ -1,14 +1,17 @@
-"""From the monitor's thread to an async reader: a bounded anyio memory stream behind a portal.
+"""From the monitor's thread to an async reader: a bounded anyio memory stream, fed on the loop.
 
-The monitor's thread never waits here: ``offer`` schedules the sends on the event loop (a
-``BlockingPortal`` task) and returns; on the loop, an event that finds the stream full is
-dropped and counted. Works on asyncio and trio (anyio). Imported only by async entry points.
+The monitor's thread never waits here: ``offer`` hands the events to the event loop with the
+loop's own non-blocking thread-safe call (asyncio's ``call_soon_threadsafe``, trio's
+``TrioToken.run_sync_soon``) and returns, even while the loop is busy; on the loop, an event
+that finds the stream full is dropped and counted. Imported only by async entry points.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import anyio
-from anyio.from_thread import BlockingPortal
 
 from ugro_health.api.events import MonitorEvent
 
@@ -16,32 +19,46 @@ from ugro_health.api.events import MonitorEvent
 class EventBridge:
     def __init__(self, size: int) -> None:
         self.send, self.receive = anyio.create_memory_object_stream[MonitorEvent](size)
-        self.portal = BlockingPortal()
         self.dropped = 0
+        self._call_soon: Callable[..., Any] | None = None
 
     async def open(self) -> None:
-        await self.portal.__aenter__()
+        """On the loop: remember how to reach it from another thread."""
+        import asyncio
+
+        try:
+            self._call_soon = asyncio.get_running_loop().call_soon_threadsafe
+            return
+        except RuntimeError:  # not asyncio: trio (anyio's other backend)
+            pass
+        import trio
+
+        self._call_soon = trio.lowlevel.current_trio_token().run_sync_soon
 
     def offer(self, events: list[MonitorEvent]) -> None:
         """From a foreign thread: queue ``events`` for the stream, without waiting."""
-        try:
-            self.portal.start_task_soon(self._send_all, events)
-        except RuntimeError:  # the portal is closed: nobody reads any more
+        if not self._schedule(self._send_all, events):
             self.dropped += len(events)
 
     def end(self) -> None:
         """From a foreign thread: end the stream after what was offered (``async for`` ends)."""
-        try:
-            self.portal.start_task_soon(self._end)
-        except RuntimeError:
-            pass
+        self._schedule(self.send.close)
 
     async def close(self) -> None:
-        """On the loop: end the stream and the portal."""
+        """On the loop: end the stream, both ends."""
         self.send.close()
-        await self.portal.__aexit__(None, None, None)
+        self.receive.close()
 
-    async def _send_all(self, events: list[MonitorEvent]) -> None:
+    def _schedule(self, fn: Callable[..., Any], *args: Any) -> bool:
+        if self._call_soon is None:
+            return False
+        try:
+            self._call_soon(fn, *args)
+        except Exception:  # the loop has ended (asyncio: closed; trio: RunFinishedError)
+            return False
+        return True
+
+    def _send_all(self, events: list[MonitorEvent]) -> None:
         for event in events:
             try:
                 self.send.send_nowait(event)
@@ -49,6 +66,3 @@ class EventBridge:
                 self.dropped += 1
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self.dropped += 1  # ended, or nobody will ever read it
-
-    async def _end(self) -> None:
-        self.send.close()

@@ -60,9 +60,13 @@ class Dispatcher:
             except queue.Full:
                 if time.monotonic() >= deadline:
                     break
-        if self._thread.is_alive():
+        if self._thread.is_alive() and not self.is_current():
             self._thread.join(max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
+
+    def is_current(self) -> bool:
+        """Whether the caller is this dispatcher's thread (a handler)."""
+        return threading.current_thread() is self._thread
 
     @property
     def alive(self) -> bool:

@@ -14,6 +14,7 @@ recorded. anyio is imported only by the async entry points.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -134,6 +135,13 @@ class HealthMonitor(JobTracking):
             JobEvent: on_job,
             ClusterState: on_state,
         }
+        for kind, handler in self._handlers.items():
+            if handler is not None and inspect.iscoroutinefunction(handler):
+                # Called on the handlers' thread, a coroutine would never run: refused, not lost.
+                raise TypeError(
+                    f"the {kind.__name__} handler is async: handlers are plain functions "
+                    "(from async code, read monitor.events() instead)"
+                )
         self._dispatcher = Dispatcher("ugro-handlers", handler_queue)
         self._event_buffer = event_buffer
         self._bridge: EventBridge | None = None
@@ -180,10 +188,13 @@ class HealthMonitor(JobTracking):
             monitor.close()
         """
         self._claim()
+        self._launch(max_cycles)
+        return self
+
+    def _launch(self, max_cycles: int | None) -> None:
         self._max_cycles = max_cycles
         self._thread = threading.Thread(target=self._background, name="ugro-monitor", daemon=True)
         self._thread.start()
-        return self
 
     def stop(self) -> None:
         """Ask the loop to end after the round in flight (any thread; it returns at once).
@@ -206,6 +217,9 @@ class HealthMonitor(JobTracking):
         """
         self._abandon()
         deadline = time.monotonic() + timeout
+        here = threading.current_thread()
+        if here is self._thread or self._dispatcher.is_current():
+            return False  # from a handler or the loop itself: abandoned, ends on its own
         if self._thread is not None:
             self._thread.join(timeout)
         return self._after_close(deadline)
@@ -232,9 +246,10 @@ class HealthMonitor(JobTracking):
     async def __aenter__(self) -> HealthMonitor:
         from ugro_health.api.async_bridge import EventBridge
 
+        self._claim()  # before the bridge: a second `async with` leaves nothing half-open
         self._bridge = EventBridge(self._event_buffer)
         await self._bridge.open()
-        self.start(self._max_cycles)
+        self._launch(self._max_cycles)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -245,9 +260,10 @@ class HealthMonitor(JobTracking):
             deadline = time.monotonic() + CLOSE_TIMEOUT_S
             while not self._finished.is_set() and time.monotonic() < deadline:
                 await anyio.sleep(0.02)
-            self._after_close(deadline)
-        if self._bridge is not None:  # the portal's task group was entered outside the shield
-            await self._bridge.close()
+            # Never a blocking join on the loop: a stuck handler's thread (a daemon) is left.
+            self._after_close(deadline, join_handlers=False)
+            if self._bridge is not None:
+                await self._bridge.close()
 
     def events(self) -> MemoryObjectReceiveStream[MonitorEvent]:
         """The async stream of events (inside ``async with``), ending when the loop ends.
@@ -275,6 +291,8 @@ class HealthMonitor(JobTracking):
 
         while not self._finished.is_set():
             await anyio.sleep(0.05)
+        if self.error is not None:  # the loop died: not the same as a stop
+            raise self.error
 
     async def run_async(self, max_cycles: int | None = None) -> None:
         """``run`` for async code: returns when the loop ends; cancelling it closes all.
@@ -351,7 +369,8 @@ class HealthMonitor(JobTracking):
         self.engine.transports.close()
         if self._deliverer is not None:
             self._deliverer.stop()
-        self._dispatcher.stop(5.0)
+        # Closed (abandoned): handlers get their time in close(), not here.
+        self._dispatcher.stop(0.0 if self.engine.cancelled.is_set() else 5.0)
         if self._bridge is not None:
             self._bridge.end()
         self._finished.set()
@@ -364,9 +383,9 @@ class HealthMonitor(JobTracking):
             self._started = True
             self._finished.set()
 
-    def _after_close(self, deadline: float) -> bool:
+    def _after_close(self, deadline: float, join_handlers: bool = True) -> bool:
         # A session a poll opened while the loop was closing: closed here too.
         self.engine.transports.close()
-        left = max(0.0, deadline - time.monotonic())
+        left = max(0.0, deadline - time.monotonic()) if join_handlers else 0.0
         ended = self._dispatcher.stop(left) if self._dispatcher.alive else True
         return ended and self._finished.is_set()
