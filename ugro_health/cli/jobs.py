@@ -192,14 +192,9 @@ def _slurm_jobs(config: Config, store: StateStore) -> list[Job]:
     warning, and the registered jobs are still listed."""
     if not (config.slurm.enabled and config.slurm.jobs):
         return []
-    from ugro_health.engine.slurm import SlurmLink
-    from ugro_health.integrations.slurm import SlurmError
+    from ugro_health.engine.slurm import SlurmLink, read_jobs_or_warn
 
-    try:
-        return SlurmLink(config, store).read_jobs()
-    except SlurmError as exc:
-        warn(f"slurm: running jobs unknown: {exc}")
-        return []
+    return read_jobs_or_warn(SlurmLink(config, store), warn)
 
 
 def _age(seconds: float) -> str:

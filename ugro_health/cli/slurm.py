@@ -59,8 +59,9 @@ def status(
     loaded = StateStore(from_typer(ctx).state_dir).load()
     if loaded.warning:
         warn(loaded.warning)
-    section = loaded.state.get("slurm")
-    doc = _status_doc(config, section if isinstance(section, dict) else {}, time.time())
+    from ugro_health.engine.slurm_policy import slurm_section
+
+    doc = _status_doc(config, slurm_section(loaded.state), time.time())
     if as_json:
         print(json.dumps(doc, indent=2))
         return
@@ -70,12 +71,13 @@ def status(
 
 
 def _status_doc(config: Config, section: dict[str, Any], now: float) -> dict[str, Any]:
-    """``slurm status --json``: the state's view, with Slurm's (read now) beside it."""
+    """``slurm status --json``: the state's view (a whole section: ``slurm_section``), with
+    Slurm's (read now) beside it."""
     from ugro_health.integrations.slurm import SlurmClient, SlurmError
 
     settings = config.slurm
-    drained = _dict(section.get("drained"))
-    counting = _counting(_dict(section.get("nodes")), drained)
+    drained = section["drained"]
+    counting = _counting(section["nodes"], drained)
     names = {n: _slurm_name(config, n, drained) for n in (*drained, *counting)}
     error: str | None = None
     views: dict[str, SlurmNode] = {}
@@ -98,23 +100,17 @@ def _status_doc(config: Config, section: dict[str, Any], now: float) -> dict[str
         ],
         "drain_after": settings.drain_after,
         "resume_after": settings.resume_after,
-        "actions": _actions(section.get("actions"))[-ACTIONS_SHOWN:],
+        "actions": _actions(section["actions"])[-ACTIONS_SHOWN:],
     }
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return (
-        {str(k): v for k, v in value.items() if isinstance(v, dict)}
-        if isinstance(value, dict)
-        else {}
-    )
 
 
 def _counting(nodes: dict[str, Any], drained: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The nodes on their way to a drain or a resume, or held back from one (a note)."""
+    from ugro_health.engine.slurm_policy import count
+
     out = {}
     for name, entry in nodes.items():
-        bad, good = _count(entry.get("bad")), _count(entry.get("good"))
+        bad, good = count(entry, "bad"), count(entry, "good")
         if bad or entry.get("note") or entry.get("held_off") or name in drained:
             out[name] = {
                 "node": name,
@@ -125,10 +121,6 @@ def _counting(nodes: dict[str, Any], drained: dict[str, Any]) -> dict[str, dict[
                 "held_off": bool(entry.get("held_off")),
             }
     return out
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _slurm_name(config: Config, node: str, drained: dict[str, Any]) -> str:
@@ -160,11 +152,9 @@ def _drained_doc(
     }
 
 
-def _actions(value: object) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        return []
+def _actions(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys = ("at", "node", "action", "why", "by")
-    return [{k: a.get(k) for k in keys if k in a} for a in value if isinstance(a, dict)]
+    return [{k: a.get(k) for k in keys if k in a} for a in log]
 
 
 @app.command("resume")
@@ -227,8 +217,7 @@ def _note_resumed(ctx: typer.Context, node: str) -> None:
 
     A failed write is a warning, not a failure: the node is resumed, and ``watch`` treats a
     drained node it finds resumed the same way (released, held off)."""
-    from ugro_health.engine.slurm import ACTIONS_KEPT
-    from ugro_health.engine.slurm_policy import slurm_section
+    from ugro_health.engine.slurm_policy import log_action, slurm_section
     from ugro_health.store._fs import StoreError
     from ugro_health.store.state import StateStore
 
@@ -241,12 +230,7 @@ def _note_resumed(ctx: typer.Context, node: str) -> None:
         entry = section["nodes"].setdefault(node, {"bad": 0, "good": 0})
         entry["held_off"] = True
         entry.pop("note", None)
-        log = section.get("actions")
-        log = log if isinstance(log, list) else []
-        log.append(
-            {"at": now, "node": node, "action": "resume", "why": "resumed by hand", "by": user}
-        )
-        section["actions"] = log[-ACTIONS_KEPT:]
+        log_action(section, at=now, node=node, action="resume", why="resumed by hand", by=user)
 
     store = StateStore(from_typer(ctx).state_dir)
     try:

@@ -18,7 +18,7 @@ from ugro_health.engine.collect import Transports, collect_cluster
 from ugro_health.engine.jobs import Job
 from ugro_health.engine.monitor import Monitor
 from ugro_health.engine.scheduler import PollPolicy
-from ugro_health.engine.slurm import SlurmLink, check_jobs, check_step
+from ugro_health.engine.slurm import SlurmLink, check_step, read_jobs_or_warn
 from ugro_health.model import Alert, ClusterReport
 from ugro_health.store.state import StateStore
 
@@ -100,7 +100,7 @@ def check_once(
             slurm.client.deadline = started + timeout  # the run's timeout bounds Slurm too
         if config.slurm.jobs:
             # A hung squeue takes at most a quarter of the run from the poll.
-            jobs.extend(check_jobs(slurm, warn, None if timeout is None else timeout / 4))
+            jobs.extend(read_jobs_or_warn(slurm, warn, None if timeout is None else timeout / 4))
     try:
         report = collect_cluster(config, nodes, transports, timeout=timeout, jobs=jobs)
     finally:

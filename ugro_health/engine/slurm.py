@@ -32,7 +32,6 @@ from ugro_health.model import Alert, ClusterReport, NodeReport, Severity
 from ugro_health.store._fs import StoreError
 from ugro_health.store.state import StateStore
 
-ACTIONS_KEPT = 100  # the recent actions `slurm status` lists
 _CODES = {
     policy.DRAIN: "slurm_drained",
     policy.RESUME: "slurm_resumed",
@@ -181,9 +180,7 @@ class SlurmLink:
                 if record is not None:
                     action = replace(action, why=f"{action.why}; drained {_ago(now, record)}")
             told.append(action)
-            log = section.setdefault("actions", [])
-            log.append({"at": now, "node": action.node, "action": action.kind, "why": action.why})
-            del log[:-ACTIONS_KEPT]
+            policy.log_action(section, at=now, node=action.node, action=action.kind, why=action.why)
         return told
 
     def _emit(self, told: Sequence[policy.Action]) -> None:
@@ -317,8 +314,10 @@ class SlurmLink:
         return next_jobs
 
 
-def check_jobs(slurm: SlurmLink, warn: Callable[[str], None], timeout: float | None) -> list[Job]:
-    """``check``'s running Slurm jobs, for rank checks; Slurm not answering is said, and
+def read_jobs_or_warn(
+    slurm: SlurmLink, warn: Callable[[str], None], timeout: float | None = None
+) -> list[Job]:
+    """The running Slurm jobs (``check``, ``jobs list``); Slurm not answering is said, and
     means none."""
     try:
         return slurm.read_jobs(timeout)
@@ -333,21 +332,14 @@ def check_step(
     """``check --slurm-act``: drain and resume after this poll, in line; the actions go on
     their nodes as INFO alerts, and the guard's verdict (None: Slurm unread) is returned."""
     slurm.step([n for n in report.nodes if n.polled])
-    events, problems = slurm.take_events()
+    report, _, problems = slurm.news(report, report.generated_at)
     for problem in problems:
         warn(problem)
-    by_node: dict[str, list[Alert]] = {}
-    for name, alert in events:
-        by_node.setdefault(name, []).append(alert)
-    nodes = tuple(
-        replace(n, alerts=(*n.alerts, *by_node[n.name])) if n.name in by_node else n
-        for n in report.nodes
-    )
     if slurm.guard is not None:
         warn(f"CRITICAL {slurm.guard.message}")
     if not slurm.stepped:
-        return replace(report, nodes=nodes), None
-    return replace(report, nodes=nodes), [slurm.guard] if slurm.guard is not None else []
+        return report, None
+    return report, [slurm.guard] if slurm.guard is not None else []
 
 
 def _batches(reports: Any) -> list[list[NodeReport]]:

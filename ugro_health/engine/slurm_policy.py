@@ -29,6 +29,7 @@ from ugro_health.model import Alert, NodeReport, Severity
 
 DRAIN, RESUME, SKIP, RELEASE = "drain", "resume", "skip", "release"
 REASON_MAX = 200  # characters of a Slurm reason we write
+ACTIONS_KEPT = 100  # the recent actions `slurm status` lists
 RESUMED_BY_HAND = "resumed outside ugro-health"
 
 
@@ -80,12 +81,12 @@ def tally(
         entry = nodes.setdefault(report.name, {"bad": 0, "good": 0})
         alert = draining_alert(report, settings)
         if alert is not None:
-            entry.update(bad=_count(entry, "bad") + 1, good=0)
+            entry.update(bad=count(entry, "bad") + 1, good=0)
             entry["reason"] = drain_reason(alert, settings.reason_prefix)
         else:
             entry.update(bad=0, reason=None)
             healthy = not any(a.severity is Severity.CRITICAL for a in report.alerts)
-            entry["good"] = _count(entry, "good") + 1 if healthy else 0
+            entry["good"] = count(entry, "good") + 1 if healthy else 0
             if healthy:
                 entry.pop("held_off", None)  # healthy once: an admin's resume is honoured
     return section
@@ -108,6 +109,14 @@ def slurm_section(state: dict[str, Any]) -> dict[str, Any]:
         [a for a in actions if isinstance(a, dict)] if isinstance(actions, list) else []
     )
     return section
+
+
+def log_action(section: dict[str, Any], **action: Any) -> None:
+    """Append one action (``at``, ``node``, ``action``, ``why``...) to the bounded log that
+    ``slurm status`` lists."""
+    log = section["actions"]
+    log.append(action)
+    del log[:-ACTIONS_KEPT]
 
 
 def decide(
@@ -136,7 +145,7 @@ def decide(
         released = _released(name, node, section, prefix)
         if released is not None:
             actions.append(released)
-        if _count(entry, "bad") >= settings.drain_after:
+        if count(entry, "bad") >= settings.drain_after:
             action = _drain(name, node, entry, settings, unreachable, unknown_why)
             if action is not None and action.kind == DRAIN and ours >= limit:
                 held.append(name)
@@ -150,7 +159,7 @@ def decide(
                 ours += action.kind == DRAIN
                 actions.append(action)
         elif (
-            _count(entry, "good") >= settings.resume_after
+            count(entry, "good") >= settings.resume_after
             and node is not None
             and node.drained
             and node.ours(prefix)
@@ -159,7 +168,8 @@ def decide(
     return Decision(tuple(actions), _guard_alert(held, ours, limit, len(slurm)))
 
 
-def _count(entry: Mapping[str, Any], key: str) -> int:
+def count(entry: Mapping[str, Any], key: str) -> int:
+    """A poll count kept in the state (0 when missing or damaged)."""
     value = entry.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
