@@ -10,6 +10,7 @@ faults, with the faults covered elsewhere (tests/integration, tests/system) besi
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -126,6 +127,28 @@ def test_a_server_that_always_resets_is_reported_after_a_few_tries(
     assert error.message.startswith("connection closed"), error.message
     assert error.message.endswith("(5 tries)")
     assert proxy.accepted == 5 and elapsed < 10
+
+
+def test_a_reset_that_lands_before_the_handshake_reads_is_retried_like_any_other(
+    sshd_rig: SshdRig, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under load the RST can arrive between connect() and the first use of the socket (its
+    # peer address, for CheckHostIP): getpeername() then fails with ENOTCONN. Make that the
+    # rule here by pausing after each connect().
+    connect = socket.socket.connect
+
+    def connect_then_pause(sock: socket.socket, address: Any) -> None:
+        connect(sock, address)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(socket.socket, "connect", connect_then_pause)
+    proxy.set(reset_first=1000)
+    node = via_proxy(sshd_rig, proxy)
+    error, _ = failure(sshd_rig.transport(), node, 20)
+    assert error.kind is ErrorKind.SSH_ERROR
+    assert error.message.startswith("connection closed"), error.message
+    assert error.message.endswith("(5 tries)")
+    assert proxy.accepted == 5
 
 
 def test_a_connection_cut_mid_answer_is_a_connection_error(

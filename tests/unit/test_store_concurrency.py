@@ -102,10 +102,19 @@ def test_concurrent_state_updates_lose_nothing_and_readers_never_see_half(tmp_pa
 
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     from ugro_health.store.history import HistoryStore
 
+    # A slow disk: each write() takes at most 64 KiB and a moment, so a kill lands inside a
+    # cycle's write most of the time (with one 2 MB write() it rarely did on a busy machine).
+    real_write = os.write
+
+    def slow_write(fd, data):
+        time.sleep(0.001)
+        return real_write(fd, bytes(data[:65536]))
+
+    os.write = slow_write
     store = HistoryStore(Path(sys.argv[1]), max_bytes=1 << 40)
     run, pad = int(sys.argv[2]), "x" * 250_000
     print("ready", flush=True)
@@ -133,7 +142,7 @@ def test_sigkill_mid_write_loses_only_the_line_being_written(tmp_path: Path) -> 
     rng = random.Random(1)
     kills, torn, previous = 0, 0, {}
     try:
-        # Kill until two kills have landed inside a write (about one in four does).
+        # Kill until two kills have landed inside a write (most do, on the slow disk).
         while torn < 2 and kills < 24:
             skipped_before = _kill_one_writer(store, script, kills, rng)
             kills += 1

@@ -437,7 +437,10 @@ class Connector:
         # The peer's address for CheckHostIP: a TCP socket only (a jump host's channel or a
         # ProxyCommand's socket pair has none, and ssh turns CheckHostIP off there too).
         tcp = isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6)
-        peer = sock.getpeername()[0] if tcp else None
+        try:
+            peer = sock.getpeername()[0] if tcp else None
+        except OSError as lost:  # ENOTCONN: reset between connect() and here (MaxStartups too)
+            raise ConnectionResetError(errno.ECONNRESET, "connection reset by peer") from lost
         query = host_key_query(
             host.hostname,
             host.port,
