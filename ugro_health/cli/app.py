@@ -20,6 +20,7 @@ from ugro_health.cli import (
     breaker,
     check,
     config_cmd,
+    demo,
     history,
     jobs,
     notify,
@@ -107,6 +108,7 @@ app.command("check")(check.check_command)
 app.command("watch")(watch.watch_command)
 app.command("status")(status.status_command)
 app.command("history")(history.history_command)
+app.command("demo")(demo.demo_command)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(breaker.app, name="breaker")

@@ -16,6 +16,7 @@ from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from ugro_health.engine.monitor import AlertEvent, CycleResult, Monitor
@@ -187,14 +188,14 @@ def _is_write_failure(problem: str) -> bool:
     return problem.partition(":")[0].endswith(("not recorded", "not saved"))
 
 
-def _run_dashboard(monitor: Monitor) -> None:
+def _run_dashboard(monitor: Monitor, banner: Callable[[], str] | None = None) -> None:
     from rich.console import RenderableType
     from rich.live import Live
 
     from ugro_health.render.dashboard import dashboard
 
     def view() -> RenderableType:
-        return dashboard(watch_view(monitor), console.width)
+        return dashboard(watch_view(monitor, None if banner is None else banner()), console.width)
 
     # Redrawn every second by Live's own thread as well: after Ctrl-C the main thread waits
     # for the poll in flight, and the header must say "stopping" meanwhile.
@@ -214,9 +215,9 @@ def _run_dashboard(monitor: Monitor) -> None:
         monitor.run(on_cycle=refresh, on_tick=refresh, tick_s=1.0)
 
 
-def watch_view(monitor: Monitor) -> WatchView:
+def watch_view(monitor: Monitor, banner: str | None = None) -> WatchView:
     """Snapshot the monitor for the dashboard renderer (also from Live's refresh thread, so
-    the monitor's containers are copied before they are iterated)."""
+    the monitor's containers are copied before they are iterated); ``banner`` goes above it."""
     from ugro_health.render.dashboard import TimedAlert, WatchView
 
     now = time.time()
@@ -239,6 +240,7 @@ def watch_view(monitor: Monitor) -> WatchView:
         alerts=alerts,
         stopping=monitor.stop_event.is_set(),
         cluster_alerts=() if guard is None else (guard,),
+        banner=banner,
     )
 
 

@@ -52,6 +52,7 @@ class WatchView:
     alerts: Sequence[TimedAlert] = field(default_factory=tuple)  # events, oldest first
     stopping: bool = False  # asked to stop: the poll in flight is finishing
     cluster_alerts: Sequence[Alert] = ()  # standing alerts of no one node (the Slurm guard)
+    banner: str | None = None  # a line above the header (`demo`: says it is a simulation)
 
 
 SLURM_JOB_PREFIX = "slurm:"  # jobs read from squeue (engine.slurm), beside registered ones
@@ -64,6 +65,8 @@ BREAKER_COLUMN_WIDTH = 90  # narrower: breakers that are not plainly closed get 
 
 def dashboard(view: WatchView, width: int = 120, max_alerts: int = 8) -> RenderableType:
     parts: list[RenderableType] = [_header(view), _table(view, width)]
+    if view.banner:
+        parts.insert(0, Text(printable(view.banner), style="bold black on yellow"))
     ranks = _job_ranks(view)
     if ranks:
         parts.append(ranks)
