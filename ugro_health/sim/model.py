@@ -27,7 +27,7 @@ NEVER = math.inf
 MIB = 1 << 20
 GIB = 1 << 30
 JOB_NAME = "llama-pretrain"
-LAUNCHER_PID = 40_000  # the job's torchrun on each node; its workers follow
+LAUNCHER_PID = 40_000  # the job's torchrun (plus 97 x the node's index); its workers follow
 # What a tick moves in a GPU entry (the rest is the recorded row, parsed once).
 MOVING = ("util_pct", "mem_util_pct", "mem_used_bytes", "temp_c", "power_w", "throttle_reasons")
 HEAT_TAU_S = 6.0  # how fast a GPU warms or cools towards its target (story seconds)
@@ -143,6 +143,7 @@ class SimNode:
         self.name = name
         self.i = index
         self.boot_uptime_s = 3 * 86400.0 + 3600.0 * (index % 24)  # at story time 0
+        self.launcher_pid = LAUNCHER_PID + 97 * (index % 10_000)
         self._parsed: dict[tuple[int, bool], dict[str, Any]] = {}
         self._links = probe.parse_smi_nvlink(self._nvlink_text())  # links never change here
 
@@ -236,15 +237,15 @@ class SimNode:
         if not training:
             return {}
         procs = {
-            LAUNCHER_PID: (
+            self.launcher_pid: (
                 1,
                 f"torchrun --nnodes {len(self.cluster.names)} --nproc_per_node {self.cluster.gpus}"
                 f" --rdzv_endpoint {self.cluster.names[0]}:29500 train.py --config llama-8b.yaml",
             )
         }
         for rank in range(self.cluster.gpus):
-            procs[LAUNCHER_PID + 1 + rank] = (
-                LAUNCHER_PID,
+            procs[self.launcher_pid + 1 + rank] = (
+                self.launcher_pid,
                 f"/usr/bin/python3 -u train.py --config llama-8b.yaml --local-rank={rank}",
             )
         return procs
@@ -360,7 +361,7 @@ class SimNode:
             for g in range(self.cluster.gpus):
                 lines.append(
                     f"{stamp}, NVIDIA H100 80GB HBM3, {recorded.bus_id(g)}, 0000000000000, "
-                    f"{self.uuid(g)}, {LAUNCHER_PID + 1 + g}, /usr/bin/python3, "
+                    f"{self.uuid(g)}, {self.launcher_pid + 1 + g}, /usr/bin/python3, "
                     f"{70_400 + (g % 3) * 512} MiB"
                 )
         return "\n".join(lines) + "\n"
