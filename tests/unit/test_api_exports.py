@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import ugro_health
@@ -32,7 +33,8 @@ def test_all_lists_exactly_the_lazy_exports():
 
 def test_the_package_is_typed():
     assert (ROOT / "ugro_health" / "py.typed").exists()
-    assert 'ugro_health = ["py.typed"]' in (ROOT / "pyproject.toml").read_text()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["ugro_health"]
 
 
 HEAVY = ("paramiko", "typer", "rich", "anyio", "click")
