@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import ugro_health
 from ugro_health.sim.node import node_names
 
 LIB = "sim-lib"  # under the rig's root: the copy of the package
-SCRIPTS = "sim-python"  # under the rig's root: one wrapper per node
+SCRIPTS = "sim-python"  # under the rig's root, one directory per call: a wrapper per node
 
 
 def sim_pythons(
@@ -44,8 +45,9 @@ def sim_pythons(
 ) -> dict[str, str]:
     """Node name -> the path of its wrapper (a valid ``python:`` value), for all ``names``."""
     lib = _package_copy(rig)
-    scripts = rig.root / SCRIPTS
-    scripts.mkdir(mode=0o755, exist_ok=True)
+    # A directory per call: calls with another story must not overwrite earlier wrappers.
+    scripts = Path(tempfile.mkdtemp(prefix=SCRIPTS + "-", dir=rig.root))
+    scripts.chmod(0o755)
     cluster = ["--nodes", str(len(names))]
     if list(names) != node_names(len(names)):
         cluster = ["--names", ",".join(names)]
