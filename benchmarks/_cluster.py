@@ -38,8 +38,20 @@ from sim_rig import sim_pythons  # noqa: E402
 from sshd_rig import REMOTE_PYTHON, SshdRig  # noqa: E402
 
 from ugro_health.config import Config, load_config  # noqa: E402
+from ugro_health.engine.collect import Transports  # noqa: E402
+from ugro_health.sim import model  # noqa: E402
+from ugro_health.sim.transport import SimTransport  # noqa: E402
 
 NODE_SIDES = ("sim", "probe")
+
+
+def in_process(config: Config, node_side: str) -> Transports:
+    """``Transports`` for benchmarks of in-process (``transport: local``) nodes: the real probe
+    (``"probe"``), or the simulator answering for them in-process (``"sim"``, a steady story)."""
+    if node_side == "probe":
+        return Transports(config)
+    names = [node.name for node in config.nodes]
+    return Transports(config, _local=SimTransport(model.SimCluster(names)))
 
 
 def node_names(count: int) -> list[str]:
