@@ -2,6 +2,7 @@
 
     python benchmarks/bench_check.py                    # 8 and 32 nodes, 10 runs each
     python benchmarks/bench_check.py --nodes 8 32 64 --runs 10 --write-docs
+    python benchmarks/bench_check.py --node-side sim    # the simulator answers on the nodes
 
 For each size N: start N sshd on loopback (``_cluster.py``), then time, interleaved, ``--runs``
 runs of each of:
@@ -17,6 +18,10 @@ Also ``check`` of the local machine alone (the built-in default, in-process prob
 that run imported paramiko. Reports median and p90 wall time. Everything runs on this machine:
 both the control side and the N "nodes" share its cores, so N-node numbers include the nodes'
 work (N sshd sessions and N probe interpreters) for both tools alike.
+
+The node side (``--node-side``) is the real probe by default: pdsh runs the same probe, which
+is the comparison. ``sim`` puts the simulator (``ugro_health/sim``) behind every node instead;
+pdsh then runs the first node's simulator wrapper on every host (pdsh sends one command line).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from _cluster import SimCluster
+from _cluster import NODE_SIDES, SimCluster
 from _docs import write_section
 
 from ugro_health import probe
@@ -240,12 +245,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument(
+        "--node-side",
+        choices=NODE_SIDES,
+        default="probe",
+        help="what answers on the nodes: the real probe (default) or the simulator",
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
     results: dict[int, dict[str, dict[str, float]]] = {}
-    with SimCluster.start(max(args.nodes)) as cluster:
+    with SimCluster.start(max(args.nodes), node_side=args.node_side) as cluster:
         for count in sorted(args.nodes):
             results[count] = bench_size(cluster, count, args.runs)
             print(f"{count} nodes: {results[count]}", file=sys.stderr)
@@ -256,10 +267,13 @@ def main() -> None:
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         f"{_version(['ssh', '-V'])}, pdsh {_version(['pdsh', '-V']).split()[0]}; "
-        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after.",
+        f"1-minute load average {load_before:.1f} before, {load_after:.1f} after. Node side: "
+        + (
+            "the real probe." if args.node_side == "probe" else "the simulator (`ugro_health/sim`)."
+        ),
         "",
         f"Rerun: `python benchmarks/bench_check.py --nodes {' '.join(map(str, args.nodes))} "
-        f"--runs {args.runs} --write-docs`",
+        f"--runs {args.runs} --node-side {args.node_side} --write-docs`",
         "",
         *table(results, args.runs),
         "",

@@ -13,7 +13,9 @@ a poll cycle.
    with no scrape, then 30 cycles while a separate process scrapes the 128x8 snapshot from the
    server in this process back to back (the worst case: Prometheus scrapes every 15-60 s), and
    30 at one scrape per second. The scrape runs in the server's thread; the poll never waits on
-   it, but both hold the same GIL, which is what this measures.
+   it, but both hold the same GIL, which is what this measures. The nodes answer with the
+   simulator in-process (``--node-side sim``, the default: 8 recorded H100s a node) or the
+   real probe (``--node-side probe``: this machine, no GPU).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _cluster import NODE_SIDES, in_process
 from _docs import write_section
 
 from ugro_health import probe
@@ -137,9 +140,9 @@ def cycles(config: Config, transports: Transports, count: int) -> list[float]:
     return out
 
 
-def cycle_delay(nodes: int, count: int) -> dict[str, tuple[float, float]]:
+def cycle_delay(nodes: int, count: int, node_side: str) -> dict[str, tuple[float, float]]:
     config = Config(nodes=tuple(NodeConfig(f"n{i:02d}", transport="local") for i in range(nodes)))
-    transports = Transports(config)
+    transports = in_process(config, node_side)
     snapshot = big_snapshot()
     server = MetricsServer(SnapshotCollector(lambda: snapshot), ListenAddress("127.0.0.1", 0))
     url = f"http://{server.address}/metrics"
@@ -170,10 +173,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--nodes", type=int, default=32, help="local nodes polled per cycle")
     parser.add_argument("--cycles", type=int, default=30)
+    parser.add_argument("--node-side", choices=NODE_SIDES, default="sim")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     cost = scrape_cost(args.runs)
-    delay = cycle_delay(args.nodes, args.cycles)
+    delay = cycle_delay(args.nodes, args.cycles, args.node_side)
+    side = "the simulator, in-process" if args.node_side == "sim" else "the real probe"
     day = datetime.now(UTC).date().isoformat()
     body = [
         "One scrape of 128 nodes with 8 GPUs each (the RTX 4000 Ada recording, every GPU field "
@@ -183,7 +188,7 @@ def main() -> None:
         f"server on loopback (process CPU, server thread included). Measured {day} on this "
         f"project's 2-core build machine, Python {platform.python_version()}.",
         "",
-        "Rerun: `python benchmarks/bench_export.py --write-docs`",
+        f"Rerun: `python benchmarks/bench_export.py --node-side {args.node_side} --write-docs`",
         "",
         "| scrape | CPU median | CPU p95 | target |",
         "|---|---|---|---|",
@@ -192,10 +197,10 @@ def main() -> None:
         f"| HTTP /metrics | {cost['http_median_ms']:.1f} ms | {cost['http_p95_ms']:.1f} ms | "
         f"< 50 ms: {'met' if cost['http_p95_ms'] < 50 else 'NOT met'} |",
         "",
-        f"Poll cycles (`collect_cluster` over {args.nodes} in-process nodes, {args.cycles} "
-        "cycles each) while another process scrapes that 128x8 snapshot from a server in the "
-        "polling process. The scrape runs in the server's thread and never takes a lock the "
-        "poll holds; what they share is the GIL.",
+        f"Poll cycles (`collect_cluster` over {args.nodes} in-process nodes, node side: {side}; "
+        f"{args.cycles} cycles each) while another process scrapes that 128x8 snapshot from a "
+        "server in the polling process. The scrape runs in the server's thread and never takes "
+        "a lock the poll holds; what they share is the GIL.",
         "",
         "| while | cycle median | cycle p95 |",
         "|---|---|---|",

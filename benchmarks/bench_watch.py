@@ -2,10 +2,15 @@
 
     python benchmarks/bench_watch.py                         # 32 and 128 nodes
     python benchmarks/bench_watch.py --nodes 32 128 --cycles 20 --write-docs
+    python benchmarks/bench_watch.py --nodes 32 --node-side probe   # the real probe on the nodes
 
 For each size N, node aliases node001..nodeN map round-robin onto ``--sshd`` sshd processes on
 loopback (``_cluster.py``); every node still has its own SSH connection and its own remote probe
-process. A cycle is ``engine.collect.collect_cluster`` over all N nodes, as ``watch`` runs it:
+process. The node side (``--node-side``) is by default the simulator (``ugro_health/sim``, the
+probe's protocol over recorded H100 outputs, ~0.4 ms of CPU a tick): this measures the control
+host, and the real probe's /proc scans on the same few cores would drown it; ``probe`` runs the
+real probe (``/usr/bin/python3``) instead. A cycle is ``engine.collect.collect_cluster`` over
+all N nodes, as ``watch`` runs it:
 
 - persistent: ``Transports(config, persistent=True)``: one connection and one live probe per
   node (``SshTransport(persistent=True)``), a request line per tick. ``--warmup`` cycles connect
@@ -16,8 +21,9 @@ process. A cycle is ``engine.collect.collect_cluster`` over all N nodes, as ``wa
 Measured per cycle: wall time and control-host CPU, i.e. ``time.process_time()`` of this process
 (every thread: the poll pool, paramiko's reader threads, the watchdog) divided by N. The nodes'
 side (sshd sessions, probe interpreters) runs in other processes and is not counted, though it
-shares this machine's cores. Also measured: the control CPU that open sessions cost while idle
-between cycles (paramiko's reader threads), per node per second.
+shares this machine's cores; the nodes' CPU per tick is all-core busy time minus this process.
+Also measured: the control CPU that open sessions cost while idle between cycles (paramiko's
+reader threads), per node per second.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from _cluster import SimCluster
+from _cluster import NODE_SIDES, SimCluster
 from _docs import write_section
 
 from ugro_health.config import Config
@@ -94,7 +100,7 @@ def bench_size(count: int, args: argparse.Namespace) -> dict[int, dict[str, floa
     pin = args.pin and len(cores) >= 2
     if pin:  # the sshd processes, and the sessions and probes they start, get the last CPU
         os.sched_setaffinity(0, cores[-1:])
-    cluster = SimCluster.start(count, sshd=min(args.sshd, count))
+    cluster = SimCluster.start(count, sshd=min(args.sshd, count), node_side=args.node_side)
     if pin:  # ... and the control side the others
         os.sched_setaffinity(0, cores[:-1])
     try:
@@ -179,6 +185,7 @@ def table(results: Results, args: argparse.Namespace) -> list[str]:
         "",
         f"Persistent: median of {args.cycles} cycles after {args.warmup} warm-up cycles, "
         f"{args.pause} s apart; new connections: median of {args.fresh_cycles} cycles. "
+        f"Node side: {NODE_SIDE_WORDS[args.node_side]}. "
         f"Nodes map round-robin onto {args.sshd} sshd processes (each node has its own "
         "connection and probe process). Poll threads: with persistent sessions one per node "
         f"(at least `ssh.max_workers`, at most {MAX_PERSISTENT_WORKERS}). "
@@ -193,12 +200,18 @@ def table(results: Results, args: argparse.Namespace) -> list[str]:
     return rows
 
 
-def notes(results: Results) -> list[str]:
+NODE_SIDE_WORDS = {
+    "sim": "the simulator (`ugro_health/sim`: recorded H100 outputs behind the probe's "
+    "protocol, as each node's `python:`)",
+    "probe": "the real probe (`python: /usr/bin/python3`, scanning this machine's /proc)",
+}
+
+
+def notes(results: Results, node_side: str) -> list[str]:
     big = max(results)
     by_workers = results[big]
     r = next(iter(by_workers.values()))
     best = min(by_workers.items(), key=lambda item: item[1]["cpu_per_node"])
-    control_ms = r["cpu_per_node"] * big * 1000
     return [
         "How to read it:",
         f"- Persistent sessions cost {r['fresh_cpu_per_node'] / r['cpu_per_node']:.0f}x less "
@@ -222,19 +235,9 @@ def notes(results: Results) -> list[str]:
         "then decoding and judging the answer (JSON ~9 µs, `NodeSample.from_probe` ~16 µs "
         "without GPUs, `judge` ~6 µs) and the pool's futures. Per-thread accounting (schedstat) "
         "puts about two thirds in the poll threads and one third in paramiko's reader threads. "
-        "It moves from run to run here, with the simulated nodes' fork-heavy probes busy on "
-        "the other core; unpinned it is higher (see the last note).",
-        f"- Wall time here is bound by the nodes' side, not the control host: the {big} probe "
-        f"processes run on this machine too, {r['nodes_cpu_per_node'] * 1000:.1f} ms of CPU "
-        "per node per tick (all-core busy time minus the control process), against "
-        f"~{control_ms:.0f} ms of control CPU for the whole cycle: even spread over both "
-        "cores, the nodes' work alone is many times the 0.1 s target on this machine. A "
-        "probe's tick is mostly its /proc scan (processes, CPU, network) over this machine's "
-        "several hundred processes; its Xid check, which started `dmesg` and `journalctl -k` "
-        "on every tick (two thirds of the tick in an earlier run), is now read at most every "
-        "30 s, and its process scan reads each /proc file with one os.open/os.read. On a real "
-        "cluster each node does its own share in parallel, so the cycle's wall time is one "
-        f"node's tick plus the control side's ~{r['cpu_per_node'] * 1000:.2f} ms per node.",
+        "It moves from run to run here, with the nodes' side busy on the other core; "
+        "unpinned it is higher (see the last note).",
+        (nodes_sim_note(r, big) if node_side == "sim" else nodes_probe_note(r, big)),
         "- Found and fixed while measuring: paramiko's reader thread woke every 0.1 s per "
         "connection (~0.9 ms of CPU per idle session per second), now every 5 s while a session "
         "is open (closing wakes it at once); AES-GCM is preferred (paramiko verifies the "
@@ -246,6 +249,32 @@ def notes(results: Results) -> list[str]:
         "earlier 128-node results at 0.25-0.34 ms per node per cycle; pinned, the same code "
         "measures ~0.19 ms.",
     ]
+
+
+def nodes_probe_note(r: dict[str, float], big: int) -> str:
+    return (
+        f"- Wall time here is bound by the nodes' side, not the control host: the {big} probe "
+        f"processes run on this machine too, {r['nodes_cpu_per_node'] * 1000:.1f} ms of CPU "
+        "per node per tick (all-core busy time minus the control process), against "
+        f"~{r['cpu_per_node'] * big * 1000:.0f} ms of control CPU for the whole cycle: even "
+        "spread over both cores, the nodes' work alone is many times the 0.1 s target on this "
+        "machine. A probe's tick is mostly its /proc scan (processes, CPU, network) over this "
+        "machine's several hundred processes. On a real cluster each node does its own share "
+        "in parallel, so the cycle's wall time is one node's tick plus the control side's "
+        f"~{r['cpu_per_node'] * 1000:.2f} ms per node."
+    )
+
+
+def nodes_sim_note(r: dict[str, float], big: int) -> str:
+    return (
+        f"- The nodes' side is the simulator: {r['nodes_cpu_per_node'] * 1000:.1f} ms of CPU "
+        "per node per tick (all-core busy time minus the control process: the simulator's "
+        "answer, its sshd session's crypto and the loopback), against "
+        f"~{r['cpu_per_node'] * big * 1000:.0f} ms of control CPU for the whole cycle of "
+        f"{big} nodes. It answers without scanning this machine, so the wall time here is "
+        "mostly the control side's own work and its waits, as on a real cluster whose nodes "
+        "answer in parallel; `--node-side probe` measures with the real probe."
+    )
 
 
 def write_docs(body: list[str]) -> None:
@@ -275,6 +304,12 @@ def main() -> None:
         action="store_false",
         help="let the control side and the simulated nodes share every CPU",
     )
+    parser.add_argument(
+        "--node-side",
+        choices=NODE_SIDES,
+        default="sim",
+        help="what answers on the nodes: the simulator (default) or the real probe",
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
 
@@ -287,15 +322,15 @@ def main() -> None:
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}), Python {platform.python_version()}; "
         f"1-minute load average {load_before:.1f} before, {load_after:.1f} after (it counts "
-        "the simulated nodes' runnable probes and their dmesg/journalctl children).",
+        "the simulated nodes' runnable processes).",
         "",
         f"Rerun: `python benchmarks/bench_watch.py --nodes {' '.join(map(str, args.nodes))} "
         f"--workers {' '.join(map(str, args.workers))} --cycles {args.cycles} "
-        f"--fresh-cycles {args.fresh_cycles} --write-docs`",
+        f"--fresh-cycles {args.fresh_cycles} --node-side {args.node_side} --write-docs`",
         "",
         *table(results, args),
         "",
-        *notes(results),
+        *notes(results, args.node_side),
     ]
     print("\n".join(body))
     if args.write_docs:

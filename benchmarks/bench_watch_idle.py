@@ -4,7 +4,8 @@ Starts a simulated cluster (``_cluster.SimCluster``), runs the real CLI
 ``ugro-health watch --headless --interval 60`` against it, lets the first cycle (connections,
 probes starting) pass, then measures the process's own CPU time (user + system, from
 /proc/PID/stat, threads included) over a window that contains one steady-state cycle. The
-target: under 1 % of one core.
+target: under 1 % of one core. The nodes answer with the simulator (``--node-side sim``, the
+default: ``ugro_health/sim`` behind each node's sshd) or the real probe (``--node-side probe``).
 
 Rerun: ``python benchmarks/bench_watch_idle.py --nodes 32 --seconds 90 [--write-docs]``
 """
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _cluster import SimCluster
+from _cluster import NODE_SIDES, SimCluster
 from _docs import write_section
 
 DOC_SECTION = "## watch idle"
@@ -30,8 +31,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(nodes: int, seconds: float) -> tuple[float, float, int]:
-    with SimCluster.start(nodes, sshd=min(nodes, 16)) as cluster:
+def measure(nodes: int, seconds: float, node_side: str) -> tuple[float, float, int]:
+    with SimCluster.start(nodes, sshd=min(nodes, 16), node_side=node_side) as cluster:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -67,19 +68,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--nodes", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=90.0)
+    parser.add_argument("--node-side", choices=NODE_SIDES, default="sim")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
-    used, elapsed, code = measure(args.nodes, args.seconds)
+    used, elapsed, code = measure(args.nodes, args.seconds, args.node_side)
+    side = "the simulator" if args.node_side == "sim" else "the real probe"
     share = 100.0 * used / elapsed
     body = [
         f"`ugro-health watch --headless --interval 60` on {args.nodes} simulated SSH nodes "
         f"(persistent sessions), the whole process's CPU over {elapsed:.0f} s after its first "
         f"cycle (so at least one steady-state cycle is inside the window). Measured "
         f"{time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, "
-        f"Python {sys.version.split()[0]}.",
+        f"Python {sys.version.split()[0]}. Node side: {side}.",
         "",
         f"Rerun: `python benchmarks/bench_watch_idle.py --nodes {args.nodes} "
-        f"--seconds {args.seconds:.0f} --write-docs`",
+        f"--seconds {args.seconds:.0f} --node-side {args.node_side} --write-docs`",
         "",
         "| nodes | CPU used | window | share of one core | target | exit code after SIGTERM |",
         "|---|---|---|---|---|---|",
