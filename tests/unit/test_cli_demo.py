@@ -8,6 +8,7 @@ on order and presence, never on how many cycles a loaded machine managed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pty
@@ -170,7 +171,7 @@ def test_polling_speeds_up_for_the_job_and_backs_off_after(story_run: tuple[Path
     # sim01 stays healthy: its polls follow the job alone. Training shows in its GPUs (busy),
     # so the phases are told apart by what was recorded, not by the clock.
     state, _ = story_run
-    points = [s for s in history(state, "sim01", "--metric", "gpu_util")["samples"]]
+    points = history(state, "sim01", "--metric", "gpu_util")["samples"]
     busy = [p["summary"]["gpu_util"] > 50 for p in points]
     assert busy[0] is False and True in busy, busy
     start = busy.index(True)
@@ -180,7 +181,7 @@ def test_polling_speeds_up_for_the_job_and_backs_off_after(story_run: tuple[Path
     assert len(training) >= 4 and len(after) >= 3, (len(training), len(after))
 
     def gap(times: list[float]) -> float:
-        return statistics.median(b - a for a, b in zip(times, times[1:], strict=False))
+        return statistics.median(b - a for a, b in itertools.pairwise(times))
 
     assert gap(training) < gap(after) / 1.5, (gap(training), gap(after))
 
