@@ -223,7 +223,7 @@ def test_ctrl_c_headless_exits_0_and_leaves_nothing(tmp_path: Path):
     assert " cycle 2: " in out
     assert out.splitlines()[-1].split(" ", 1)[1].startswith("stopped after ")
     assert not state.exists() and demo_dirs(tmp_path) == []
-    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert children == []  # the nodes are simulated in-process: no ssh, no probe processes
 
 
 class Terminal:
@@ -271,7 +271,7 @@ def test_ctrl_c_on_the_dashboard_exits_0_and_leaves_nothing(tmp_path: Path):
     assert "SIMULATION · 8 simulated nodes × 8 H100" in screen
     assert "sim08" in screen and "GPU TEMP" in screen and "watching 8 node(s)" not in screen
     assert demo_dirs(tmp_path) == []
-    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert children == []  # the nodes are simulated in-process: no ssh, no probe processes
 
 
 def test_keep_state_on_a_file_is_a_one_line_usage_error(tmp_path: Path):
