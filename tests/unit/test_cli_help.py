@@ -42,7 +42,7 @@ def help_of(path: tuple[str, ...], tmp_path) -> str:
 
 def test_every_command_is_covered():
     names = {" ".join(p) for p in PATHS}
-    assert {"check", "watch", "status", "history", "jobs start", "config validate"} <= names
+    assert {"check", "watch", "demo", "status", "history", "jobs start", "config validate"} <= names
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: " ".join(p) or "root")

@@ -84,6 +84,18 @@ def test_commands_and_options_are_offered(cluster: Path):
     ]
 
 
+def test_demo_and_its_options_are_offered(cluster: Path):
+    assert tab_completions(cluster, "ugro-health d") == ["demo"]
+    assert tab_completions(cluster, "ugro-health demo --") == [
+        "--headless",
+        "--speed",
+        "--duration",
+        "--keep-state",
+        "--metrics-listen",
+        "--help",
+    ]
+
+
 def test_the_config_the_command_line_would_load_is_used(tmp_path: Path):
     (tmp_path / "other.yaml").write_text("nodes: [alpha, beta]\n")
     by_env = tab_completions(

@@ -134,6 +134,34 @@ def test_narrow_dashboard_drops_columns_but_keeps_the_essentials(width: int):
         assert "BREAKER" not in text
 
 
+def test_eight_gpus_a_node_show_each_metric_as_a_range_and_the_row_fits():
+    # 8 GPUs listed one by one would be 3 x 31 characters: at 128 columns Rich would squeeze
+    # NODE and STATUS to "NO…" and "STA…". A range still shows the one GPU out of line.
+    temps = (62, 64, 95, 63, 66, 63, 65, 64)
+    gpus = tuple(
+        GpuSample(
+            index=i,
+            util_pct=100.0 if i else 70.0,
+            mem_used_bytes=70 * GIB,
+            mem_total_bytes=80 * GIB,
+            temp_c=float(t),
+            power_w=640.0,
+        )
+        for i, t in enumerate(temps)
+    )
+    sample = NodeSample(cpu_util_pct=90.0, mem_util_pct=68.0, gpus=gpus)
+    report = NodeReport("sim02", Status.CRITICAL, 78, NOW - 1, 0.02, sample=sample)
+    rows = [("sim02", NodeRow(report, age_s=1))]
+    text = render(replace(view(), rows=rows, alerts=()), 128)
+    assert all(len(line) <= 128 for line in text.splitlines())
+    row = line_of(text, "sim02")
+    assert row.split()[:3] == ["sim02", "CRITICAL", "78"]
+    for cell in ("70–100%", "88%", "62–95°", "5120W"):
+        assert cell in row.split(), (cell, row)
+    header = text.splitlines()[1].split()
+    assert header[:3] == ["NODE", "STATUS", "SCORE"] and "BREAKER" in header
+
+
 def test_no_alerts_panel_says_so():
     empty = WatchView(now=NOW, rows=[], interval_s=40, next_poll_in_s=40, last_cycle_s=None)
     text = render(empty, 100)

@@ -32,14 +32,16 @@ BANNER = "SIMULATION"
 NODES = 8
 GPUS = 8
 # The demo's polling, in story seconds (divided by --speed): the engine's defaults are minutes
-# long, a demo of 90 s needs the same shape faster.
+# long, a demo of 90 s needs the same shape faster. The hot GPU crosses the WARNING band
+# (80-85 °C) in about 2.5 story seconds: a node under a job or with a problem is polled every
+# 1.5 s so that the WARNING is always seen before the CRITICAL, whatever the phase of the polls.
 INTERVALS = {
-    "active_interval_s": 3.0,
+    "active_interval_s": 1.5,
     "recent_interval_s": 6.0,
     "warm_interval_s": 10.0,
     "idle_interval_s": 12.0,
     "max_interval_s": 15.0,
-    "problem_interval_s": 3.0,
+    "problem_interval_s": 1.5,
     "reset_base_s": 8.0,
     "reset_max_s": 30.0,
 }

@@ -228,9 +228,9 @@ def _metric_cells(report: NodeReport) -> list[Text]:
     if sample is None:
         return [Text(DASH)] * 8
     gpus = sample.gpus
-    util = " ".join(pct(g.util_pct) for g in gpus) or DASH
-    mem = " ".join(pct(g.mem_pct) for g in gpus) or DASH
-    temps = " ".join(DASH if g.temp_c is None else f"{g.temp_c:.0f}°" for g in gpus) or DASH
+    util = _gpu_cell([g.util_pct for g in gpus], "%")
+    mem = _gpu_cell([g.mem_pct for g in gpus], "%")
+    temps = _gpu_cell([g.temp_c for g in gpus], "°")
     watts = [g.power_w for g in gpus if g.power_w is not None]
     power = f"{sum(watts):.0f}W" if watts else DASH
     rx = sum(n.rx_bytes_per_s or 0.0 for n in sample.net)
@@ -246,6 +246,23 @@ def _metric_cells(report: NodeReport) -> list[Text]:
         Text(pct(sample.disk_max_pct)),
         Text(net),
     ]
+
+
+GPUS_LISTED = 4  # up to this many GPUs a cell lists each; more (8 per node) would not fit
+
+
+def _gpu_cell(values: Sequence[float | None], unit: str) -> str:
+    """``97% 96%``: one value per GPU; for more than ``GPUS_LISTED`` GPUs, the range
+    ``62–94°`` (lowest–highest), which still shows the one GPU out of line."""
+    if not values:
+        return DASH
+    if len(values) <= GPUS_LISTED:
+        return " ".join(DASH if v is None else f"{v:.0f}{unit}" for v in values)
+    known = [v for v in values if v is not None]
+    if not known:
+        return DASH
+    low, high = f"{min(known):.0f}", f"{max(known):.0f}"
+    return f"{high}{unit}" if low == high else f"{low}–{high}{unit}"
 
 
 def _rate(bytes_per_s: float) -> str:
