@@ -125,9 +125,12 @@ def history(state: Path, *args: str) -> dict[str, Any]:
 @pytest.mark.slow
 def test_status_shows_what_the_story_left(story_run: tuple[Path, list[str]]):
     state, _ = story_run
-    result = run_cli("--state-dir", str(state), "status", "--all", "--json", cwd=state.parent)
+    # The kept directory holds a cluster file naming the simulated nodes, as a real one would.
+    config = str(state / "cluster.yaml")
+    result = run_cli("-c", config, "--state-dir", str(state), "status", "--json", cwd=state.parent)
+    assert result.returncode == 2, result.stderr  # CRITICAL: sim05's lost GPU
     nodes = {n["name"]: n for n in json.loads(result.stdout)["nodes"]}
-    assert {f"sim{i:02d}" for i in range(1, 9)} <= set(nodes)
+    assert set(nodes) == {f"sim{i:02d}" for i in range(1, 9)}
     sim05 = nodes["sim05"]
     assert sim05["status"] == "critical"
     codes = {(a["severity"], a["code"]) for a in sim05["alerts"]}
@@ -284,3 +287,20 @@ def test_keep_state_on_a_file_is_a_one_line_usage_error(tmp_path: Path):
     ]
     assert result.stdout == ""
     assert target.read_text() == "precious\n"  # nothing lost
+
+
+def test_keep_state_writes_its_cluster_file_but_never_over_someone_elses(tmp_path: Path):
+    from ugro_health.cli.demo import _write_cluster_file
+    from ugro_health.config import load_config
+
+    _write_cluster_file(tmp_path / "kept")
+    config = load_config(tmp_path / "kept" / "cluster.yaml")
+    assert [n.name for n in config.nodes] == [f"sim{i:02d}" for i in range(1, 9)]
+    assert all(n.gpus == 8 for n in config.nodes)
+    _write_cluster_file(tmp_path / "kept")  # its own file: rewritten, still valid
+    assert load_config(tmp_path / "kept" / "cluster.yaml").nodes == config.nodes
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "cluster.yaml").write_text("nodes: [gpu1]\n")
+    _write_cluster_file(mine)
+    assert (mine / "cluster.yaml").read_text() == "nodes: [gpu1]\n"

@@ -141,7 +141,30 @@ def _state_dir(keep: Path | None) -> Path:
         return Path(tempfile.mkdtemp(prefix="ugro-health-demo-"))
     if keep.exists() and not keep.is_dir():
         fail(f"--keep-state {keep}: not a directory")
+    _write_cluster_file(keep)
     return keep
+
+
+CLUSTER_FILE_MARK = "# written by `ugro-health demo`"
+
+
+def _write_cluster_file(directory: Path) -> None:
+    """``cluster.yaml`` naming the simulated nodes beside the kept state, so that ``status``
+    and ``history`` read it as they would a real cluster's (``-c DIR/cluster.yaml``). A file of
+    that name not written by the demo is left alone."""
+    path = directory / "cluster.yaml"
+    try:
+        if path.exists() and not path.read_text().startswith(CLUSTER_FILE_MARK):
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        nodes = "".join(f"  - name: {n.name}\n    host: {n.host}\n" for n in demo_config().nodes)
+        path.write_text(
+            f"{CLUSTER_FILE_MARK}: its simulated nodes, for reading this state directory\n"
+            "# (status, history); they exist only inside the demo.\n"
+            f"defaults:\n  gpus: {GPUS}\n  nvlinks: 18\nnodes:\n{nodes}"
+        )
+    except OSError as exc:
+        fail(f"--keep-state {directory}: {exc.strerror or exc}")
 
 
 def _stop_after(monitor: Monitor, duration: float | None) -> threading.Timer | None:
