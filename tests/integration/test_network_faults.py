@@ -182,7 +182,9 @@ def test_a_probe_timeout_under_max_sessions_1_leaves_the_next_tick_working(
     hang_once.chmod(0o755)
     marker.unlink(missing_ok=True)
     node = sshd_rig.node_config("onesession", python=str(hang_once))
-    transport = sshd_rig.transport(sshd_rig.settings(command_timeout=1.5), persistent=True)
+    # A command timeout well under the hung probe's 30 s, and long enough for a healthy probe
+    # on a loaded machine (1.5 s was not, at a load average of 35).
+    transport = sshd_rig.transport(sshd_rig.settings(command_timeout=6.0), persistent=True)
     try:
         error, _ = failure(transport, node, 10)
         assert error.kind is ErrorKind.TIMEOUT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -43,7 +44,10 @@ def test_headless_logs_cycles_and_stops_cleanly(tmp_path: Path, signum: int):
     assert proc.returncode == 0, err
     assert lines[0].endswith(f"watching 1 node(s); state in {tmp_path}/state/ugro-health")
     cycle = next(line for line in lines if " cycle 1: " in line)
-    assert "polled 1 in" in cycle and "1 node: 1 " in cycle and "next in 1s" in cycle
+    # `--interval 1`: next in 1 s, or at once when this busy machine's load made the node a
+    # WARNING (problem nodes are re-polled sooner)
+    assert "polled 1 in" in cycle and "1 node: 1 " in cycle
+    assert re.search(r"; next in [01]s$", cycle), cycle
     assert out.strip().splitlines()[-1].split(" ", 1)[1].startswith("stopped after ")
     assert "Traceback" not in err
     status = json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)
