@@ -17,10 +17,14 @@ or exec deliveries, metrics scrapes in flight, Slurm's commands, a ProxyCommand'
 
 When ``needed`` exceeds the soft limit, the soft limit is raised to ``2 x needed`` (headroom for
 jump hosts and scrapes; raising the soft limit costs nothing) or to the hard limit, whichever is
-lower. When even the hard limit is below ``needed``: one warning with how many nodes fit and
-the fix (``ulimit -n``, systemd's ``LimitNOFILE=``), and the run goes on: a node whose socket
-cannot be opened is a CRITICAL report with ``Too many open files`` in its error (``explain``
-adds the fix to it), never a crash.
+lower. When even the hard limit is below ``needed``: one warning with about how many nodes fit
+(the limit less ``IN_USE``: the 4 descriptors measured besides the connections, with a margin)
+and the fix (``ulimit -n``, systemd's ``LimitNOFILE=``), and the run goes on: a node whose
+socket cannot be opened is a CRITICAL report with ``Too many open files`` in its error
+(``explain`` adds the fix to it), never a crash.
+
+Where: ``engine.runs``, which ``check``, ``watch`` and the Python API's ``check()`` and
+``HealthMonitor`` all go through, before the first connection.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import os
 from dataclasses import dataclass
 
 BASE = 64
+IN_USE = 16  # descriptors a run measured to hold besides its connections (4), with a margin
 HEADROOM = 2  # the soft limit is raised to this many times the estimate, when the hard allows
 # How a socket that could not be opened reads in a node's error (EMFILE, ENFILE).
 EXHAUSTED = (os.strerror(errno.EMFILE), os.strerror(errno.ENFILE))
@@ -61,9 +66,10 @@ def needed(nodes: int, workers: int, persistent: bool) -> int:
     return (nodes if persistent else busy) + busy + BASE
 
 
-def connections_fitting(limit: int, nodes: int, workers: int) -> int:
-    """How many connections a soft limit of ``limit`` holds open at once."""
-    return max(0, limit - BASE - min(nodes, workers))
+def connections_fitting(limit: int) -> int:
+    """About how many connections a soft limit of ``limit`` holds open at once: by what a run
+    measured to use besides them (``IN_USE``), not by the budget."""
+    return max(0, limit - IN_USE)
 
 
 def ensure(nodes: int, workers: int, persistent: bool) -> Limit | None:
@@ -97,15 +103,16 @@ def warning(limit: Limit, nodes: int, workers: int, persistent: bool) -> str | N
     """The one line for a limit still too low, or None."""
     if limit.enough:
         return None
-    fits = connections_fitting(limit.soft, nodes, workers)
-    if persistent:
-        what = f"about {fits} of the {nodes} nodes fit"
+    fits = connections_fitting(limit.soft)
+    wanted = nodes if persistent else min(nodes, workers)
+    what = "nodes" if persistent else "parallel connections"
+    if fits >= wanted:
+        fit = f"the {wanted} {what} fit with little to spare, a reconnect or a scrape may not"
     else:
-        what = f"about {fits} of {min(nodes, workers)} parallel connections fit"
+        fit = f"about {fits} of the {wanted} {what} fit, the others fail with 'Too many open files'"
     return (
         f"open-file limit {limit.soft} (hard {limit.hard}) is below the {limit.needed} "
-        f"descriptors {nodes} nodes need: {what}, the others fail with 'Too many open files'; "
-        f"{FIX}"
+        f"descriptors {nodes} nodes need: {fit}; {FIX}"
     )
 
 
