@@ -166,3 +166,21 @@ def test_api_check_takes_a_shard(tmp_path: Path):
     assert {n.name for n in report.nodes} == {n for n in LOCAL if shard_of(n, 2) == 2}
     with pytest.raises(ValueError, match="expected I/N"):
         ugro_health.check(tmp_path / "cluster.yaml", shard="half", record=False)
+
+
+def test_api_monitor_takes_a_shard(tmp_path: Path):
+    import ugro_health
+
+    write_local_cluster(tmp_path, LOCAL)
+    monitor = ugro_health.HealthMonitor(
+        tmp_path / "cluster.yaml", shard="1/2", state_dir=tmp_path / "state"
+    )
+    try:
+        assert set(monitor.engine.nodes) == {n for n in LOCAL if shard_of(n, 2) == 1}
+    finally:
+        monitor.close()
+    with pytest.raises(ValueError, match="shard 2/2 holds none of the 1 selected nodes"):
+        only = next(n for n in LOCAL if shard_of(n, 2) == 1)
+        ugro_health.HealthMonitor(
+            tmp_path / "cluster.yaml", nodes=only, shard="2/2", state_dir=tmp_path / "s2"
+        )
