@@ -65,6 +65,52 @@ def test_systemd_accepts_the_unit(tmp_path: Path):
     assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
+def test_service_sets_the_open_file_limit():
+    assert int(unit()["Service"]["LimitNOFILE"]) >= 65536
+
+
+def template() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(CONTRIB / "ugro-health@.service")
+    return parser
+
+
+def test_shard_template_runs_one_shard_per_instance():
+    from ugro_health.engine.shard import parse_shard
+    from ugro_health.export.serve import parse_listen
+
+    service = template()["Service"]
+    argv = service["ExecStart"].split()
+    assert argv[1:3] == ["watch", "--headless"]
+    shard = argv[argv.index("--shard") + 1]
+    listen = argv[argv.index("--metrics-listen") + 1]
+    count = int(shard.split("/")[1])
+    for index in range(1, count + 1):
+        instance = f"{index:02d}"  # the instances the comment tells to start
+        assert parse_shard(shard.replace("%i", instance)).label == f"{index}/{count}"
+        assert parse_listen(listen.replace("%i", instance)).port == 9800 + index
+    # The rest as the single unit: same user, state directory, limit and hardening.
+    single = unit()["Service"]
+    for key, value in single.items():
+        if key != "ExecStart":
+            assert service.get(key) == value, key
+
+
+def test_systemd_accepts_the_shard_template(tmp_path: Path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    text = (CONTRIB / "ugro-health@.service").read_text()
+    path = tmp_path / "ugro-health@.service"
+    path.write_text(text.replace("/usr/local/bin/ugro-health", sys.executable, 1))
+    instance = tmp_path / "ugro-health@01.service"
+    instance.symlink_to(path.name)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(instance)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
 def cron_jobs() -> list[list[str]]:
     jobs = []
     for line in (CONTRIB / "ugro-health.cron").read_text().splitlines():

@@ -29,13 +29,15 @@ def check(
     state_dir: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
     accept_new: bool = False,
+    shard: str | None = None,
 ) -> ClusterReport:
     """Poll the nodes once and return the report ``check`` renders (``report.to_json()`` is
     its ``--json`` document, ``report.status.exit_code`` its exit code).
 
     ``config`` is a ``Config``, a path, or None for the CLI's lookup; ``nodes`` are names or
     globs (a ``ValueError`` when one matches nothing); ``record=False`` is ``--no-record``;
-    ``timeout`` bounds the whole run; ``accept_new`` enrols unknown host keys. Nothing a node
+    ``timeout`` bounds the whole run; ``accept_new`` enrols unknown host keys; ``shard``
+    (``"I/N"``) polls only that shard of the selected nodes, as ``--shard``. Nothing a node
     does raises: an unreachable node is a CRITICAL ``NodeReport`` with its ``error``.
 
     Example::
@@ -51,7 +53,7 @@ def check(
     if timeout is not None and not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout}")
     cluster = config if isinstance(config, Config) else load_config(config)
-    selected = select(cluster, nodes)
+    selected = select(cluster, nodes, shard)
     where = paths.state_dir(None if state_dir is None else os.fspath(state_dir))
     report, _ = check_once(
         cluster,

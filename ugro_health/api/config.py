@@ -109,10 +109,26 @@ def make_config(
     return replace(config, source=None)
 
 
-def select(config: Config, nodes: str | Sequence[str] | None) -> tuple[NodeConfig, ...]:
+def select(
+    config: Config, nodes: str | Sequence[str] | None, shard: str | None = None
+) -> tuple[NodeConfig, ...]:
     """The configured nodes named in ``nodes`` (names, or comma-separated globs in a string);
     all of them for None. Raises ``ValueError`` for a name or glob that matches none, since a
-    typo would otherwise leave a node out without a word."""
+    typo would otherwise leave a node out without a word. ``shard`` (``"I/N"``, as the CLI's
+    ``--shard``) keeps the selected nodes of that shard, a ``ValueError`` when it holds none."""
+    selected = _named(config, nodes)
+    if shard is None:
+        return selected
+    from ugro_health.engine.shard import parse_shard
+
+    part = parse_shard(shard)
+    owned = part.select(selected)
+    if not owned:
+        raise ValueError(f"shard {part.label} holds none of the {len(selected)} selected nodes")
+    return owned
+
+
+def _named(config: Config, nodes: str | Sequence[str] | None) -> tuple[NodeConfig, ...]:
     if nodes is None:
         return config.nodes
     patterns = [p.strip() for p in nodes.split(",")] if isinstance(nodes, str) else list(nodes)

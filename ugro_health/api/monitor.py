@@ -78,13 +78,14 @@ class HealthMonitor(JobTracking):
     """Run the ``watch`` loop from Python: blocking (``run``), in the background (``start`` /
     ``close``, or ``with``), or in async code (``async with``), on asyncio or trio.
 
-    ``config`` is a ``Config`` (``make_config``, ``load_config``), a path, or None for the
-    CLI's lookup; ``nodes`` names or globs a subset; ``state_dir`` defaults as for the CLI, and
-    two monitors in one process need two. ``interval_s`` fixes the poll interval (else it adapts
-    to job activity). The handlers get ``CycleEvent``, ``AlertEvent``, ``BreakerEvent``,
-    ``JobEvent`` and ``ClusterState`` (``on_state``, for a cluster-state manager) on a thread of
-    their own; one that raises is logged and counted, one that blocks makes later calls drop
-    (``stats``) but never delays a round. ``transports`` is a seam for tests.
+    ``config`` is a ``Config`` (``make_config``, ``load_config``), a path, or None for the CLI's
+    lookup; ``nodes`` names or globs a subset, ``shard`` (``"I/N"``) one shard of it;
+    ``state_dir`` defaults as for the CLI, and two monitors in one process need two.
+    ``interval_s`` fixes the poll interval (else it adapts to job activity). The handlers get
+    ``CycleEvent``, ``AlertEvent``, ``BreakerEvent``, ``JobEvent`` and ``ClusterState``
+    (``on_state``, for a cluster-state manager) on a thread of their own; one that raises is
+    logged and counted, one that blocks makes later calls drop (``stats``) but never delays a
+    round. ``transports`` is a seam for tests.
 
     Example::
 
@@ -103,6 +104,7 @@ class HealthMonitor(JobTracking):
         config: Config | str | os.PathLike[str] | None = None,
         *,
         nodes: str | list[str] | tuple[str, ...] | None = None,
+        shard: str | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         interval_s: float | None = None,
         on_cycle: Callable[[CycleEvent], object] | None = None,
@@ -119,14 +121,14 @@ class HealthMonitor(JobTracking):
         from ugro_health.engine.runs import build_monitor
 
         self.config = config if isinstance(config, Config) else load_config(config)
-        selected = select(self.config, nodes)
+        selected = select(self.config, nodes, shard)
         self.state_dir = paths.state_dir(None if state_dir is None else os.fspath(state_dir))
         if interval_s is not None and not interval_s > 0:
             raise ValueError(f"interval_s must be a positive number of seconds, not {interval_s}")
         if event_buffer < 1:
             raise ValueError(f"event_buffer must be at least 1, not {event_buffer}")
         self.engine: Monitor = build_monitor(
-            self.config, selected, Path(self.state_dir), interval_s, transports
+            self.config, selected, Path(self.state_dir), interval_s, transports, log.warning
         )
         self._handlers: dict[type, Handler | None] = {
             CycleEvent: on_cycle,

@@ -7,7 +7,13 @@ import json
 import typer
 from typer._click.exceptions import UsageError
 
-from ugro_health.cli.context import from_typer, select_nodes
+from ugro_health.cli.context import (
+    from_typer,
+    parse_shard_option,
+    select_nodes,
+    shard_nodes,
+    shard_option,
+)
 from ugro_health.cli.export import TEXTFILE_HELP, textfile_dir, write_metrics_textfile
 from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console, fail, use_nagios, warn
@@ -44,6 +50,7 @@ def check_command(
         "--slurm-act",
         help="Drain and resume nodes in Slurm as watch does (for cron; needs slurm.enabled).",
     ),
+    shard: str | None = shard_option(),
 ) -> None:
     """Poll the cluster once and exit 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN.
 
@@ -56,6 +63,7 @@ def check_command(
         use_nagios()
         if as_json:
             raise UsageError("--json and --nagios cannot be used together", ctx=ctx)
+    part = parse_shard_option(shard)
     if textfile is not None and nodes is not None:
         # node_exporter serves the file as the whole cluster: a subset would make the other
         # nodes vanish from Prometheus (and fire their absence alerts).
@@ -70,7 +78,7 @@ def check_command(
     config = app.load_config()
     if slurm_act and not (config.slurm.enabled and config.slurm.manage):
         fail("--slurm-act: Slurm drain and resume is off (slurm.enabled and slurm.manage)")
-    selected = select_nodes(config, nodes)
+    selected = shard_nodes(select_nodes(config, nodes), part)
     textfile_to = textfile_dir(textfile)
     report, active = check_once(
         config,
@@ -93,7 +101,8 @@ def check_command(
 
         console.print(check_table(report))
     if textfile_to is not None:
-        not_written = write_metrics_textfile(textfile_to, list(selected), report, active)
+        where = None if part is None else (part.index, part.count)
+        not_written = write_metrics_textfile(textfile_to, list(selected), report, active, where)
         if not_written is not None:
             fail(not_written)
     raise typer.Exit(report.status.exit_code)

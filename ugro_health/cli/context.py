@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ugro_health import paths
 from ugro_health.config import Config, NodeConfig
+
+if TYPE_CHECKING:
+    from ugro_health.engine.shard import Shard
+
+SHARD_HELP = (
+    "Poll only shard I of N (1-based) of the selected nodes: one of N processes that share "
+    "the cluster, each node in exactly one (by a hash of its name)."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +78,37 @@ def select_nodes(config: Config, pattern: str | None) -> tuple[NodeConfig, ...]:
         names = ", ".join(repr(g) for g in unmatched)
         fail(f"no node matches {names} (configured: {known}{more})")
     return config.select(pattern)
+
+
+def shard_option() -> Any:
+    """The ``--shard I/N`` option of ``check`` and ``watch``."""
+    return typer.Option(None, "--shard", metavar="I/N", help=SHARD_HELP)
+
+
+def parse_shard_option(text: str | None) -> Shard | None:
+    """``--shard`` parsed before any work, or the one-line usage error (exit 3)."""
+    if text is None:
+        return None
+    from ugro_health.cli.output import fail
+    from ugro_health.engine.shard import ShardError, parse_shard
+
+    try:
+        return parse_shard(text)
+    except ShardError as exc:
+        fail(str(exc))
+
+
+def shard_nodes(selected: tuple[NodeConfig, ...], shard: Shard | None) -> tuple[NodeConfig, ...]:
+    """The selected nodes this shard owns (all without ``--shard``); a shard that owns none
+    is an error: a process polling nothing would pass for a healthy part of the cluster."""
+    if shard is None:
+        return selected
+    owned = shard.select(selected)
+    if not owned:
+        from ugro_health.cli.output import fail
+
+        fail(
+            f"--shard {shard.label}: no node of the {len(selected)} selected falls in this "
+            "shard (fewer shards, or more nodes)"
+        )
+    return owned

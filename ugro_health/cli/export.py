@@ -39,8 +39,11 @@ def listen_address(text: str | None) -> ListenAddress | None:
         fail(str(exc))
 
 
-def serve_metrics(monitor: Monitor, address: ListenAddress | None) -> MetricsServer | None:
-    """Start ``/metrics`` over ``monitor``'s latest reports (None without the option)."""
+def serve_metrics(
+    monitor: Monitor, address: ListenAddress | None, shard: str | None = None
+) -> MetricsServer | None:
+    """Start ``/metrics`` over ``monitor``'s latest reports (None without the option);
+    ``shard`` (``1/4``) labels the process' own figures."""
     if address is None:
         return None
     from ugro_health.export.metrics import SnapshotCollector
@@ -48,7 +51,7 @@ def serve_metrics(monitor: Monitor, address: ListenAddress | None) -> MetricsSer
     from ugro_health.export.sources import monitor_snapshot
 
     try:
-        server = MetricsServer(SnapshotCollector(lambda: monitor_snapshot(monitor)), address)
+        server = MetricsServer(SnapshotCollector(lambda: monitor_snapshot(monitor, shard)), address)
     except ExportError as exc:
         fail(str(exc))
     stamp = datetime.fromtimestamp(time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -72,16 +75,23 @@ def textfile_dir(text: str | None) -> Path | None:
 
 
 def write_metrics_textfile(
-    directory: Path, nodes: list[NodeConfig], report: ClusterReport, active_jobs: int
+    directory: Path,
+    nodes: list[NodeConfig],
+    report: ClusterReport,
+    active_jobs: int,
+    shard: tuple[int, int] | None = None,
 ) -> str | None:
-    """Write the textfile for ``report``; the problem as one line when it could not be."""
+    """Write the textfile for ``report`` (under ``--shard``, the shard's own file); the
+    problem as one line when it could not be."""
     from ugro_health.export.metrics import SnapshotCollector
-    from ugro_health.export.serve import ExportError, write_textfile
+    from ugro_health.export.serve import ExportError, textfile_name, write_textfile
     from ugro_health.export.sources import report_snapshot
 
-    snapshot = report_snapshot(nodes, report, active_jobs)
+    label = None if shard is None else f"{shard[0]}/{shard[1]}"
+    snapshot = report_snapshot(nodes, report, active_jobs, label)
+    collector = SnapshotCollector(lambda: snapshot, counts_errors=False)
     try:
-        write_textfile(directory, SnapshotCollector(lambda: snapshot, counts_errors=False))
+        write_textfile(directory, collector, textfile_name(shard))
     except ExportError as exc:
         return str(exc)
     return None

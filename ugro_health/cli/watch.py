@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ugro_health.cli.context import from_typer, select_nodes
+from ugro_health.cli.context import (
+    from_typer,
+    parse_shard_option,
+    select_nodes,
+    shard_nodes,
+    shard_option,
+)
 from ugro_health.cli.export import LISTEN_HELP, listen_address, serve_metrics
 from ugro_health.cli.node_completion import nodes_glob_option
 from ugro_health.cli.output import console
@@ -44,27 +50,30 @@ def watch_command(
     metrics_listen: str | None = typer.Option(
         None, "--metrics-listen", metavar="[HOST:]PORT", help=LISTEN_HELP
     ),
+    shard: str | None = shard_option(),
 ) -> None:
     """Monitor continuously; SIGINT or SIGTERM stops cleanly (exit 0).
 
     Example: [bold]ugro-health watch --nodes 'gpu*'[/bold]  or, under systemd,
     [bold]ugro-health watch --headless --metrics-listen 9835[/bold]
     """
+    from ugro_health.cli.output import warn
     from ugro_health.engine.runs import build_monitor
 
     address = listen_address(metrics_listen)
+    part = parse_shard_option(shard)
     app = from_typer(ctx)
     config = app.load_config()
-    selected = select_nodes(config, nodes)
-    monitor = build_monitor(config, selected, app.state_dir, interval)
+    selected = shard_nodes(select_nodes(config, nodes), part)
+    monitor = build_monitor(config, selected, app.state_dir, interval, warn=warn)
     transports = monitor.transports
     _install_signal_handlers(monitor)
-    server = serve_metrics(monitor, address)
+    server = serve_metrics(monitor, address, None if part is None else part.label)
     logging = headless or not console.is_terminal
     deliverer = _start_delivery(monitor, app.state_dir, logging)
     try:
         if logging:
-            _run_headless(monitor)
+            _run_headless(monitor, "" if part is None else f" (shard {part.label})")
         else:
             _run_dashboard(monitor)
     finally:
@@ -141,7 +150,7 @@ def event_line(event: AlertEvent) -> str:
     )
 
 
-def _run_headless(monitor: Monitor) -> None:
+def _run_headless(monitor: Monitor, shard: str = "") -> None:
     from ugro_health.render.common import printable
 
     shown: list[str] = []  # the store problems logged last: a full disk is said once
@@ -163,7 +172,7 @@ def _run_headless(monitor: Monitor) -> None:
             _log(printable(f"{_stamp(result.at)} SLURM {problem.removeprefix('slurm: ')}"))
 
     _log(
-        f"{_stamp(time.time())} watching {len(monitor.nodes)} node(s); "
+        f"{_stamp(time.time())} watching {len(monitor.nodes)} node(s){shard}; "
         f"state in {monitor.store.directory}"
     )
     monitor.run(on_cycle=on_cycle, tick_s=1.0)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ugro_health.config import Config, NodeConfig
 from ugro_health.engine import POLL_THREAD_PREFIX
+from ugro_health.engine.fdlimit import explain
 from ugro_health.engine.jobs import Job, job_ranks, patterns_for, rank_alerts
 from ugro_health.engine.scoring import error_alert, judge
 from ugro_health.model import (
@@ -138,7 +139,7 @@ def poll_node(
         exchange = _exchange(doc, sent)
         sample = NodeSample.from_probe(doc)
     except TransportError as exc:
-        error = NodeError(exc.kind, exc.message, exc.at_deadline)
+        error = NodeError(exc.kind, explain(exc.message), exc.at_deadline)
         return failed_report(node.name, error, started_wall, started)
     except Exception as exc:  # a bug in one node's path must not lose the others
         error = NodeError(ErrorKind.PROBE_INVALID, f"{type(exc).__name__}: {exc}")

@@ -52,10 +52,13 @@ def build_monitor(
     state_dir: Path,
     interval_s: float | None = None,
     transports: Transports | None = None,
+    warn: Warn | None = None,
 ) -> Monitor:
     """``watch``'s loop over ``nodes``, with persistent SSH sessions (``monitor.transports``,
     which the caller closes when the loop is done), and Slurm when ``slurm.enabled`` (its
-    thread runs while the loop does)."""
+    thread runs while the loop does). The open-file limit is raised for ``nodes`` first
+    (``warn`` says when it cannot be)."""
+    open_files(config, nodes, warn, persistent=True)
     store = StateStore(state_dir)
     return Monitor(
         config,
@@ -66,6 +69,24 @@ def build_monitor(
         breaker_policy(config.watch),
         slurm=slurm_link(config, store, nodes),
     )
+
+
+def open_files(
+    config: Config, nodes: Sequence[NodeConfig], warn: Warn | None, persistent: bool
+) -> None:
+    """Raise the soft open-file limit if the SSH nodes need more (``engine.fdlimit``); a hard
+    limit too low for them is one warning, and the run goes on."""
+    from ugro_health.engine import fdlimit
+    from ugro_health.engine.collect import MAX_PERSISTENT_WORKERS
+
+    remote = sum(1 for node in nodes if not node.is_local)
+    workers = max(1, config.ssh.max_workers)
+    if persistent:
+        workers = max(workers, min(remote, MAX_PERSISTENT_WORKERS))
+    limit = fdlimit.ensure(remote, workers, persistent)
+    line = None if limit is None else fdlimit.warning(limit, remote, workers, persistent)
+    if line is not None and warn is not None:
+        warn(line)
 
 
 def slurm_link(config: Config, store: StateStore, nodes: Sequence[NodeConfig]) -> SlurmLink | None:
@@ -91,6 +112,7 @@ def check_once(
     with each alert's lifecycle state, and how many jobs were active. With ``slurm.enabled``
     the jobs running in Slurm count too; ``slurm_act`` drains and resumes after the poll
     (needs ``record``: the counts are kept in the state)."""
+    open_files(config, nodes, warn, persistent=False)
     transports = Transports(config, accept_new=accept_new)
     jobs = _active_jobs(state_dir, warn, recording=record)
     started = time.monotonic()

@@ -53,6 +53,7 @@ class Snapshot:
     breakers: Mapping[str, str] = field(default_factory=dict)  # node -> BreakerState value
     active_jobs: int | None = None
     cycle: CycleStats = field(default_factory=CycleStats)
+    shard: str | None = None  # ``1/4`` under ``--shard``: a label on the poller's own families
 
 
 def _pct(value: float | None) -> float | None:
@@ -249,10 +250,14 @@ def exporter_families(snapshot: Snapshot, errors: int | None, text: bool) -> lis
     """The cluster's and the poller's own families."""
     from ugro_health import __version__
 
-    build_labels = ("version", "python")
+    # Under --shard, every family of the process itself carries its shard: each shard's
+    # series stay apart in one Prometheus, and a shard that stopped shows as its own gap.
+    extra, values = (("shard",), (snapshot.shard,)) if snapshot.shard else ((), ())
+    own = LabelSet(extra, values) if extra else NO_LABELS
+    build_labels = ("version", "python", *extra)
     build = Family(PREFIX + "build_info", "ugro-health's version (always 1).", build_labels,
                    text=text)  # fmt: skip
-    build.add(LabelSet(build.label_names, (__version__, platform.python_version())), 1.0)
+    build.add(LabelSet(build_labels, (__version__, platform.python_version(), *values)), 1.0)
     out = [build]
     cycle = snapshot.cycle
     gauges = (
@@ -268,8 +273,8 @@ def exporter_families(snapshot: Snapshot, errors: int | None, text: bool) -> lis
     for kind, table in (("gauge", gauges), ("counter", counters)):
         for name, documentation, value in table:
             if value is not None:
-                family = Family(PREFIX + name, documentation, (), kind, text)
-                family.add(NO_LABELS, value)
+                family = Family(PREFIX + name, documentation, extra, kind, text)
+                family.add(own, value)
                 out.append(family)
     return out
 

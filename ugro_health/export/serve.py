@@ -143,10 +143,20 @@ def check_textfile_dir(directory: Path) -> None:
         raise ExportError(f"--textfile {directory}: not writable")
 
 
-def write_textfile(directory: Path, collector: SnapshotCollector) -> Path:
-    """Write ``DIR/ugro_health.prom`` atomically: node_exporter's textfile collector reads
-    either the previous file or the new one whole, never a half-written one."""
-    target = directory / TEXTFILE_NAME
+def textfile_name(shard: tuple[int, int] | None = None) -> str:
+    """``ugro_health.prom``; under ``--shard 2/4``, ``ugro_health_shard_2_of_4.prom``, so that
+    the shards' files lie side by side in node_exporter's directory."""
+    if shard is None:
+        return TEXTFILE_NAME
+    return f"ugro_health_shard_{shard[0]}_of_{shard[1]}.prom"
+
+
+def write_textfile(
+    directory: Path, collector: SnapshotCollector, name: str = TEXTFILE_NAME
+) -> Path:
+    """Write ``DIR/ugro_health.prom`` (or ``name``) atomically: node_exporter's textfile
+    collector reads either the previous file or the new one whole, never a half-written one."""
+    target = directory / name
     data = client_exposition(collector)
     try:
         replace_atomically(target, data, 0o644)  # node_exporter often runs as another user

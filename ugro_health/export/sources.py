@@ -25,8 +25,9 @@ def _expected(nodes: Iterable[NodeConfig]) -> dict[str, int]:
     return {node.name: node.gpus for node in nodes if node.gpus is not None}
 
 
-def monitor_snapshot(monitor: Monitor) -> Snapshot:
-    """The monitor's latest report per configured node, its breakers and its own figures."""
+def monitor_snapshot(monitor: Monitor, shard: str | None = None) -> Snapshot:
+    """The monitor's latest report per configured node, its breakers and its own figures
+    (``shard``: the ``1/4`` of ``--shard``, labelling those figures)."""
     reports = dict(monitor.view.reports)
     breakers = {name: b.state.value for name, b in _breakers(monitor).items()}
     scheduler = monitor.scheduler
@@ -43,6 +44,7 @@ def monitor_snapshot(monitor: Monitor) -> Snapshot:
             cycles=monitor.view.cycles,
             overruns=scheduler.overruns,
         ),
+        shard=shard,
     )
 
 
@@ -57,7 +59,10 @@ def _breakers(monitor: Monitor) -> dict[str, Breaker]:
 
 
 def report_snapshot(
-    nodes: Iterable[NodeConfig], report: ClusterReport, active_jobs: int | None = None
+    nodes: Iterable[NodeConfig],
+    report: ClusterReport,
+    active_jobs: int | None = None,
+    shard: str | None = None,
 ) -> Snapshot:
     """One ``check`` run: its reports and duration, without running totals."""
     return Snapshot(
@@ -65,4 +70,5 @@ def report_snapshot(
         expected_gpus=_expected(nodes),
         active_jobs=active_jobs,
         cycle=CycleStats(duration_s=report.duration_s, finished_at=time.time()),
+        shard=shard,
     )
