@@ -13,19 +13,12 @@ thread with its own deadline, so a hung NFS mount or a wedged nvidia-smi is repo
 timeout and never hangs the probe; a probe that fails as a whole still answers a JSON document.
 """
 
-import importlib
 import json
 import os
-import platform
 import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 PROBE_VERSION = 1
@@ -105,6 +98,12 @@ def _pct(part: Optional[float], whole: Optional[float]) -> Optional[float]:
     return round(100.0 * part / whole, 1)
 
 
+def python_version() -> str:
+    """This interpreter's version as platform.python_version() reads it (from sys.version),
+    without importing platform."""
+    return sys.version.split()[0]
+
+
 def error_doc(message: str) -> Json:
     """The document a probe answers when it fails as a whole."""
     return {"probe_version": PROBE_VERSION, "ok": False, "error": message}
@@ -154,6 +153,8 @@ class _Check(object):
 
 def run_command(argv: List[str], timeout_s: float) -> Tuple[int, str, str]:
     """Run a command with a timeout; on timeout its whole process group is killed."""
+    import subprocess
+
     env = dict(os.environ, LC_ALL="C")
     proc = subprocess.Popen(
         argv,
@@ -174,6 +175,9 @@ def run_command(argv: List[str], timeout_s: float) -> Tuple[int, str, str]:
 
 
 def _kill_group(proc: Any) -> None:
+    import signal
+    import subprocess
+
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
@@ -334,15 +338,24 @@ def parse_xid_lines(text: str, limit: int = MAX_XIDS) -> List[Json]:
 
 
 _JOURNAL_DENIED = ("insufficient permissions", "not seeing messages", "No journal files")
+KMSG = "/dev/kmsg"  # a module attribute so tests can point it at a recording
+_KMSG_ESCAPE_RE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 
 
 def read_kernel_xids(timeout_s: float) -> List[Json]:
-    """Xids from `dmesg`, else `journalctl -k`; raises with every reason when neither works."""
+    """Xids from /dev/kmsg (no process to start), else `dmesg`, else `journalctl -k`; raises
+    with every reason when none works. /dev/kmsg is what `dmesg` itself reads, with the same
+    privileges (kernel.dmesg_restrict refuses both): when it cannot be read, `dmesg` runs and
+    says why in its own words."""
+    try:
+        return parse_xid_lines(kmsg_text(read_kmsg(KMSG)))
+    except OSError:
+        pass
     deadline = time.monotonic() + timeout_s
     commands = (["dmesg"], ["journalctl", "-k", "-b", "--no-pager", "-o", "short-monotonic"])
     reasons = []
     for argv in commands:
-        exe = shutil.which(argv[0])
+        exe = _which(argv[0])
         if exe is None:
             reasons.append("%s: not found" % argv[0])
             continue
@@ -353,6 +366,60 @@ def read_kernel_xids(timeout_s: float) -> List[Json]:
         reason = (err or out).strip().splitlines()
         reasons.append("%s: %s" % (argv[0], reason[0][:200] if reason else "exit %d" % code))
     raise RuntimeError("; ".join(reasons))
+
+
+def read_kmsg(path: str) -> bytes:
+    """Every record of the kernel log buffer from ``path`` (/dev/kmsg, or a recording of it).
+
+    The device hands out one record per read, from the oldest kept, and EAGAIN after the
+    newest (opened non-blocking); EPIPE means records were overwritten meanwhile, and the next
+    read goes on at the oldest left, as `dmesg` does."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    chunks = []  # type: List[bytes]
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 16384)  # larger than a record can be
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                continue
+            if not chunk:  # the end of a recording
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def kmsg_text(raw: bytes, needle: bytes = b"NVRM") -> str:
+    """/dev/kmsg records (``prio,seq,usec,flags;message`` lines, each maybe followed by
+    `` KEY=value`` lines) as `dmesg` prints them: ``[seconds.micros] message``, with escapes
+    (``\\xHH``) undone and a multi-line message's further lines indented under the first.
+    Only records containing ``needle`` are kept: no Xid event spans two records, so
+    parse_xid_lines finds the same events in less text."""
+    lines = []
+    for record in raw.split(b"\n"):
+        if needle not in record or record[:1] == b" ":
+            continue
+        head, sep, message = record.partition(b";")
+        fields = head.split(b",")
+        if not sep or len(fields) < 3 or not fields[2].isdigit():
+            continue
+        usec = int(fields[2])
+        prefix = "[%5d.%06d] " % (usec // 1000000, usec % 1000000)
+        if b"\\x" in message:
+            message = _KMSG_ESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16)]), message)
+        text = message.decode("utf-8", "replace")
+        lines.append(prefix + text.replace("\n", "\n" + " " * len(prefix)))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _which(name: str) -> Optional[str]:
+    """shutil.which(), imported when first needed (with it shutil imports bz2, lzma...)."""
+    import shutil
+
+    return shutil.which(name)
 
 
 # ---------------------------------------------------------------------------- GPU: shared
@@ -679,6 +746,8 @@ def _xml_text(node: Any, path: str) -> Optional[str]:
 
 def parse_smi_xml(text: str) -> Json:
     """``nvidia-smi -q -x`` output: driver, CUDA and one GPU entry per ``<gpu>``."""
+    import xml.etree.ElementTree as ElementTree
+
     root = ElementTree.fromstring(text)
     gpus = [_xml_gpu(index, node) for index, node in enumerate(root.findall("gpu"))]
     return {
@@ -806,7 +875,7 @@ def nvml_init() -> Tuple[Any, Optional[str]]:
     """(pynvml, None) when NVML works; (None, None) on a node without an NVIDIA stack;
     (None, reason) when NVML is there but refuses to start."""
     try:
-        nvml = importlib.import_module("pynvml")
+        nvml = __import__("pynvml")
     except Exception:
         return None, None
     try:
@@ -996,7 +1065,7 @@ def _nvml_processes(device: _NvmlDevice) -> List[Json]:
 
 def _psutil() -> Any:
     try:
-        return importlib.import_module("psutil")
+        return __import__("psutil")
     except Exception:
         return None
 
@@ -1473,13 +1542,14 @@ class Probe(object):
 
     def _base_document(self, errors: Dict[str, str]) -> Json:
         load = _guard(os.getloadavg, errors, "load") or (None, None, None)
+        node = os.uname()
         return {
             "probe_version": PROBE_VERSION,
             "ok": True,
-            "hostname": socket.gethostname(),
+            "hostname": node.nodename,  # what socket.gethostname() answers on Linux
             "time": None,
-            "python": platform.python_version(),
-            "kernel": platform.release() or None,
+            "python": python_version(),
+            "kernel": node.release or None,
             "uptime_s": _round(_guard(uptime_seconds, errors, "uptime"), 1),
             "cpu": {
                 "util_pct": None,
@@ -1554,7 +1624,7 @@ class Probe(object):
 
     def _smi_sample(self, timeout: float) -> Optional[Json]:
         """GPUs through nvidia-smi; None when it is not installed (no NVIDIA stack)."""
-        exe = shutil.which("nvidia-smi")
+        exe = _which("nvidia-smi")
         if exe is None:
             return None
         deadline = time.monotonic() + timeout
@@ -1639,10 +1709,12 @@ class Probe(object):
     def _smi_merge_xml(self, exe: str, deadline: float, gpus: List[Json], errors: Json) -> Json:
         """Fill remapped-row counters from ``nvidia-smi -q -x`` (drivers whose --query-gpu
         lacks them); remember when the XML has none either, so it is not run every tick."""
+        from xml.etree.ElementTree import ParseError
+
         try:
             code, out, err = run_command([exe, "-q", "-x"], _remaining(deadline))
             parsed = parse_smi_xml(out) if code == 0 else None
-        except (RuntimeError, ElementTree.ParseError) as exc:
+        except (RuntimeError, ParseError) as exc:
             errors["nvidia-smi:xml"] = str(exc)[:MESSAGE_CHARS]
             return {}
         if parsed is None:
