@@ -410,7 +410,7 @@ def kmsg_text(raw: bytes, needle: bytes = b"NVRM") -> str:
     Only records containing ``needle`` are kept: no Xid event spans two records, so
     parse_xid_lines finds the same events in less text."""
     lines = []
-    for record in raw.split(b"\n"):
+    for record in raw.split(b"\n") if needle in raw else ():
         if needle not in record or record[:1] == b" ":
             continue
         head, sep, message = record.partition(b";")

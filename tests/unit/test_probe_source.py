@@ -38,10 +38,10 @@ def test_every_function_loads_as_the_code_a_plain_compile_makes() -> None:
     assert set(table) == functions  # every top-level function, nothing else
     assert len(table) > 80
     for name in sorted(table):
-        stub = sent[name]
-        assert stub.__code__ != plain[name].__code__  # not compiled yet
+        stand_in = sent[name]
+        assert stand_in.__code__ != plain[name].__code__  # not compiled yet
         loaded = sent[probe_source.LOADER](name)
-        assert sent[name] is loaded  # the stub is replaced
+        assert sent[name] is loaded  # the stand-in is replaced
         assert loaded.__code__ == plain[name].__code__, name
         assert loaded.__defaults__ == plain[name].__defaults__, name
         assert loaded.__kwdefaults__ == plain[name].__kwdefaults__, name
@@ -60,7 +60,7 @@ def test_lines_keep_their_numbers() -> None:
     assert plain[frame.lineno].strip() == b'raise ValueError("%s must be a number" % key)'
 
 
-def test_a_call_through_the_stub_answers_as_the_function() -> None:
+def test_a_call_through_the_stand_in_answers_as_the_function() -> None:
     plain, sent = module(probe.source_bytes()), module(SENT)
     text = (FIXTURES / "dmesg_fallen_off_bus_nvsentinel.txt").read_text()
     assert sent["parse_xid_lines"](text, limit=5) == plain["parse_xid_lines"](text, limit=5)
