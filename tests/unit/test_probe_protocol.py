@@ -205,3 +205,23 @@ def test_a_stuck_check_does_not_keep_the_process_alive(
     assert ("disk:" + mount in doc["errors"]) is hung
     # with a thread still stuck the probe leaves through os._exit (atexit hooks do not run)
     assert (b"ATEXIT-RAN" in result.stderr) is not hung
+
+
+def test_kmsg_reader_on_python_36(tmp_path: Path) -> None:
+    # The sent source's /dev/kmsg reader, on the oldest Python, against the recorded excerpt.
+    source = tmp_path / "probe_sent.py"
+    source.write_bytes(lazy_source(probe.source_bytes()))
+    script = (
+        "import json, sys; ns = {'__name__': 'ugro_probe'}; "
+        "exec(compile(open(sys.argv[1], 'rb').read(), 'ugro_probe', 'exec'), ns); "
+        "ns['KMSG'] = sys.argv[2]; print(json.dumps(ns['read_kernel_xids'](5.0)))"
+    )
+    fixture = FIXTURES / "kmsg_excerpt_with_xids.txt"
+    result = subprocess.run(
+        [interpreter("3.6.15"), "-c", script, str(source), str(fixture)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    xids = json.loads(result.stdout)
+    assert [x["xid"] for x in xids] == [79, 13, 13, 13, 109, 31, 109, 79]
