@@ -3,12 +3,16 @@
 It samples one node (CPU, memory, disks, network, processes, GPUs, kernel Xid errors) and
 answers with one JSON document, as specified in docs/probe-protocol.md. The same file is
 imported in-process for the local node (``Probe().sample(request)``) and streamed to a remote
-node's python over one SSH exec channel (``BOOTSTRAP`` reads ``source_bytes()`` from stdin),
-where ``main()`` answers one request per stdin line with ``UGRO1 <json>``.
+node's python over one SSH exec channel (``BOOTSTRAP`` reads ``source_bytes()`` from stdin,
+its functions compiled on first call: transport/probe_source.py), where ``main()`` answers one
+request per stdin line with ``UGRO1 <json>``.
 
 May import: the standard library at top level and nothing of ours; psutil and pynvml are used
-when importable (psutil only where /proc is missing). Must stay valid on Python 3.6: no
-dataclasses, no walrus, no builtin generics in annotations. Every sub-check runs in its own
+when importable (psutil only where /proc is missing). A cold probe's CPU is its node's cost of a
+`check` (docs/benchmarks.md): the top level imports only what every sample needs (json, os, re,
+sys, threading, time); the rest (subprocess, xml, ...) is imported where it is used. Must
+stay valid on Python 3.6: no dataclasses, no walrus, no builtin generics in annotations (and
+annotations are strings: typing is not imported there). Every sub-check runs in its own
 thread with its own deadline, so a hung NFS mount or a wedged nvidia-smi is reported as a
 timeout and never hangs the probe; a probe that fails as a whole still answers a JSON document.
 """
