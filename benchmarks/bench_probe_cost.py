@@ -19,7 +19,8 @@ The target (issue 17): a cold probe costs at most 20 ms of CPU beyond the bare s
 probe and its prelude, for before/after numbers.
 
 Rerun: ``python benchmarks/bench_probe_cost.py [--runs 40] [--ticks 10] [--tree PATH]
-[--write-docs]``
+[--before OUTPUT --before-label TEXT] [--write-docs]`` (``--before``: what an earlier run,
+e.g. with ``--tree``, printed, shown beside in the docs)
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ def prelude_and_bootstrap(tree: Path) -> tuple[bytes, str]:
         "sys.stdout.buffer.write(probe.BOOTSTRAP.encode()+b'\\0'+probe_prelude())"
     )
     env = dict(os.environ, PYTHONPATH=str(tree))
+    # From the tree itself: `-c` puts the working directory first on sys.path.
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, env=env, check=True
+        [sys.executable, "-c", code], capture_output=True, env=env, cwd=tree, check=True
     ).stdout
     bootstrap, prelude = out.split(b"\0", 1)
     return prelude, bootstrap.decode()
@@ -215,12 +217,24 @@ def profile_table(results: list[tuple[str, dict[str, object]]]) -> list[str]:
     return lines
 
 
+def read_results(path: Path) -> list[tuple[str, dict[str, object]]]:
+    """The per-interpreter results an earlier run printed (``<version> <json>`` lines)."""
+    found = []
+    for line in path.read_text().splitlines():
+        version, _, rest = line.partition(" ")
+        if rest.startswith("{"):
+            found.append((version, json.loads(rest)))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--ticks", type=int, default=10)
     parser.add_argument("--tree", type=Path, default=REPO, help="checkout whose probe to run")
     parser.add_argument("--versions", default=",".join(VERSIONS))
+    parser.add_argument("--before", type=Path, help="an earlier run's output, shown beside")
+    parser.add_argument("--before-label", default="before", help="what that run measured")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     results = []
@@ -254,6 +268,16 @@ def main() -> None:
         "",
         *profile_table(results),
     ]
+    if args.before is not None:
+        before = read_results(args.before)
+        body += [
+            "",
+            f"Before ({args.before_label}; `--tree` on a checkout of it, same command):",
+            "",
+            *table(before),
+            "",
+            *profile_table(before),
+        ]
     print("\n".join([DOC_SECTION, "", *body]))
     if args.write_docs:
         write_section(DOC_SECTION, body)
