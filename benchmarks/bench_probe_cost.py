@@ -97,6 +97,44 @@ print(repr(dict((k, v * 1000.0) for k, v in out.items())))
 """
 
 
+COMPILE = r"""
+import resource, sys
+def cpu():
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    return s.ru_utime + s.ru_stime
+with open(sys.argv[1], "rb") as handle:
+    src = handle.read()
+times = []
+for _ in range(int(sys.argv[2])):
+    t = cpu(); compile(src, "ugro_probe", "exec"); times.append(cpu() - t)
+times.sort()
+print(times[len(times) // 2] * 1000.0)
+"""
+
+
+def stripped(source: bytes) -> bytes:
+    """``source`` without comments and docstrings (what stripping on the control host would
+    send; only measured here: ``ast.unparse`` also drops the formatting)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            value = body[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+    return ast.unparse(tree).encode()
+
+
+def compile_ms(python: str, source: bytes, repeats: int = 20) -> float:
+    """Median CPU of compiling ``source`` on ``python`` (warm: repeated in one process)."""
+    with tempfile.NamedTemporaryFile(suffix=".py") as handle:
+        handle.write(source)
+        handle.flush()
+        argv = [python, "-c", COMPILE, handle.name, str(repeats)]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        return float(done.stdout) if done.returncode == 0 else float("nan")
+
+
 def interpreters(versions: tuple[str, ...]) -> list[tuple[str, str]]:
     """(version, path) of pyenv's newest interpreter for each version."""
     root = Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip())
@@ -183,6 +221,14 @@ def measure(python: str, tree: Path, runs: int, ticks: int) -> dict[str, object]
             "profile": stages(python, Path(handle.name), "profile", max(5, runs // 4)),
         }
         # Ticks sleep for their CPU window (nothing to measure against within 50 ms): few runs.
+        plain = (tree / "ugro_health" / "probe.py").read_bytes()
+        result["compile"] = {
+            f"the module ({len(plain):,} bytes)": compile_ms(python, plain),
+            f"without comments, docstrings ({len(stripped(plain)):,} bytes)": compile_ms(
+                python, stripped(plain)
+            ),
+            f"what is sent ({len(source):,} bytes)": compile_ms(python, source),
+        }
         cold_argv = [python, "-c", bootstrap]
         _, _, extra = paired_ms(
             (cold_argv, prelude + one), (cold_argv, prelude + one * (1 + ticks)), max(3, runs // 8)
@@ -210,13 +256,15 @@ def table(results: list[tuple[str, dict[str, object]]]) -> list[str]:
     return lines
 
 
-def profile_table(results: list[tuple[str, dict[str, object]]]) -> list[str]:
+def profile_table(
+    results: list[tuple[str, dict[str, object]]], part: str = "profile", what: str = "stage"
+) -> list[str]:
     names = [v for v, _ in results]
-    lines = ["| stage (CPU ms, median) | " + " | ".join(names) + " |"]
+    lines = [f"| {what} (CPU ms, median) | " + " | ".join(names) + " |"]
     lines.append("|---" * (len(names) + 1) + "|")
-    keys: list[str] = list(results[0][1]["profile"])  # type: ignore[call-overload]
+    keys: list[str] = list(results[0][1].get(part, {}))  # type: ignore[attr-defined]
     for key in keys:
-        cells = [f"{r['profile'][key]:.1f}" for _, r in results]  # type: ignore[index]
+        cells = [f"{r[part][key]:.1f}" for _, r in results]  # type: ignore[index]
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return lines
 
@@ -271,6 +319,10 @@ def main() -> None:
         "pays the imports it is the first to need):",
         "",
         *profile_table(results),
+        "",
+        "Compiling the source (what the bootstrap does first), warm, in one process:",
+        "",
+        *profile_table(results, "compile", "compile of"),
     ]
     if args.before is not None:
         before = read_results(args.before)
