@@ -225,3 +225,22 @@ def test_kmsg_reader_on_python_36(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr.decode()
     xids = json.loads(result.stdout)
     assert [x["xid"] for x in xids] == [79, 13, 13, 13, 109, 31, 109, 79]
+
+
+@pytest.mark.parametrize("version", PYTHONS)
+def test_every_sent_function_compiles_on_every_python(version: str, tmp_path: Path) -> None:
+    # A sample calls under half of them; the rest must load too, on each node's Python.
+    source = tmp_path / "probe_sent.py"
+    source.write_bytes(lazy_source(probe.source_bytes()))
+    script = (
+        "import sys; ns = {'__name__': 'ugro_probe'}; "
+        "exec(compile(open(sys.argv[1], 'rb').read(), 'ugro_probe', 'exec'), ns); "
+        "loaded = [ns['_ugro_lazy'](name) for name in sorted(ns['_UGRO_LAZY'])]; "
+        "print(sum(ns[f.__name__] is f and f.__code__.co_filename == 'ugro_probe' "
+        "for f in loaded))"
+    )
+    result = subprocess.run(
+        [interpreter(version), "-c", script, str(source)], capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert int(result.stdout) == probe.source_bytes().count(b"\ndef ")
