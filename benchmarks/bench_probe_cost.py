@@ -7,8 +7,8 @@ system) of the child and everything it reaped (``RUSAGE_CHILDREN``), the median 
   for reference, the bootstrap runs without them);
 - a cold probe exactly as ``check`` runs it: ``python -c <BOOTSTRAP>`` with the control host's
   prelude (``probe_prelude()``: length, source) and one request on stdin, then EOF;
-- a persistent probe's tick: the same process answering 1 + N requests, minus the 1-request run,
-  per request (``watch``);
+- a persistent probe's tick (``watch``): ``Probe.answer()`` of one request line (parse, sample,
+  encode), N times in one process after a first answer, per answer;
 - in-process (``check`` of the local node): loading the module and the first ``Probe().sample()``
   in a fresh process, measured inside it, compile excluded (an import reads the cached bytecode);
 - a profile of where the cold probe's time goes: compile of what is sent, the module's body (its
@@ -18,7 +18,7 @@ The target (issue 17): a cold probe costs at most 20 ms of CPU beyond the bare s
 ``--tree PATH`` measures another checkout (e.g. ``git worktree add /tmp/old <commit>``), its
 probe and its prelude, for before/after numbers.
 
-Rerun: ``python benchmarks/bench_probe_cost.py [--runs 40] [--ticks 10] [--tree PATH]
+Rerun: ``python benchmarks/bench_probe_cost.py [--runs 40] [--ticks 50] [--tree PATH]
 [--before OUTPUT --before-label TEXT] [--write-docs]`` (``--before``: what an earlier run,
 e.g. with ``--tree``, printed, shown beside in the docs)
 """
@@ -74,6 +74,16 @@ ns = {"__name__": "ugro_probe"}
 t = cpu(); exec(code, ns); out["module body (its imports)"] = cpu() - t
 if mode == "inprocess":
     t = cpu(); ns["Probe"]().sample(req); out["first sample"] = cpu() - t
+elif mode == "ticks":
+    # A live probe's ticks: answer() parses the request line, samples, encodes the reply. The
+    # window is 0 so that back-to-back ticks do not sleep (a tick's CPU does not depend on it).
+    probe = ns["Probe"]()
+    line = ns["json"].dumps(dict(req, window_s=0.0)).encode() + b"\n"
+    probe.answer(line)
+    t = cpu()
+    for _ in range(int(sys.argv[4])):
+        probe.answer(line)
+    out["tick"] = (cpu() - t) / int(sys.argv[4])
 else:
     errors = {}
     def stage(name, fn):
@@ -190,11 +200,11 @@ def prelude_and_bootstrap(tree: Path) -> tuple[bytes, str]:
     return prelude, bootstrap.decode()
 
 
-def stages(python: str, source: Path, mode: str, runs: int) -> dict[str, float]:
+def stages(python: str, source: Path, mode: str, runs: int, ticks: int = 0) -> dict[str, float]:
     """Medians of the per-stage CPU milliseconds over ``runs`` fresh processes."""
     samples: list[dict[str, float]] = []
     for _ in range(runs):
-        argv = [python, "-c", STAGES, str(source), repr(REQUEST), mode]
+        argv = [python, "-c", STAGES, str(source), repr(REQUEST), mode, str(ticks)]
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
         samples.append(ast.literal_eval(out))
     return {key: statistics.median(s[key] for s in samples) for key in samples[0]}
@@ -229,11 +239,8 @@ def measure(python: str, tree: Path, runs: int, ticks: int) -> dict[str, object]
             ),
             f"what is sent ({len(source):,} bytes)": compile_ms(python, source),
         }
-        cold_argv = [python, "-c", bootstrap]
-        _, _, extra = paired_ms(
-            (cold_argv, prelude + one), (cold_argv, prelude + one * (1 + ticks)), max(3, runs // 8)
-        )
-        result["tick"] = extra / ticks
+        ticked = stages(python, Path(handle.name), "ticks", max(5, runs // 8), ticks)
+        result["tick"] = ticked["tick"]
     return result
 
 
@@ -282,7 +289,7 @@ def read_results(path: Path) -> list[tuple[str, dict[str, object]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--runs", type=int, default=40)
-    parser.add_argument("--ticks", type=int, default=10)
+    parser.add_argument("--ticks", type=int, default=50)
     parser.add_argument("--tree", type=Path, default=REPO, help="checkout whose probe to run")
     parser.add_argument("--versions", default=",".join(VERSIONS))
     parser.add_argument("--before", type=Path, help="an earlier run's output, shown beside")
@@ -313,7 +320,8 @@ def main() -> None:
         "probe adds to the interpreter's own start, which no probe can avoid. *in-process* is "
         "the module's body and the first `Probe().sample()` in a fresh process (the local node "
         "in `check`). *persistent tick* is what each further request costs a live probe "
-        f"(`watch`): (1 + {args.ticks} requests - 1 request) / {args.ticks}, in pairs too.",
+        f"(`watch`): `Probe.answer()` of a request line (parse, sample, encode), the mean of "
+        f"{args.ticks} in one process after a first one, the median over processes.",
         "",
         "Where a cold probe's time goes (each stage in a fresh process, in this order, so each "
         "pays the imports it is the first to need):",
