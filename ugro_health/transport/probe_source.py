@@ -7,9 +7,9 @@ never runs the nvidia-smi and NVML code). So every top-level ``def`` of ``probe.
 its text in a table of string literals (cheap to compile: the tokenizer only scans them), with
 blank lines in its place and a stand-in made at start-up; the first call compiles that text,
 padded with newlines to its original line, into the module's globals, where it replaces the
-stand-in. The code object is the one a plain
-compile of the module makes (a test compares them), tracebacks keep their line numbers, and
-the bootstrap, the protocol and what the probe answers are unchanged. Classes stay as they are.
+stand-in. The code object is the one a plain compile of the module makes (a test compares
+them), tracebacks keep their line numbers, and the bootstrap, the protocol and what the probe
+answers are unchanged. Classes stay as they are.
 
 Runs on the control host only (``ast``); imports nothing of ours. The output must stay valid on
 Python 3.6, like the probe.
