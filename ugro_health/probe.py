@@ -3,30 +3,37 @@
 It samples one node (CPU, memory, disks, network, processes, GPUs, kernel Xid errors) and
 answers with one JSON document, as specified in docs/probe-protocol.md. The same file is
 imported in-process for the local node (``Probe().sample(request)``) and streamed to a remote
-node's python over one SSH exec channel (``BOOTSTRAP`` reads ``source_bytes()`` from stdin),
-where ``main()`` answers one request per stdin line with ``UGRO1 <json>``.
+node's python over one SSH exec channel (``BOOTSTRAP`` reads ``source_bytes()`` from stdin,
+its functions compiled on first call: transport/probe_source.py), where ``main()`` answers one
+request per stdin line with ``UGRO1 <json>``.
 
 May import: the standard library at top level and nothing of ours; psutil and pynvml are used
-when importable (psutil only where /proc is missing). Must stay valid on Python 3.6: no
-dataclasses, no walrus, no builtin generics in annotations. Every sub-check runs in its own
+when importable (psutil only where /proc is missing). A cold probe's CPU is its node's cost of a
+`check` (docs/benchmarks.md): the top level imports only what every sample needs (json, os, re,
+sys, threading, time); the rest (subprocess, xml, ...) is imported where it is used. Must
+stay valid on Python 3.6: no dataclasses, no walrus, no builtin generics in annotations (and
+annotations are strings: typing is not imported there). Every sub-check runs in its own
 thread with its own deadline, so a hung NFS mount or a wedged nvidia-smi is reported as a
 timeout and never hangs the probe; a probe that fails as a whole still answers a JSON document.
 """
 
-import importlib
 import json
 import os
-import platform
 import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+# Annotations are strings and typing is imported for mypy only: the node's Python evaluates
+# annotations when it defines a function, and importing typing costs a Python 3.6 about 10 ms of
+# CPU per cold probe. mypy takes the MYPY branch; at run time Json is plain dict.
+MYPY = False
+if MYPY:
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+    Json = Dict[str, Any]
+else:
+    Json = dict
 
 PROBE_VERSION = 1
 PREFIX = "UGRO1 "
@@ -58,8 +65,6 @@ MESSAGE_CHARS = 300
 MIB = 1024 * 1024
 PROC = "/proc"  # a module attribute so tests can point it elsewhere and exercise psutil
 
-Json = Dict[str, Any]
-
 
 # ---------------------------------------------------------------------------- small helpers
 
@@ -74,7 +79,7 @@ def _read_text(path: str) -> str:
         return handle.read().decode("utf-8", "replace")
 
 
-def _text(value: Any) -> Optional[str]:
+def _text(value: "Any") -> "Optional[str]":
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -82,7 +87,7 @@ def _text(value: Any) -> Optional[str]:
     return str(value).strip() or None
 
 
-def _finite(value: Any) -> Optional[float]:
+def _finite(value: "Any") -> "Optional[float]":
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -90,22 +95,28 @@ def _finite(value: Any) -> Optional[float]:
     return number if number == number and abs(number) != float("inf") else None
 
 
-def _round(value: Optional[float], digits: int = 1) -> Optional[float]:
+def _round(value: "Optional[float]", digits: int = 1) -> "Optional[float]":
     return None if value is None else round(value, digits)
 
 
-def _int(value: Any) -> Optional[int]:
+def _int(value: "Any") -> "Optional[int]":
     number = _finite(value)
     return None if number is None else int(number)
 
 
-def _pct(part: Optional[float], whole: Optional[float]) -> Optional[float]:
+def _pct(part: "Optional[float]", whole: "Optional[float]") -> "Optional[float]":
     if part is None or not whole:
         return None
     return round(100.0 * part / whole, 1)
 
 
-def error_doc(message: str) -> Json:
+def python_version() -> str:
+    """This interpreter's version as platform.python_version() reads it (from sys.version),
+    without importing platform."""
+    return sys.version.split()[0]
+
+
+def error_doc(message: str) -> "Json":
     """The document a probe answers when it fails as a whole."""
     return {"probe_version": PROBE_VERSION, "ok": False, "error": message}
 
@@ -127,7 +138,7 @@ def source_bytes() -> bytes:
 class _Check(object):
     """One sub-check running in a daemon thread; the caller waits for it until its deadline."""
 
-    def __init__(self, name: str, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    def __init__(self, name: str, fn: "Callable[..., Any]", args: "Tuple[Any, ...]") -> None:
         self.name = name
         self.value = None  # type: Any
         self.error = None  # type: Optional[str]
@@ -136,7 +147,7 @@ class _Check(object):
         self.thread = threading.Thread(target=self._run, args=(fn, args), name="ugro-" + name)
         self.thread.daemon = True
 
-    def _run(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    def _run(self, fn: "Callable[..., Any]", args: "Tuple[Any, ...]") -> None:
         try:
             self.value = fn(*args)
         except Exception as exc:
@@ -152,8 +163,10 @@ class _Check(object):
         return self.done.wait(max(0.0, self.started + timeout_s - time.monotonic()))
 
 
-def run_command(argv: List[str], timeout_s: float) -> Tuple[int, str, str]:
+def run_command(argv: "List[str]", timeout_s: float) -> "Tuple[int, str, str]":
     """Run a command with a timeout; on timeout its whole process group is killed."""
+    import subprocess
+
     env = dict(os.environ, LC_ALL="C")
     proc = subprocess.Popen(
         argv,
@@ -173,7 +186,10 @@ def run_command(argv: List[str], timeout_s: float) -> Tuple[int, str, str]:
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
-def _kill_group(proc: Any) -> None:
+def _kill_group(proc: "Any") -> None:
+    import signal
+    import subprocess
+
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:
@@ -197,7 +213,7 @@ def _remaining(deadline: float) -> float:
 # ---------------------------------------------------------------------------- /proc parsers
 
 
-def parse_proc_stat(text: str) -> Json:
+def parse_proc_stat(text: str) -> "Json":
     """Aggregate CPU ticks from /proc/stat: total and idle (idle + iowait)."""
     for line in text.splitlines():
         fields = line.split()
@@ -210,7 +226,7 @@ def parse_proc_stat(text: str) -> Json:
     raise ValueError("no aggregate cpu line in /proc/stat")
 
 
-def parse_meminfo(text: str) -> Dict[str, int]:
+def parse_meminfo(text: str) -> "Dict[str, int]":
     """/proc/meminfo as bytes per key (values are in kB there)."""
     info = {}
     for line in text.splitlines():
@@ -222,7 +238,7 @@ def parse_meminfo(text: str) -> Dict[str, int]:
     return info
 
 
-def memory_from_meminfo(info: Dict[str, int]) -> Json:
+def memory_from_meminfo(info: "Dict[str, int]") -> "Json":
     total = info.get("MemTotal")
     available = info.get("MemAvailable")
     if available is None and total is not None:  # kernels before 3.14
@@ -235,8 +251,11 @@ def memory_from_meminfo(info: Dict[str, int]) -> Json:
 
 
 def _memory_doc(
-    total: Optional[int], used: Optional[int], swap_total: Optional[int], swap_used: Optional[int]
-) -> Json:
+    total: "Optional[int]",
+    used: "Optional[int]",
+    swap_total: "Optional[int]",
+    swap_used: "Optional[int]",
+) -> "Json":
     return {
         "total_bytes": total,
         "used_bytes": used,
@@ -247,7 +266,7 @@ def _memory_doc(
     }
 
 
-def parse_net_dev(text: str) -> Dict[str, Dict[str, int]]:
+def parse_net_dev(text: str) -> "Dict[str, Dict[str, int]]":
     """/proc/net/dev counters per interface (loopback included; callers skip it)."""
     counters = {}
     for line in text.splitlines()[2:]:
@@ -292,7 +311,7 @@ _FALLEN_RE = re.compile(r"fallen off the bus")
 XID_FALLEN_OFF_BUS = 79
 
 
-def parse_xid_lines(text: str, limit: int = MAX_XIDS) -> List[Json]:
+def parse_xid_lines(text: str, limit: int = MAX_XIDS) -> "List[Json]":
     """NVIDIA Xid events in kernel log text, oldest first, the last ``limit`` of them."""
     events = []
     ktime = None  # type: Optional[float]
@@ -334,15 +353,24 @@ def parse_xid_lines(text: str, limit: int = MAX_XIDS) -> List[Json]:
 
 
 _JOURNAL_DENIED = ("insufficient permissions", "not seeing messages", "No journal files")
+KMSG = "/dev/kmsg"  # a module attribute so tests can point it at a recording
+_KMSG_ESCAPE_RE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 
 
-def read_kernel_xids(timeout_s: float) -> List[Json]:
-    """Xids from `dmesg`, else `journalctl -k`; raises with every reason when neither works."""
+def read_kernel_xids(timeout_s: float) -> "List[Json]":
+    """Xids from /dev/kmsg (no process to start), else `dmesg`, else `journalctl -k`; raises
+    with every reason when none works. /dev/kmsg is what `dmesg` itself reads, with the same
+    privileges (kernel.dmesg_restrict refuses both): when it cannot be read, `dmesg` runs and
+    says why in its own words."""
+    try:
+        return parse_xid_lines(kmsg_text(read_kmsg(KMSG)))
+    except OSError:
+        pass
     deadline = time.monotonic() + timeout_s
     commands = (["dmesg"], ["journalctl", "-k", "-b", "--no-pager", "-o", "short-monotonic"])
     reasons = []
     for argv in commands:
-        exe = shutil.which(argv[0])
+        exe = _which(argv[0])
         if exe is None:
             reasons.append("%s: not found" % argv[0])
             continue
@@ -353,6 +381,64 @@ def read_kernel_xids(timeout_s: float) -> List[Json]:
         reason = (err or out).strip().splitlines()
         reasons.append("%s: %s" % (argv[0], reason[0][:200] if reason else "exit %d" % code))
     raise RuntimeError("; ".join(reasons))
+
+
+def read_kmsg(path: str) -> bytes:
+    """Every record of the kernel log buffer from ``path`` (/dev/kmsg, or a recording of it).
+
+    The device hands out one record per read, from the oldest kept, and EAGAIN after the
+    newest (opened non-blocking); EPIPE means records were overwritten meanwhile, and the next
+    read goes on at the oldest left, as `dmesg` does."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    chunks = []  # type: List[bytes]
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 16384)  # larger than a record can be
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                continue
+            if not chunk:  # the end of a recording
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def kmsg_text(raw: bytes, needle: bytes = b"NVRM") -> str:
+    """/dev/kmsg records (``prio,seq,usec,flags;message`` lines, each maybe followed by
+    `` KEY=value`` lines) as `dmesg` prints them: ``[seconds.micros] message``, with escapes
+    (``\\xHH``) undone and a multi-line message's further lines indented under the first.
+    Only records containing ``needle`` are kept: no Xid event spans two records, so
+    parse_xid_lines finds the same events in less text."""
+    lines = []
+    for record in raw.split(b"\n") if needle in raw else ():
+        if needle not in record or record[:1] == b" ":
+            continue
+        head, sep, message = record.partition(b";")
+        fields = head.split(b",")
+        if not sep or len(fields) < 3 or not fields[2].isdigit():
+            continue
+        usec = int(fields[2])
+        prefix = "[%5d.%06d] " % (usec // 1000000, usec % 1000000)
+        if b"\\x" in message:
+            message = _KMSG_ESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16)]), message)
+        text = message.decode("utf-8", "replace")
+        lines.append(prefix + text.replace("\n", "\n" + " " * len(prefix)))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _which(name: str) -> "Optional[str]":
+    """The first executable ``name`` on PATH, as shutil.which() finds a plain command name
+    (importing shutil costs a Python 3.6 about 5 ms: it imports bz2, lzma, fnmatch...)."""
+    path = os.environ.get("PATH", os.defpath)
+    for directory in path.split(os.pathsep) if path else ():
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.F_OK | os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 # ---------------------------------------------------------------------------- GPU: shared
@@ -371,7 +457,7 @@ THROTTLE_BITS = (
 )
 
 
-def throttle_names(mask: Optional[int]) -> Optional[List[str]]:
+def throttle_names(mask: "Optional[int]") -> "Optional[List[str]]":
     """NVML's clocks event (throttle) reason bitmask as lower-case names without prefix."""
     if mask is None:
         return None
@@ -384,7 +470,7 @@ def throttle_names(mask: Optional[int]) -> Optional[List[str]]:
     return names
 
 
-def cuda_version_string(version: Any) -> Optional[str]:
+def cuda_version_string(version: "Any") -> "Optional[str]":
     """NVML's CUDA driver version integer (12040) as text ("12.4")."""
     number = _int(version)
     if not number:
@@ -392,7 +478,7 @@ def cuda_version_string(version: Any) -> Optional[str]:
     return "%d.%d" % (number // 1000, (number % 1000) // 10)
 
 
-def empty_gpu(index: Optional[int]) -> Json:
+def empty_gpu(index: "Optional[int]") -> "Json":
     """A GPU entry with every metric unknown; collectors fill in what they can read."""
     return {
         "index": index,
@@ -425,14 +511,14 @@ def empty_gpu(index: Optional[int]) -> Json:
     }
 
 
-def _proc_comm(pid: int) -> Optional[str]:
+def _proc_comm(pid: int) -> "Optional[str]":
     try:
         return _read_text("%s/%d/comm" % (PROC, pid)).strip() or None
     except OSError:
         return None
 
 
-def _pid_alive(pid: int) -> Optional[bool]:
+def _pid_alive(pid: int) -> "Optional[bool]":
     if not os.path.isdir(PROC):
         return None
     return os.path.exists("%s/%d" % (PROC, pid))
@@ -467,7 +553,7 @@ _NUM_RE = re.compile(r"^[-+]?\d+(?:\.\d+)?")
 _SMI_NOT_VALUES = ("N/A", "NOT SUPPORTED", "UNKNOWN", "UNKNOWN ERROR", "ERR!", "NOT AVAILABLE")
 
 
-def smi_value(cell: Optional[str]) -> Optional[str]:
+def smi_value(cell: "Optional[str]") -> "Optional[str]":
     """A CSV/XML cell, or None for the many spellings of "not available", and for a label
     standing where a value belongs (driver 610: ``Deprecated, see "KMD version" instead``)."""
     if cell is None:
@@ -480,24 +566,24 @@ def smi_value(cell: Optional[str]) -> Optional[str]:
     return cell
 
 
-def smi_number(cell: Optional[str]) -> Optional[float]:
+def smi_number(cell: "Optional[str]") -> "Optional[float]":
     """The leading number of a cell, tolerating units ("69.85 W", "16x", "81559 MiB")."""
     value = smi_value(cell)
     match = _NUM_RE.match(value) if value else None
     return float(match.group(0)) if match else None
 
 
-def _smi_int(cell: Optional[str]) -> Optional[int]:
+def _smi_int(cell: "Optional[str]") -> "Optional[int]":
     number = smi_number(cell)
     return None if number is None else int(number)
 
 
-def _smi_mib(cell: Optional[str]) -> Optional[int]:
+def _smi_mib(cell: "Optional[str]") -> "Optional[int]":
     number = smi_number(cell)
     return None if number is None else int(number * MIB)
 
 
-def _smi_yes(cell: Optional[str]) -> Optional[bool]:
+def _smi_yes(cell: "Optional[str]") -> "Optional[bool]":
     value = smi_value(cell)
     if value is None:
         return None
@@ -509,12 +595,12 @@ def _smi_yes(cell: Optional[str]) -> Optional[bool]:
     return None if number is None else number != 0
 
 
-def _smi_flag(cell: Optional[str]) -> Optional[int]:
+def _smi_flag(cell: "Optional[str]") -> "Optional[int]":
     flag = _smi_yes(cell)
     return None if flag is None else int(flag)
 
 
-def _smi_hex(cell: Optional[str]) -> Optional[int]:
+def _smi_hex(cell: "Optional[str]") -> "Optional[int]":
     value = smi_value(cell)
     try:
         return int(value, 16) if value else None
@@ -522,7 +608,7 @@ def _smi_hex(cell: Optional[str]) -> Optional[int]:
         return None
 
 
-def parse_smi_csv(text: str) -> Tuple[List[Dict[str, str]], List[str]]:
+def parse_smi_csv(text: str) -> "Tuple[List[Dict[str, str]], List[str]]":
     """``nvidia-smi --query-* --format=csv[,nounits]`` output as rows keyed by field name.
 
     Units in the header (``memory.used [MiB]``) are dropped. nvidia-smi does not quote cells,
@@ -550,7 +636,7 @@ def parse_smi_csv(text: str) -> Tuple[List[Dict[str, str]], List[str]]:
     return rows, problems
 
 
-def _smi_row(header: List[str], cells: List[str]) -> Optional[Dict[str, str]]:
+def _smi_row(header: "List[str]", cells: "List[str]") -> "Optional[Dict[str, str]]":
     extra = len(cells) - len(header)
     if extra > 0 and "process_name" in header:
         at = header.index("process_name")
@@ -561,7 +647,7 @@ def _smi_row(header: List[str], cells: List[str]) -> Optional[Dict[str, str]]:
     return dict(zip(header, cells))  # noqa: B905 (lengths checked; strict= needs 3.10)
 
 
-def _first(row: Dict[str, str], keys: Iterable[str], parse: Callable[[Any], Any]) -> Any:
+def _first(row: "Dict[str, str]", keys: "Iterable[str]", parse: "Callable[[Any], Any]") -> "Any":
     for key in keys:
         value = parse(row.get(key))
         if value is not None:
@@ -569,7 +655,7 @@ def _first(row: Dict[str, str], keys: Iterable[str], parse: Callable[[Any], Any]
     return None
 
 
-def smi_row_to_gpu(row: Dict[str, str]) -> Json:
+def smi_row_to_gpu(row: "Dict[str, str]") -> "Json":
     """One ``--query-gpu`` row as a GPU entry of the sample document."""
     gpu = empty_gpu(_smi_int(row.get("index")))
     gpu.update(
@@ -601,7 +687,7 @@ def smi_row_to_gpu(row: Dict[str, str]) -> Json:
     return gpu
 
 
-def parse_smi_apps(text: str) -> Dict[str, List[Json]]:
+def parse_smi_apps(text: str) -> "Dict[str, List[Json]]":
     """``--query-compute-apps`` output as processes per GPU UUID."""
     rows, _ = parse_smi_csv(text)
     apps = {}  # type: Dict[str, List[Json]]
@@ -626,7 +712,7 @@ _SMI_VERSION_KEYS = (
 )
 
 
-def parse_smi_version(text: str) -> Json:
+def parse_smi_version(text: str) -> "Json":
     """``nvidia-smi --version`` output: driver and CUDA versions."""
     values = {}  # type: Dict[str, Optional[str]]
     for line in text.splitlines():
@@ -642,7 +728,7 @@ _NVLINK_GPU_RE = re.compile(r"^GPU (\d+):")
 _NVLINK_LINK_RE = re.compile(r"^\s*Link (\d+):\s*(.*)$")
 
 
-def parse_smi_nvlink(text: str) -> Dict[int, Tuple[int, Optional[int]]]:
+def parse_smi_nvlink(text: str) -> "Dict[int, Tuple[int, Optional[int]]]":
     """``nvidia-smi nvlink --status`` -> {GPU index: (active links, links)}.
 
     A link reads ``Link 3: 25.781 GB/s`` when up and ``Link 3: <inactive>`` when down. When
@@ -672,13 +758,15 @@ def parse_smi_nvlink(text: str) -> Dict[int, Tuple[int, Optional[int]]]:
     return out
 
 
-def _xml_text(node: Any, path: str) -> Optional[str]:
+def _xml_text(node: "Any", path: str) -> "Optional[str]":
     found = node.find(path) if node is not None else None
     return None if found is None else smi_value(found.text)
 
 
-def parse_smi_xml(text: str) -> Json:
+def parse_smi_xml(text: str) -> "Json":
     """``nvidia-smi -q -x`` output: driver, CUDA and one GPU entry per ``<gpu>``."""
+    import xml.etree.ElementTree as ElementTree
+
     root = ElementTree.fromstring(text)
     gpus = [_xml_gpu(index, node) for index, node in enumerate(root.findall("gpu"))]
     return {
@@ -688,7 +776,7 @@ def parse_smi_xml(text: str) -> Json:
     }
 
 
-def _xml_gpu(index: int, node: Any) -> Json:
+def _xml_gpu(index: int, node: "Any") -> "Json":
     gpu = empty_gpu(index)
     power = node.find("gpu_power_readings")
     if power is None:
@@ -720,7 +808,7 @@ def _xml_gpu(index: int, node: Any) -> Json:
     return gpu
 
 
-def _xml_first_number(node: Any, tags: Iterable[str]) -> Optional[float]:
+def _xml_first_number(node: "Any", tags: "Iterable[str]") -> "Optional[float]":
     for tag in tags:
         number = smi_number(_xml_text(node, tag))
         if number is not None:
@@ -728,7 +816,7 @@ def _xml_first_number(node: Any, tags: Iterable[str]) -> Optional[float]:
     return None
 
 
-def _xml_sum(node: Any, tags: Iterable[str]) -> Optional[int]:
+def _xml_sum(node: "Any", tags: "Iterable[str]") -> "Optional[int]":
     values = [_smi_int(_xml_text(node, tag)) for tag in tags]
     present = [v for v in values if v is not None]
     return sum(present) if present else None
@@ -742,7 +830,7 @@ _XML_UNCORRECTED = (
 )
 
 
-def _xml_ecc(volatile: Any) -> Json:
+def _xml_ecc(volatile: "Any") -> "Json":
     uncorrected = _xml_sum(volatile, _XML_UNCORRECTED)
     if uncorrected is None:  # schema before v12
         uncorrected = _smi_int(_xml_text(volatile, "double_bit/total"))
@@ -752,7 +840,7 @@ def _xml_ecc(volatile: Any) -> Json:
     return {"ecc_uncorrected_volatile": uncorrected, "ecc_corrected_volatile": corrected}
 
 
-def _xml_remapped(node: Any) -> Json:
+def _xml_remapped(node: "Any") -> "Json":
     return {
         "remapped_rows_pending": _smi_flag(_xml_text(node, "remapped_row_pending")),
         "remapped_rows_failed": _smi_flag(_xml_text(node, "remapped_row_failure")),
@@ -761,7 +849,7 @@ def _xml_remapped(node: Any) -> Json:
     }
 
 
-def _xml_throttle(node: Any) -> Optional[List[str]]:
+def _xml_throttle(node: "Any") -> "Optional[List[str]]":
     reasons = node.find("clocks_event_reasons")
     if reasons is None:
         reasons = node.find("clocks_throttle_reasons")
@@ -779,7 +867,7 @@ def _xml_throttle(node: Any) -> Optional[List[str]]:
     return names
 
 
-def _xml_processes(node: Any) -> List[Json]:
+def _xml_processes(node: "Any") -> "List[Json]":
     processes = []
     for info in node.findall("processes/process_info"):
         pid = _smi_int(_xml_text(info, "pid"))
@@ -802,11 +890,11 @@ _NVML_GPU_IS_LOST = 15
 _NVML_NOT_AVAILABLE = 1 << 63  # usedGpuMemory at or above this is NVML_VALUE_NOT_AVAILABLE
 
 
-def nvml_init() -> Tuple[Any, Optional[str]]:
+def nvml_init() -> "Tuple[Any, Optional[str]]":
     """(pynvml, None) when NVML works; (None, None) on a node without an NVIDIA stack;
     (None, reason) when NVML is there but refuses to start."""
     try:
-        nvml = importlib.import_module("pynvml")
+        nvml = __import__("pynvml")
     except Exception:
         return None, None
     try:
@@ -823,12 +911,12 @@ class _NvmlDevice(object):
     (not supported, no permission, GPU lost...) or a function missing from an old pynvml
     into None for that field, so one bad field never loses the rest of the sample."""
 
-    def __init__(self, nvml: Any, handle: Any) -> None:
+    def __init__(self, nvml: "Any", handle: "Any") -> None:
         self.nvml = nvml
         self.handle = handle
         self.lost = False
 
-    def get(self, function: str, *args: Any) -> Any:
+    def get(self, function: str, *args: "Any") -> "Any":
         fn = getattr(self.nvml, function, None)
         if fn is None:
             return None
@@ -844,7 +932,7 @@ class _NvmlDevice(object):
         return value if isinstance(value, int) else default
 
 
-def nvml_sample(nvml: Any) -> Json:
+def nvml_sample(nvml: "Any") -> "Json":
     """Every GPU through NVML, plus the driver and CUDA versions."""
     count = nvml.nvmlDeviceGetCount()
     gpus = [_nvml_gpu(nvml, index) for index in range(count)]
@@ -862,7 +950,7 @@ def nvml_sample(nvml: Any) -> Json:
     }
 
 
-def _nvml_system(system: _NvmlDevice, function: str) -> Any:
+def _nvml_system(system: "_NvmlDevice", function: str) -> "Any":
     fn = getattr(system.nvml, function, None)
     try:
         return fn() if fn is not None else None
@@ -870,7 +958,7 @@ def _nvml_system(system: _NvmlDevice, function: str) -> Any:
         return None
 
 
-def _nvml_gpu(nvml: Any, index: int) -> Json:
+def _nvml_gpu(nvml: "Any", index: int) -> "Json":
     gpu = empty_gpu(index)
     try:
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
@@ -886,7 +974,7 @@ def _nvml_gpu(nvml: Any, index: int) -> Json:
     return gpu
 
 
-def _nvml_identity(device: _NvmlDevice) -> Json:
+def _nvml_identity(device: "_NvmlDevice") -> "Json":
     pci = device.get("nvmlDeviceGetPciInfo")
     return {
         "name": _text(device.get("nvmlDeviceGetName")),
@@ -895,12 +983,12 @@ def _nvml_identity(device: _NvmlDevice) -> Json:
     }
 
 
-def _milliwatts(value: Any) -> Optional[float]:
+def _milliwatts(value: "Any") -> "Optional[float]":
     number = _finite(value)
     return None if number is None else round(number / 1000.0, 2)
 
 
-def _nvml_load(device: _NvmlDevice) -> Json:
+def _nvml_load(device: "_NvmlDevice") -> "Json":
     util = device.get("nvmlDeviceGetUtilizationRates")
     memory = device.get("nvmlDeviceGetMemoryInfo")
     limit = device.get("nvmlDeviceGetEnforcedPowerLimit")
@@ -922,7 +1010,7 @@ def _nvml_load(device: _NvmlDevice) -> Json:
     }
 
 
-def _nvml_memory_health(device: _NvmlDevice) -> Json:
+def _nvml_memory_health(device: "_NvmlDevice") -> "Json":
     uncorrected = device.const("NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1)
     corrected = device.const("NVML_MEMORY_ERROR_TYPE_CORRECTED", 0)
     volatile = device.const("NVML_VOLATILE_ECC", 0)
@@ -945,7 +1033,7 @@ def _nvml_memory_health(device: _NvmlDevice) -> Json:
     }
 
 
-def _nvml_links(device: _NvmlDevice) -> Json:
+def _nvml_links(device: "_NvmlDevice") -> "Json":
     links = {
         "pcie_gen": _int(device.get("nvmlDeviceGetCurrPcieLinkGeneration")),
         "pcie_gen_max": _int(device.get("nvmlDeviceGetMaxPcieLinkGeneration")),
@@ -969,7 +1057,7 @@ def _nvml_links(device: _NvmlDevice) -> Json:
     return links
 
 
-def _nvml_processes(device: _NvmlDevice) -> List[Json]:
+def _nvml_processes(device: "_NvmlDevice") -> "List[Json]":
     seen = {}  # type: Dict[int, Json]
     for function in (
         "nvmlDeviceGetComputeRunningProcesses",
@@ -994,14 +1082,14 @@ def _nvml_processes(device: _NvmlDevice) -> List[Json]:
 # ---------------------------------------------------------------------------- system metrics
 
 
-def _psutil() -> Any:
+def _psutil() -> "Any":
     try:
-        return importlib.import_module("psutil")
+        return __import__("psutil")
     except Exception:
         return None
 
 
-def _require_psutil(what: str) -> Any:
+def _require_psutil(what: str) -> "Any":
     module = _psutil()
     if module is None:
         raise RuntimeError("%s: neither %s nor psutil is available" % (what, PROC))
@@ -1023,7 +1111,7 @@ def own_cpu_seconds() -> float:
     return times[0] + times[1] + times[2] + times[3]
 
 
-def cpu_counters() -> Json:
+def cpu_counters() -> "Json":
     """All CPUs' total and idle time, and this process's own, in seconds."""
     if os.path.exists(PROC + "/stat"):
         ticks = parse_proc_stat(_read_text(PROC + "/stat"))
@@ -1036,7 +1124,7 @@ def cpu_counters() -> Json:
     return {"total": total, "idle": idle, "own": own_cpu_seconds()}
 
 
-def cpu_util(before: Optional[Json], after: Optional[Json]) -> Optional[float]:
+def cpu_util(before: "Optional[Json]", after: "Optional[Json]") -> "Optional[float]":
     """Busy share of all CPUs between two readings, the monitor's own CPU time taken out."""
     if not before or not after:
         return None
@@ -1048,7 +1136,7 @@ def cpu_util(before: Optional[Json], after: Optional[Json]) -> Optional[float]:
     return round(max(0.0, min(100.0, 100.0 * busy / total)), 1)
 
 
-def net_counters() -> Dict[str, Dict[str, int]]:
+def net_counters() -> "Dict[str, Dict[str, int]]":
     if os.path.exists(PROC + "/net/dev"):
         return parse_net_dev(_read_text(PROC + "/net/dev"))
     counters = _require_psutil("network").net_io_counters(pernic=True)
@@ -1064,8 +1152,10 @@ def net_counters() -> Dict[str, Dict[str, int]]:
 
 
 def net_rates(
-    before: Optional[Dict[str, Dict[str, int]]], after: Dict[str, Dict[str, int]], seconds: float
-) -> List[Json]:
+    before: "Optional[Dict[str, Dict[str, int]]]",
+    after: "Dict[str, Dict[str, int]]",
+    seconds: float,
+) -> "List[Json]":
     """Per-interface byte and error rates between two counter readings (loopback skipped)."""
     entries = []
     for iface in sorted(after):
@@ -1082,14 +1172,14 @@ def net_rates(
 
 
 def _rate(
-    now: Dict[str, int], then: Optional[Dict[str, int]], key: str, seconds: float
-) -> Optional[float]:
+    now: "Dict[str, int]", then: "Optional[Dict[str, int]]", key: str, seconds: float
+) -> "Optional[float]":
     if then is None or seconds <= 0 or now[key] < then[key]:  # a new or reset counter
         return None
     return round((now[key] - then[key]) / seconds, 1)
 
 
-def memory_usage() -> Json:
+def memory_usage() -> "Json":
     if os.path.exists(PROC + "/meminfo"):
         return memory_from_meminfo(parse_meminfo(_read_text(PROC + "/meminfo")))
     psutil = _require_psutil("memory")
@@ -1103,7 +1193,7 @@ def uptime_seconds() -> float:
     return time.time() - _require_psutil("uptime").boot_time()
 
 
-def disk_usage(mount: str) -> Json:
+def disk_usage(mount: str) -> "Json":
     """Size and use of one mount; runs in its own thread (statvfs can hang on NFS).
 
     A path that is not a mount point (an NFS mount missing, a disk not mounted) is reported as
@@ -1131,7 +1221,7 @@ def disk_usage(mount: str) -> Json:
 _MOUNTINFO_ESCAPE_RE = re.compile(r"\\([0-7]{3})")
 
 
-def parse_mountinfo(text: str) -> List[str]:
+def parse_mountinfo(text: str) -> "List[str]":
     """The mount points listed in /proc/<pid>/mountinfo (field 5, octal escapes undone)."""
     points = []
     for line in text.splitlines():
@@ -1141,7 +1231,7 @@ def parse_mountinfo(text: str) -> List[str]:
     return points
 
 
-def is_mount_point(path: str) -> Optional[bool]:
+def is_mount_point(path: str) -> "Optional[bool]":
     """Whether ``path`` (symbolic links resolved) is a mount point: from /proc/self/mountinfo,
     else os.path.ismount; None when neither can tell (e.g. the path cannot be resolved)."""
     real = os.path.realpath(path)
@@ -1169,14 +1259,14 @@ def _cmdline(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
 
 
-def _match(cmdline: str, patterns: List[Tuple[str, Any]]) -> Optional[str]:
+def _match(cmdline: str, patterns: "List[Tuple[str, Any]]") -> "Optional[str]":
     for text, compiled in patterns:
         if compiled.search(cmdline):
             return text
     return None
 
 
-def scan_processes(patterns: List[Tuple[str, Any]], exclude: Iterable[int]) -> Json:
+def scan_processes(patterns: "List[Tuple[str, Any]]", exclude: "Iterable[int]") -> "Json":
     """Process and zombie counts, the processes whose command line matches a pattern (with
     their parent pid), and the processes descending from those (a launcher's workers)."""
     if not os.path.isdir(PROC):
@@ -1209,7 +1299,7 @@ def scan_processes(patterns: List[Tuple[str, Any]], exclude: Iterable[int]) -> J
 
 
 def _add_match(
-    matched: List[Json], pid: int, ppid: int, cmdline: str, patterns: List[Tuple[str, Any]]
+    matched: "List[Json]", pid: int, ppid: int, cmdline: str, patterns: "List[Tuple[str, Any]]"
 ) -> None:
     pattern = _match(cmdline, patterns) if cmdline else None
     if pattern is not None and len(matched) < MAX_MATCHED:
@@ -1218,7 +1308,7 @@ def _add_match(
         )
 
 
-def _proc_cmdline(pid: int) -> Optional[str]:
+def _proc_cmdline(pid: int) -> "Optional[str]":
     try:
         return _cmdline(pid)
     except OSError:
@@ -1226,8 +1316,8 @@ def _proc_cmdline(pid: int) -> Optional[str]:
 
 
 def _descendants(
-    matched: List[Json], parents: Dict[int, int], skip: Any, cmdline: Callable[[int], Any]
-) -> List[Json]:
+    matched: "List[Json]", parents: "Dict[int, int]", skip: "Any", cmdline: "Callable[[int], Any]"
+) -> "List[Json]":
     """Every process below a matched one that is not matched itself (a launcher's workers,
     which run e.g. ``python train.py``), with its parent pid; at most MAX_MATCHED."""
     children = {}  # type: Dict[int, List[int]]
@@ -1248,7 +1338,7 @@ def _descendants(
     return out
 
 
-def _scan_processes_psutil(patterns: List[Tuple[str, Any]], skip: Any) -> Json:
+def _scan_processes_psutil(patterns: "List[Tuple[str, Any]]", skip: "Any") -> "Json":
     psutil = _require_psutil("processes")
     count = zombies = 0
     matched = []  # type: List[Json]
@@ -1276,7 +1366,7 @@ def _scan_processes_psutil(patterns: List[Tuple[str, Any]], skip: Any) -> Json:
 # ---------------------------------------------------------------------------- requests
 
 
-def normalize_request(raw: Any) -> Json:
+def normalize_request(raw: "Any") -> "Json":
     """The request with defaults filled in; raises ValueError on a malformed one."""
     if not isinstance(raw, dict):
         raise ValueError("request must be a JSON object")
@@ -1292,14 +1382,14 @@ def normalize_request(raw: Any) -> Json:
     return req
 
 
-def _bounded(req: Json, key: str, low: float, high: float) -> float:
+def _bounded(req: "Json", key: str, low: float, high: float) -> float:
     value = req[key]
     if isinstance(value, bool) or _finite(value) is None:
         raise ValueError("%s must be a number" % key)
     return min(high, max(low, float(value)))
 
 
-def _compile_patterns(texts: List[str], errors: Dict[str, str]) -> List[Tuple[str, Any]]:
+def _compile_patterns(texts: "List[str]", errors: "Dict[str, str]") -> "List[Tuple[str, Any]]":
     patterns = []
     for text in texts:
         try:
@@ -1309,7 +1399,7 @@ def _compile_patterns(texts: List[str], errors: Dict[str, str]) -> List[Tuple[st
     return patterns
 
 
-def encode_document(doc: Json, max_bytes: int) -> Tuple[Json, str]:
+def encode_document(doc: "Json", max_bytes: int) -> "Tuple[Json, str]":
     """The document and its JSON text; one over ``max_bytes`` becomes an ok:false document."""
     try:
         text = json.dumps(doc, separators=(",", ":"), allow_nan=False)
@@ -1345,7 +1435,7 @@ class Probe(object):
     def __enter__(self) -> "Probe":
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: "Any") -> None:
         self.close()
 
     def close(self) -> None:
@@ -1361,11 +1451,11 @@ class Probe(object):
     def has_hung_checks(self) -> bool:
         return any(check.thread.is_alive() for check in self._hung.values())
 
-    def sample(self, request: Optional[Json] = None) -> Json:
+    def sample(self, request: "Optional[Json]" = None) -> "Json":
         """One sample document (docs/probe-protocol.md); never raises."""
         return self.respond(request if request is not None else {})[0]
 
-    def respond(self, request: Any) -> Tuple[Json, str]:
+    def respond(self, request: "Any") -> "Tuple[Json, str]":
         """The sample document for a request and its JSON text, size-capped."""
         try:
             req = normalize_request(request)
@@ -1377,7 +1467,7 @@ class Probe(object):
             doc = error_doc("probe failed: %s" % _describe(exc))
         return encode_document(doc, req["max_output_bytes"])
 
-    def answer(self, line: bytes) -> Tuple[str, bool]:
+    def answer(self, line: bytes) -> "Tuple[str, bool]":
         """The protocol reply line for one request line, and whether to stop."""
         try:
             raw = json.loads(line.decode("utf-8"))
@@ -1396,7 +1486,7 @@ class Probe(object):
 
     # -- sub-check plumbing
 
-    def _launch(self, name: str, fn: Callable[..., Any], *args: Any) -> Optional[_Check]:
+    def _launch(self, name: str, fn: "Callable[..., Any]", *args: "Any") -> "Optional[_Check]":
         old = self._hung.get(name)
         if old is not None:
             if old.thread.is_alive():
@@ -1404,7 +1494,9 @@ class Probe(object):
             del self._hung[name]
         return _Check(name, fn, args).start()
 
-    def _collect(self, check: Optional[_Check], name: str, timeout: float, errors: Json) -> Any:
+    def _collect(
+        self, check: "Optional[_Check]", name: str, timeout: float, errors: "Json"
+    ) -> "Any":
         if check is None:
             errors[name] = "still hung since an earlier sample (timeout)"
             return None
@@ -1428,12 +1520,12 @@ class Probe(object):
         ttl = XID_REFUSED_S if cached[2] is not None else XID_REFRESH_S
         return time.monotonic() - cached[0] < ttl
 
-    def _launch_xid(self, timeout: float) -> Optional[_Check]:
+    def _launch_xid(self, timeout: float) -> "Optional[_Check]":
         if self._xid_cached():
             return None
         return self._launch("xid", read_kernel_xids, timeout)
 
-    def _collect_xid(self, check: Optional[_Check], timeout: float, errors: Json) -> Any:
+    def _collect_xid(self, check: "Optional[_Check]", timeout: float, errors: "Json") -> "Any":
         cached = self._xid_cache
         if check is None and cached is not None and self._xid_cached():
             if cached[2] is not None:
@@ -1448,7 +1540,7 @@ class Probe(object):
 
     # -- the sample
 
-    def _sample(self, req: Json) -> Json:
+    def _sample(self, req: "Json") -> "Json":
         errors = {}  # type: Dict[str, str]
         start = self._counters(errors)  # the CPU window spans the whole run (at least window_s)
         timeout = req["subcheck_timeout_s"]
@@ -1471,15 +1563,16 @@ class Probe(object):
         doc["errors"] = errors
         return doc
 
-    def _base_document(self, errors: Dict[str, str]) -> Json:
+    def _base_document(self, errors: "Dict[str, str]") -> "Json":
         load = _guard(os.getloadavg, errors, "load") or (None, None, None)
+        node = os.uname()
         return {
             "probe_version": PROBE_VERSION,
             "ok": True,
-            "hostname": socket.gethostname(),
+            "hostname": node.nodename,  # what socket.gethostname() answers on Linux
             "time": None,
-            "python": platform.python_version(),
-            "kernel": platform.release() or None,
+            "python": python_version(),
+            "kernel": node.release or None,
             "uptime_s": _round(_guard(uptime_seconds, errors, "uptime"), 1),
             "cpu": {
                 "util_pct": None,
@@ -1492,13 +1585,13 @@ class Probe(object):
             "memory": _guard(memory_usage, errors, "memory") or _memory_doc(None, None, None, None),
         }
 
-    def _counters(self, errors: Dict[str, str]) -> Tuple[float, Any, Any]:
+    def _counters(self, errors: "Dict[str, str]") -> "Tuple[float, Any, Any]":
         cpu = _guard(cpu_counters, errors, "cpu")
         return time.monotonic(), cpu, _guard(net_counters, errors, "network")
 
     def _rates(
-        self, start: Tuple[float, Any, Any], window_s: float, errors: Dict[str, str]
-    ) -> Tuple[Optional[float], float, Any]:
+        self, start: "Tuple[float, Any, Any]", window_s: float, errors: "Dict[str, str]"
+    ) -> "Tuple[Optional[float], float, Any]":
         """CPU use, its window in seconds, and network rates since the previous sample's end
         (a persistent probe), else since ``start``, this sample's beginning, waiting until
         ``window_s`` has passed."""
@@ -1512,7 +1605,9 @@ class Probe(object):
         network = net_rates(previous[2], current[2], seconds) if current[2] is not None else None
         return cpu_util(previous[1], current[1]), round(seconds, 3), network
 
-    def _disk(self, mount: str, check: Optional[_Check], timeout: float, errors: Json) -> Json:
+    def _disk(
+        self, mount: str, check: "Optional[_Check]", timeout: float, errors: "Json"
+    ) -> "Json":
         result = self._collect(check, "disk:" + mount, timeout, errors)
         if result is not None:
             return result
@@ -1527,7 +1622,9 @@ class Probe(object):
 
     # -- GPUs
 
-    def _start_gpu(self, timeout: float, errors: Dict[str, str]) -> Tuple[str, Optional[_Check]]:
+    def _start_gpu(
+        self, timeout: float, errors: "Dict[str, str]"
+    ) -> "Tuple[str, Optional[_Check]]":
         if not self._nvml_tried:
             init = self._launch("nvml", nvml_init)
             result = self._collect(init, "nvml", timeout, errors)
@@ -1538,7 +1635,9 @@ class Probe(object):
             return "nvml", self._launch("nvml", nvml_sample, self._nvml)
         return "nvidia-smi", self._launch("nvidia-smi", self._smi_sample, timeout)
 
-    def _gpu_result(self, name: str, check: Optional[_Check], timeout: float, errors: Json) -> Json:
+    def _gpu_result(
+        self, name: str, check: "Optional[_Check]", timeout: float, errors: "Json"
+    ) -> "Json":
         result = self._collect(check, name, timeout, errors)
         if result is None and name == "nvidia-smi" and self._nvml_reason:
             errors["nvml"] = self._nvml_reason
@@ -1552,9 +1651,9 @@ class Probe(object):
                 proc["alive"] = _pid_alive(proc["pid"])
         return {"gpu_info": result["info"], "gpus": result["gpus"]}
 
-    def _smi_sample(self, timeout: float) -> Optional[Json]:
+    def _smi_sample(self, timeout: float) -> "Optional[Json]":
         """GPUs through nvidia-smi; None when it is not installed (no NVIDIA stack)."""
-        exe = shutil.which("nvidia-smi")
+        exe = _which("nvidia-smi")
         if exe is None:
             return None
         deadline = time.monotonic() + timeout
@@ -1590,7 +1689,9 @@ class Probe(object):
         self._smi_fields = None
         raise RuntimeError("nvidia-smi --query-gpu failed: %s" % message[:MESSAGE_CHARS])
 
-    def _smi_attach_apps(self, exe: str, deadline: float, gpus: List[Json], errors: Json) -> None:
+    def _smi_attach_apps(
+        self, exe: str, deadline: float, gpus: "List[Json]", errors: "Json"
+    ) -> None:
         argv = [exe, "--query-compute-apps=" + SMI_APPS_FIELDS, "--format=csv,nounits"]
         try:
             code, out, err = run_command(argv, _remaining(deadline))
@@ -1603,7 +1704,9 @@ class Probe(object):
         for gpu in gpus:
             gpu["processes"] = apps.get(gpu["uuid"] or "", [])
 
-    def _smi_attach_nvlink(self, exe: str, deadline: float, gpus: List[Json], errors: Json) -> None:
+    def _smi_attach_nvlink(
+        self, exe: str, deadline: float, gpus: "List[Json]", errors: "Json"
+    ) -> None:
         """NVLink counts from ``nvidia-smi nvlink --status``, kept for NVLINK_REFRESH_S (link
         state changes rarely and a persistent probe would otherwise start it every tick)."""
         cached = self._smi_nvlink
@@ -1627,7 +1730,7 @@ class Probe(object):
             if state is not None:
                 gpu["nvlink_active"], gpu["nvlink_total"] = state
 
-    def _smi_version(self, exe: str, deadline: float) -> Json:
+    def _smi_version(self, exe: str, deadline: float) -> "Json":
         if self._smi_versions is None:
             try:
                 code, out, _ = run_command([exe, "--version"], _remaining(deadline))
@@ -1636,13 +1739,17 @@ class Probe(object):
             self._smi_versions = parse_smi_version(out) if code == 0 else {}
         return self._smi_versions
 
-    def _smi_merge_xml(self, exe: str, deadline: float, gpus: List[Json], errors: Json) -> Json:
+    def _smi_merge_xml(
+        self, exe: str, deadline: float, gpus: "List[Json]", errors: "Json"
+    ) -> "Json":
         """Fill remapped-row counters from ``nvidia-smi -q -x`` (drivers whose --query-gpu
         lacks them); remember when the XML has none either, so it is not run every tick."""
+        from xml.etree.ElementTree import ParseError
+
         try:
             code, out, err = run_command([exe, "-q", "-x"], _remaining(deadline))
             parsed = parse_smi_xml(out) if code == 0 else None
-        except (RuntimeError, ElementTree.ParseError) as exc:
+        except (RuntimeError, ParseError) as exc:
             errors["nvidia-smi:xml"] = str(exc)[:MESSAGE_CHARS]
             return {}
         if parsed is None:
@@ -1659,7 +1766,7 @@ class Probe(object):
         return {k: parsed[k] for k in ("driver_version", "cuda_version") if parsed[k]}
 
 
-def _guard(fn: Callable[[], Any], errors: Dict[str, str], key: str) -> Any:
+def _guard(fn: "Callable[[], Any]", errors: "Dict[str, str]", key: str) -> "Any":
     """Run a quick local read; a failure becomes errors[key] and a None value."""
     try:
         return fn()
@@ -1671,7 +1778,7 @@ def _guard(fn: Callable[[], Any], errors: Dict[str, str], key: str) -> Any:
 # ---------------------------------------------------------------------------- remote main
 
 
-def _protocol_stream() -> Any:
+def _protocol_stream() -> "Any":
     """The protocol's own stream, on a copy of fd 1; fd 1 itself then points at stderr, so
     neither a stray print() nor what a C library (NVML, psutil) writes to fd 1 can corrupt it."""
     sys.stdout.flush()

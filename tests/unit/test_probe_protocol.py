@@ -1,5 +1,8 @@
 """The remote protocol: the exact BOOTSTRAP command fed the probe source and request lines.
 
+The source is what the control host sends (``probe_source.lazy_source``: functions compiled on
+first call); one test runs the plain module too.
+
 Runs under every Python the nodes may have (pyenv's 3.6 to 3.13). Those interpreters have no
 psutil and no pynvml, so these runs also exercise the /proc and nvidia-smi fallbacks. A missing
 interpreter skips its case, except under CI=true, where it fails.
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 
 from ugro_health import probe
+from ugro_health.transport.probe_source import lazy_source
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "probe"
 PYENV_ROOTS = [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv"), "/root/.pyenv"]
@@ -38,9 +42,9 @@ def interpreter(version: str) -> str:
     pytest.skip(f"Python {version} not installed (or not readable): {', '.join(tried)}")
 
 
-def stream(*requests: Any) -> bytes:
+def stream(*requests: Any, plain: bool = False) -> bytes:
     """What the transport writes: source length, source, then one request per line."""
-    source = probe.source_bytes()
+    source = probe.source_bytes() if plain else lazy_source(probe.source_bytes())
     lines = b"".join(
         (r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in requests
     )
@@ -91,14 +95,16 @@ def test_an_old_python_is_told_why_it_cannot_run_the_probe() -> None:
     assert result.stderr.decode().strip().endswith(" is 2.7.18")
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["sent", "plain"])
 @pytest.mark.parametrize("version", PYTHONS)
-def test_two_requests_over_one_channel(version: str) -> None:
+def test_two_requests_over_one_channel(version: str, plain: bool) -> None:
     python = interpreter(version)
     result = run_remote(
         python,
         stream(
             {"op": "sample", "mounts": ["/"], "window_s": 0.2, "match": ["nothing-matches-this"]},
             {"op": "sample", "mounts": ["/"], "window_s": 0.2},
+            plain=plain,
         ),
     )
     assert result.returncode == 0, result.stderr.decode()
@@ -199,3 +205,42 @@ def test_a_stuck_check_does_not_keep_the_process_alive(
     assert ("disk:" + mount in doc["errors"]) is hung
     # with a thread still stuck the probe leaves through os._exit (atexit hooks do not run)
     assert (b"ATEXIT-RAN" in result.stderr) is not hung
+
+
+def test_kmsg_reader_on_python_36(tmp_path: Path) -> None:
+    # The sent source's /dev/kmsg reader, on the oldest Python, against the recorded excerpt.
+    source = tmp_path / "probe_sent.py"
+    source.write_bytes(lazy_source(probe.source_bytes()))
+    script = (
+        "import json, sys; ns = {'__name__': 'ugro_probe'}; "
+        "exec(compile(open(sys.argv[1], 'rb').read(), 'ugro_probe', 'exec'), ns); "
+        "ns['KMSG'] = sys.argv[2]; print(json.dumps(ns['read_kernel_xids'](5.0)))"
+    )
+    fixture = FIXTURES / "kmsg_excerpt_with_xids.txt"
+    result = subprocess.run(
+        [interpreter("3.6.15"), "-c", script, str(source), str(fixture)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    xids = json.loads(result.stdout)
+    assert [x["xid"] for x in xids] == [79, 13, 13, 13, 109, 31, 109, 79]
+
+
+@pytest.mark.parametrize("version", PYTHONS)
+def test_every_sent_function_compiles_on_every_python(version: str, tmp_path: Path) -> None:
+    # A sample calls under half of them; the rest must load too, on each node's Python.
+    source = tmp_path / "probe_sent.py"
+    source.write_bytes(lazy_source(probe.source_bytes()))
+    script = (
+        "import sys; ns = {'__name__': 'ugro_probe'}; "
+        "exec(compile(open(sys.argv[1], 'rb').read(), 'ugro_probe', 'exec'), ns); "
+        "loaded = [ns['_ugro_lazy'](name) for name in sorted(ns['_UGRO_LAZY'])]; "
+        "print(sum(ns[f.__name__] is f and f.__code__.co_filename == 'ugro_probe' "
+        "for f in loaded))"
+    )
+    result = subprocess.run(
+        [interpreter(version), "-c", script, str(source)], capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert int(result.stdout) == probe.source_bytes().count(b"\ndef ")

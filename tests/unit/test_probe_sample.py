@@ -8,6 +8,7 @@ fake `pynvml` whose values are those of the same recorded H100.
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,6 +42,12 @@ def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return directory
 
 
+@pytest.fixture
+def no_kmsg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/kmsg unreadable (here: absent), so the kernel log comes from `dmesg`."""
+    monkeypatch.setattr(probe, "KMSG", str(tmp_path / "no-kmsg"))
+
+
 def write_exe(path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(0o755)
@@ -65,7 +72,7 @@ def sampler() -> Iterator[probe.Probe]:
 
 
 def test_sample_on_this_machine(sampler: probe.Probe) -> None:
-    if probe.shutil.which("nvidia-smi"):
+    if shutil.which("nvidia-smi"):
         pytest.skip("this machine has nvidia-smi; the test expects a node without GPUs")
     before = time.time()
     doc = sampler.sample({"mounts": ["/"], "window_s": 0.1})
@@ -159,7 +166,7 @@ def test_a_failing_probe_still_answers_a_document(
     def broken() -> str:
         raise RuntimeError("interpreter in a strange state")
 
-    monkeypatch.setattr(probe.platform, "python_version", broken)
+    monkeypatch.setattr(probe, "python_version", broken)
     doc = sampler.sample({})
     assert doc == {
         "probe_version": 1,
@@ -239,6 +246,7 @@ def test_hung_mount_times_out_alone_and_is_not_restarted(
     assert "FileNotFoundError" in third["errors"]["disk:/x"]
 
 
+@pytest.mark.usefixtures("no_kmsg")
 def test_kernel_log_read_from_dmesg(sampler: probe.Probe, fake_bin: Path) -> None:
     recording = FIXTURES / "dmesg_ctime_xid_gpud.txt"
     write_exe(fake_bin / "dmesg", f'#!/bin/sh\ncat "{recording}"\n')
@@ -247,6 +255,7 @@ def test_kernel_log_read_from_dmesg(sampler: probe.Probe, fake_bin: Path) -> Non
     assert "xid" not in doc["errors"]
 
 
+@pytest.mark.usefixtures("no_kmsg")
 def test_unreadable_kernel_log_is_an_error_not_a_failure(
     sampler: probe.Probe, fake_bin: Path
 ) -> None:
@@ -484,12 +493,13 @@ def test_nvml_refusing_to_start_is_reported_when_nothing_else_works(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(init_error=NVMLError(4)))
-    monkeypatch.setattr(probe.shutil, "which", lambda name: None)
+    monkeypatch.setattr(probe, "_which", lambda name: None)
     doc = probe.Probe().sample({"window_s": 0})
     assert doc["gpus"] == []
     assert doc["errors"]["nvml"] == "nvmlInit: NVMLError: NVML error 4"
 
 
+@pytest.mark.usefixtures("no_kmsg")
 def test_persistent_probe_reads_the_kernel_log_once_not_every_tick(
     sampler: probe.Probe, fake_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -504,6 +514,7 @@ def test_persistent_probe_reads_the_kernel_log_once_not_every_tick(
     assert runs.read_text().count("run") == 2
 
 
+@pytest.mark.usefixtures("no_kmsg")
 def test_refused_kernel_log_is_not_retried_every_tick(
     sampler: probe.Probe, fake_bin: Path, tmp_path: Path
 ) -> None:

@@ -1,7 +1,8 @@
 """Persistent SSH sessions for ``watch``: one connection and one live probe process per node.
 
 Part of the SSH transport (imports paramiko); imported by ``transport.ssh`` only. Imports
-``config``, ``model``, ``probe`` (for its source), ``transport.base`` and ``ssh_connect``.
+``config``, ``model``, ``probe`` (for its source), ``transport.base``, ``probe_source`` and
+``ssh_connect``.
 
 Per node a ``Session`` keeps an authenticated paramiko transport (with keepalives) and one exec
 channel running the probe's request loop (docs/probe-protocol.md): the source is sent once, then
@@ -41,6 +42,7 @@ from ugro_health.transport.base import (
     parse_response_line,
     stamp_exchange,
 )
+from ugro_health.transport.probe_source import lazy_source
 from ugro_health.transport.ssh_connect import Attempt, Connector, Watchdog, classify
 
 log = logging.getLogger(__name__)
@@ -391,8 +393,9 @@ class Sessions:
 
 @functools.cache
 def probe_prelude() -> bytes:
-    """What the bootstrap reads before the first request: the source's length, the source."""
-    src = probe.source_bytes()
+    """What the bootstrap reads before the first request: the source's length, the source (its
+    functions compiled on first call, ``probe_source``)."""
+    src = lazy_source(probe.source_bytes())
     return b"%d\n" % len(src) + src
 
 
