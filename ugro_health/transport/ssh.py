@@ -1,7 +1,8 @@
 """The SSH transport: stream the probe to a node's Python over one exec channel, read its answer.
 
 With its helpers ``ssh_resolve`` (where to connect), ``ssh_connect`` (deadlines, watchdog,
-connecting, authentication, error classification) and ``ssh_hostkeys`` (known_hosts and keys),
+connecting, authentication, error classification), ``ssh_jump`` (jump-host connections shared
+by the nodes behind them) and ``ssh_hostkeys`` (known_hosts and keys),
 the only code that imports paramiko. Imports ``config``, ``model``, ``probe`` (for its source)
 and ``transport.base``. Every phase has a deadline, each bounded by the caller's overall
 deadline; failures leave as ``TransportError`` with a classified ``ErrorKind`` and a one-line
@@ -146,9 +147,11 @@ class SshTransport:
             self._sessions.forget(node_name)
 
     def close(self) -> None:
-        """Close every persistent session (asking each probe to exit first) and the watchdog."""
+        """Close every persistent session (asking each probe to exit first), the shared
+        jump-host connections and the watchdog."""
         if self._sessions is not None:
             self._sessions.close()
+        self._connector.close()
         self._watchdog.stop()
 
     def ssh_config(self) -> SshConfig | None:

@@ -5,8 +5,9 @@ Imports ``config``, ``model``, ``transport.base`` and the ``ssh_resolve`` / ``ss
 helpers. ``Attempt`` is one bounded call (its phase, that phase's deadline and the connections
 to close if it overruns); ``Watchdog`` closes the connections of attempts whose phase overran, so
 no paramiko call can hang a worker; ``Connector`` runs TCP, banner and key exchange, host-key
-verification and authentication (through one ProxyJump hop when configured); ``classify`` turns
-any exception into a one-line ``TransportError`` that never carries a secret.
+verification and authentication, to the node directly or over a direct-tcpip channel of the
+connection to its last jump host, which nodes behind the same jump chain share (``ssh_jump``);
+``classify`` turns any exception into a one-line ``TransportError`` that never carries a secret.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
 from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
+from ugro_health.transport.ssh_jump import IDLE_WAKE_S, JumpPool, hop_key
 from ugro_health.transport.ssh_known_hosts import host_key_query
 from ugro_health.transport.ssh_pacing import (
     Pacer,
@@ -143,6 +145,12 @@ class Attempt:
                 self._owned.remove(thing)
         thing.close()
 
+    def disown(self, thing: _Closeable) -> None:
+        """Stop owning ``thing`` without closing it (a shared jump connection, kept by its pool)."""
+        with self._lock:
+            if thing in self._owned:
+                self._owned.remove(thing)
+
     def release(self) -> list[_Closeable]:
         """Hand everything owned to the caller (a session keeps it past this attempt)."""
         with self._lock:
@@ -153,7 +161,7 @@ class Attempt:
         with self._lock:
             self.expired = self.expired or expired
             owned, self._owned = self._owned, []
-        for thing in reversed(owned):  # the target first, then its jump host
+        for thing in reversed(owned):  # the target first, then its lease on the jump hosts
             thing.close()
         self.free_slot()
 
@@ -267,6 +275,7 @@ class Connector:
         self._identities = Identities(DEFAULT_IDENTITIES)
         self._agent = SshAgent(settings.connect_timeout)
         self._pacer = Pacer(settings.max_startups)
+        self._jumps = JumpPool()
         self._lock = threading.Lock()
 
     def ssh_config(self) -> SshConfig | None:
@@ -282,7 +291,8 @@ class Connector:
         return resolve(node, self._ssh_config)
 
     def open(self, attempt: Attempt, target: ResolvedHost) -> paramiko.Transport:
-        """An authenticated transport to ``target``; ``attempt`` owns it and its jump hosts.
+        """An authenticated transport to ``target``; ``attempt`` owns it and a lease on the
+        shared connections to its jump hosts (``_reach``).
 
         Each hop waits for a pacing slot to its sshd (by address, or by target and jump host)
         and holds it until authenticated; a connection dropped before the banner is retried.
@@ -290,20 +300,55 @@ class Connector:
         hops = self.jump_chain(target)
         if not hops:
             return self._hop(attempt, target, "", lambda: self._tcp(attempt, target, ""))
-        first = hops[0]
-        via = f" (jump host {first.alias})"
-        transport = self._hop(attempt, first, via, lambda: self._tcp(attempt, first, via))
-        endpoint = first.target
-        for jump, host in zip(hops, [*hops[1:], target], strict=True):
+        jump = self._reach(attempt, hops)
+        endpoint = hops[0].target
+        for host in [*hops[1:], target]:
             endpoint = f"{host.hostname}:{host.port} via {endpoint}"
-            own_via = "" if host is target else f" (jump host {host.alias})"
-            transport = self._hop(
-                attempt,
-                host,
-                own_via,
-                functools.partial(self._forward, attempt, transport, jump, host, endpoint),
+        forward = functools.partial(self._forward, attempt, jump, hops[-1], target, endpoint)
+        return self._hop(attempt, target, "", forward)
+
+    def _reach(self, attempt: Attempt, hops: list[ResolvedHost]) -> paramiko.Transport:
+        """The connection to the last of ``hops``, each hop shared with every node behind the
+        same chain up to it (``JumpPool``): opened by the first node that needs it, waited
+        for by the others within their own deadlines. ``attempt`` owns the lease on them."""
+        lease = self._jumps.lease()
+        attempt.own(lease)
+        transport: paramiko.Transport | None = None
+        endpoint = hops[0].target
+        for index, host in enumerate(hops):
+            via = f" (jump host {host.alias})"
+            if transport is None:
+                open_sock: Callable[[], Any] = functools.partial(self._tcp, attempt, host, via)
+            else:
+                endpoint = f"{host.hostname}:{host.port} via {endpoint}"
+                previous = hops[index - 1]
+                open_sock = functools.partial(
+                    self._forward, attempt, transport, previous, host, endpoint
+                )
+            transport = self._jumps.get(
+                lease,
+                tuple(hop_key(hop) for hop in hops[: index + 1]),
+                functools.partial(self._open_shared, attempt, host, via, open_sock),
+                functools.partial(_wait_shared, attempt, via),
+                functools.partial(_shared_error, attempt),
+                functools.partial(_retry_shared, attempt),
             )
+        assert transport is not None
         return transport
+
+    def _open_shared(
+        self, attempt: Attempt, host: ResolvedHost, via: str, open_sock: Callable[[], Any]
+    ) -> paramiko.Transport:
+        """One jump hop's connection for the pool: no longer this attempt's to close."""
+        transport = self._hop(attempt, host, via, open_sock)
+        attempt.disown(transport)
+        if isinstance(transport.sock, socket.socket):  # its reader thread wakes less often
+            transport.sock.settimeout(min(IDLE_WAKE_S, max(1.0, self.settings.keepalive_s)))
+        return transport
+
+    def close(self) -> None:
+        """Close the shared jump-host connections (the nodes' own belong to their callers)."""
+        self._jumps.close()
 
     def _hop(
         self, attempt: Attempt, host: ResolvedHost, via: str, open_sock: Callable[[], Any]
@@ -333,7 +378,7 @@ class Connector:
                     raise TransportError(
                         error.kind, f"{error.message} ({retry + 1} tries)"
                     ) from exc
-                if isinstance(exc, TransportError) and failed is not None:
+                if isinstance(exc, TransportError) and isinstance(failed, paramiko.Transport):
                     attempt.drop(failed)  # the new transport (see dropped_before_banner)
             finally:
                 attempt.free_slot()
@@ -365,6 +410,13 @@ class Connector:
             )
         except paramiko.ChannelException as exc:
             raise forward_error(exc, host, jump) from exc
+        except (paramiko.SSHException, EOFError) as exc:
+            if transport.is_active() or attempt.overdue():
+                raise
+            # the shared connection died (the next node to ask opens a new one)
+            raise TransportError(
+                ErrorKind.SSH_ERROR, f"connection to jump host {jump.alias} lost"
+            ) from exc
 
     def jump_chain(self, target: ResolvedHost) -> list[ResolvedHost]:
         """The jump hosts to ``target``, first hop first (see ``ssh_resolve.jump_chain``)."""
@@ -549,6 +601,25 @@ class Connector:
             if transport.is_authenticated():
                 return True
         return False
+
+
+def _wait_shared(attempt: Attempt, via: str, ready: threading.Event) -> None:
+    """Wait, within the node's deadline, for the shared connection another node is opening."""
+    attempt.begin(f"the shared connection{via}", math.inf)
+    if not ready.wait(max(0.0, attempt.remaining())):
+        raise attempt.timeout_error()
+
+
+def _shared_error(attempt: Attempt, exc: BaseException) -> TransportError:
+    """The opener's failure, as the nodes waiting for the same connection report it."""
+    if isinstance(exc, TransportError):
+        return attempt.explain(exc)
+    return classify(exc, attempt)
+
+
+def _retry_shared(attempt: Attempt, error: TransportError) -> bool:
+    """A waiter opens the connection itself when only its opener's deadline cut it short."""
+    return error.at_deadline and time.monotonic() < attempt.deadline
 
 
 def forward_error(

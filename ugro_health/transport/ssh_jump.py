@@ -1,0 +1,196 @@
+"""Shared connections to jump hosts: nodes behind one ProxyJump chain ride one connection per hop.
+
+Part of the SSH transport (imports paramiko); imported by ``transport.ssh_connect`` and
+``transport.ssh_session``. Imports ``model``, ``transport.base`` and ``ssh_resolve``.
+
+As OpenSSH's ControlMaster does, every node whose chain starts with the same jump host gets its
+direct-tcpip channel over one authenticated connection to it, so a bastion sees one session,
+not one per node (and its ``MaxStartups`` one handshake). A hop is identified by the chain up to
+it, each host as resolved (hostname, port, user, keys, host-key alias, ProxyCommand...: what
+decides the connection), so a second hop is shared by the nodes behind that same first hop.
+
+A ``JumpPool`` keeps one ``_Shared`` per hop. The first node that needs it opens it, within its
+own deadline and pacing; the others wait for that one handshake (each within its own deadline)
+and share its result, success or error. A node holds a ``Lease`` on the hops it rides (its
+``Attempt`` owns it, then its persistent session): closing a lease, even from the watchdog,
+never closes a shared connection that others use; the last lease released closes it. A
+connection found dead (``is_active()`` false) is replaced by the next node that asks for it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import replace
+
+import paramiko
+
+from ugro_health.model import ErrorKind
+from ugro_health.transport.base import TransportError
+from ugro_health.transport.ssh_resolve import ResolvedHost
+
+# paramiko's reader thread wakes every 0.1 s by default to look for a close or a due keepalive:
+# ~90 µs of CPU a wake, 0.9 ms per idle connection per second. A kept connection wakes it at
+# most this often (keepalives are then sent up to this much late); close_transport wakes it.
+IDLE_WAKE_S = 5.0
+
+
+def close_transport(transport: paramiko.Transport) -> None:
+    """Close ``transport`` and wake its reader thread now (it may wait up to IDLE_WAKE_S)."""
+    sock = transport.sock
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    transport.close()
+
+
+def hop_key(host: ResolvedHost) -> Hashable:
+    """What decides the connection to ``host``: all of it but how it was named and where each
+    value came from (two names for one bastion, same user and keys, share one connection)."""
+    return replace(host, alias="", sources=())
+
+
+class _Shared:
+    """One hop's connection: being opened, open, or failed (then out of the pool)."""
+
+    def __init__(self, key: tuple[Hashable, ...]) -> None:
+        self.key = key
+        self.ready = threading.Event()
+        self.transport: paramiko.Transport | None = None
+        self.error: TransportError | None = None
+        self.users = 0  # leases holding it (guarded by the pool's lock)
+
+    def usable(self) -> bool:
+        """Still worth waiting for or riding: connecting, or connected and alive."""
+        if not self.ready.is_set():
+            return True
+        return self.transport is not None and self.transport.is_active()
+
+
+class Lease:
+    """A node's hold on the shared hops it rides; ``close()`` lets go of them (once)."""
+
+    def __init__(self, pool: JumpPool) -> None:
+        self._pool = pool
+        self._held: list[_Shared] = []
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def add(self, shared: _Shared) -> bool:
+        """Hold ``shared``; False (and not held) when this lease was closed meanwhile."""
+        with self._lock:
+            if not self._closed:
+                self._held.append(shared)
+                return True
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+            self._closed = True
+        for shared in reversed(held):  # the last hop first: it rides the one before
+            self._pool.release(shared)
+
+
+class JumpPool:
+    """The shared jump-host connections of one ``Connector``, by hop chain; thread-safe."""
+
+    def __init__(self) -> None:
+        self._current: dict[tuple[Hashable, ...], _Shared] = {}
+        self._lock = threading.Lock()
+
+    def lease(self) -> Lease:
+        return Lease(self)
+
+    def get(
+        self,
+        lease: Lease,
+        key: tuple[Hashable, ...],
+        open_hop: Callable[[], paramiko.Transport],
+        wait: Callable[[threading.Event], None],
+        failed: Callable[[BaseException], TransportError],
+        retry: Callable[[TransportError], bool],
+    ) -> paramiko.Transport:
+        """The live connection for ``key``, held by ``lease``: opened now with ``open_hop``
+        (``failed`` turns its exception into the error the waiters get), or the one another
+        node is opening, waited for with ``wait`` (which raises when this node's time runs out). A
+        waiter whose opener failed tries again itself when ``retry(error)`` says so (the
+        opener's own deadline cut it short), else raises that error as its own."""
+        while True:
+            shared, opener = self._join(lease, key)
+            if opener:
+                return self._open(shared, open_hop, failed)
+            if not shared.ready.is_set():
+                wait(shared.ready)
+            if shared.transport is not None:
+                return shared.transport
+            error = shared.error
+            assert error is not None
+            if not retry(error):
+                raise TransportError(error.kind, error.message, at_deadline=error.at_deadline)
+
+    def _join(self, lease: Lease, key: tuple[Hashable, ...]) -> tuple[_Shared, bool]:
+        with self._lock:
+            shared = self._current.get(key)
+            opener = shared is None or not shared.usable()
+            if opener:
+                shared = self._current[key] = _Shared(key)
+            assert shared is not None
+            shared.users += 1
+        if not lease.add(shared):  # the node's attempt was closed (watchdog) meanwhile
+            self.release(shared)
+            raise TransportError(ErrorKind.SSH_ERROR, "connection closed while waiting")
+        return shared, opener
+
+    def _open(
+        self,
+        shared: _Shared,
+        open_hop: Callable[[], paramiko.Transport],
+        failed: Callable[[BaseException], TransportError],
+    ) -> paramiko.Transport:
+        try:
+            transport = open_hop()
+        except BaseException as exc:
+            shared.error = failed(exc)
+            self._retire(shared)
+            shared.ready.set()
+            raise
+        with self._lock:
+            orphan = shared.users == 0
+            shared.transport = transport
+        shared.ready.set()
+        if orphan:  # every holder left while it connected
+            close_transport(transport)
+        return transport
+
+    def release(self, shared: _Shared) -> None:
+        """One holder less; the last one closes the connection."""
+        with self._lock:
+            shared.users -= 1
+            last = shared.users == 0
+            if last and self._current.get(shared.key) is shared:
+                del self._current[shared.key]
+            transport = shared.transport if last else None
+        if transport is not None:
+            close_transport(transport)
+
+    def _retire(self, shared: _Shared) -> None:
+        with self._lock:
+            if self._current.get(shared.key) is shared:
+                del self._current[shared.key]
+
+    def close(self) -> None:
+        """Close every shared connection now (the transport is closing): nodes still riding
+        one fail at once; their leases, closed with them, only let go."""
+        with self._lock:
+            shared, self._current = list(self._current.values()), {}
+        for one in shared:
+            if one.transport is not None:
+                close_transport(one.transport)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._current)
