@@ -31,7 +31,7 @@ from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
 from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
-from ugro_health.transport.ssh_jump import IDLE_WAKE_S, JumpPool, hop_key
+from ugro_health.transport.ssh_jump import IDLE_WAKE_S, ChannelSafeTransport, JumpPool, hop_key
 from ugro_health.transport.ssh_known_hosts import host_key_query
 from ugro_health.transport.ssh_pacing import (
     Pacer,
@@ -213,8 +213,9 @@ class Watchdog:
                 attempt.close(expired=True)
 
 
-class _Transport(paramiko.Transport):
-    """paramiko's client transport, acknowledging the server's unsolicited messages at once.
+class _Transport(ChannelSafeTransport):
+    """paramiko's client transport (nothing sent for a closed channel: ``ChannelSafeTransport``),
+    acknowledging the server's unsolicited messages at once.
 
     Right after authentication OpenSSH's sshd sends a ``hostkeys-00`` global request and debug
     messages that want no reply. Nothing of ours is sent before their delayed ACK timer (40 ms

@@ -23,6 +23,7 @@ import socket
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import replace
+from typing import Any
 
 import paramiko
 
@@ -45,6 +46,50 @@ def close_transport(transport: paramiko.Transport) -> None:
         except OSError:
             pass
     transport.close()
+
+
+# SSH_MSG_CHANNEL_WINDOW_ADJUST (93) to SSH_MSG_CHANNEL_FAILURE (100): each names the channel
+# it is for (the peer's number) in its first field.
+_CHANNEL_MESSAGES = range(93, 101)
+_MSG_CHANNEL_CLOSE = 97
+
+
+class ChannelSafeTransport(paramiko.Transport):
+    """paramiko's transport, sending nothing for a channel once it sent that channel's CLOSE.
+
+    paramiko builds a channel's data packet (or window adjustment) under the channel's lock and
+    sends it after letting go, so another thread closing the channel meanwhile can put its
+    CLOSE on the wire first. OpenSSH frees a channel once CLOSE went both ways and ends the
+    whole connection on a packet for a channel it no longer has ("data packet referred to
+    nonexistent channel"): on a jump connection shared by many nodes, one node's connection
+    ending would cut every other node's. Checked and sent under one lock, in wire order.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__(sock)
+        self._wire_lock = threading.Lock()
+        self._closed_remote: set[int] = set()  # the peer's channel numbers we sent CLOSE for
+
+    def _send_message(self, data: paramiko.Message) -> None:
+        raw = data.asbytes()
+        if not raw or raw[0] not in _CHANNEL_MESSAGES:
+            super()._send_message(data)  # type: ignore[misc]
+            return
+        recipient = int.from_bytes(raw[1:5], "big")
+        with self._wire_lock:
+            if recipient in self._closed_remote:  # written after its CLOSE: gone with it
+                self._log(paramiko.common.DEBUG, f"dropped a message for closed {recipient}")
+                return
+            if raw[0] == _MSG_CHANNEL_CLOSE:
+                self._closed_remote.add(recipient)
+            super()._send_message(data)  # type: ignore[misc]
+
+    def _parse_channel_open_success(self, m: paramiko.Message) -> None:
+        # the peer reuses a freed channel's number for a new channel
+        server_channel = int.from_bytes(m.asbytes()[4:8], "big")
+        with self._wire_lock:
+            self._closed_remote.discard(server_channel)
+        super()._parse_channel_open_success(m)  # type: ignore[misc]
 
 
 def hop_key(host: ResolvedHost) -> Hashable:
