@@ -35,6 +35,7 @@ from ugro_health.transport.ssh_connect import (
     Watchdog,
     classify,
 )
+from ugro_health.transport.ssh_jump import blame_jump
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     ResolvedHost,
@@ -122,12 +123,12 @@ class SshTransport:
             transport = self._connector.open(attempt, target)
             return self._run_command(attempt, transport, node.python, request)
         except TransportError as exc:
-            error = attempt.explain(exc)
+            error = blame_jump(attempt.explain(exc), attempt.owned())
             if error is not exc:
                 raise error from exc
             raise
         except Exception as exc:
-            raise classify(exc, attempt) from exc
+            raise blame_jump(classify(exc, attempt), attempt.owned()) from exc
         finally:
             self._watchdog.unwatch(attempt)
             attempt.close()

@@ -151,6 +151,10 @@ class Attempt:
             if thing in self._owned:
                 self._owned.remove(thing)
 
+    def owned(self) -> list[_Closeable]:
+        with self._lock:
+            return list(self._owned)
+
     def release(self) -> list[_Closeable]:
         """Hand everything owned to the caller (a session keeps it past this attempt)."""
         with self._lock:
@@ -329,6 +333,7 @@ class Connector:
             transport = self._jumps.get(
                 lease,
                 tuple(hop_key(hop) for hop in hops[: index + 1]),
+                host.alias,
                 functools.partial(self._open_shared, attempt, host, via, open_sock),
                 functools.partial(_wait_shared, attempt, via),
                 functools.partial(_shared_error, attempt),

@@ -19,6 +19,7 @@ connection found dead (``is_active()`` false) is replaced by the next node that 
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Callable, Hashable
@@ -30,6 +31,8 @@ import paramiko
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.ssh_resolve import ResolvedHost
+
+log = logging.getLogger(__name__)
 
 # paramiko's reader thread wakes every 0.1 s by default to look for a close or a due keepalive:
 # ~90 µs of CPU a wake, 0.9 ms per idle connection per second. A kept connection wakes it at
@@ -78,7 +81,7 @@ class ChannelSafeTransport(paramiko.Transport):
         recipient = int.from_bytes(raw[1:5], "big")
         with self._wire_lock:
             if recipient in self._closed_remote:  # written after its CLOSE: gone with it
-                self._log(paramiko.common.DEBUG, f"dropped a message for closed {recipient}")
+                log.debug("dropped a message for closed channel %d", recipient)
                 return
             if raw[0] == _MSG_CHANNEL_CLOSE:
                 self._closed_remote.add(recipient)
@@ -101,8 +104,9 @@ def hop_key(host: ResolvedHost) -> Hashable:
 class _Shared:
     """One hop's connection: being opened, open, or failed (then out of the pool)."""
 
-    def __init__(self, key: tuple[Hashable, ...]) -> None:
+    def __init__(self, key: tuple[Hashable, ...], name: str) -> None:
         self.key = key
+        self.name = name  # the jump host as its opener named it
         self.ready = threading.Event()
         self.transport: paramiko.Transport | None = None
         self.error: TransportError | None = None
@@ -132,6 +136,16 @@ class Lease:
                 return True
         return False
 
+    def lost(self) -> str | None:
+        """The first hop whose connection died under this lease, as named; None when none."""
+        with self._lock:
+            held = list(self._held)
+        for shared in held:
+            transport = shared.transport
+            if transport is not None and not transport.is_active():
+                return shared.name
+        return None
+
     def close(self) -> None:
         with self._lock:
             held, self._held = self._held, []
@@ -154,6 +168,7 @@ class JumpPool:
         self,
         lease: Lease,
         key: tuple[Hashable, ...],
+        name: str,
         open_hop: Callable[[], paramiko.Transport],
         wait: Callable[[threading.Event], None],
         failed: Callable[[BaseException], TransportError],
@@ -165,7 +180,7 @@ class JumpPool:
         waiter whose opener failed tries again itself when ``retry(error)`` says so (the
         opener's own deadline cut it short), else raises that error as its own."""
         while True:
-            shared, opener = self._join(lease, key)
+            shared, opener = self._join(lease, key, name)
             if opener:
                 return self._open(shared, open_hop, failed)
             if not shared.ready.is_set():
@@ -177,12 +192,12 @@ class JumpPool:
             if not retry(error):
                 raise TransportError(error.kind, error.message, at_deadline=error.at_deadline)
 
-    def _join(self, lease: Lease, key: tuple[Hashable, ...]) -> tuple[_Shared, bool]:
+    def _join(self, lease: Lease, key: tuple[Hashable, ...], name: str) -> tuple[_Shared, bool]:
         with self._lock:
             shared = self._current.get(key)
             opener = shared is None or not shared.usable()
             if opener:
-                shared = self._current[key] = _Shared(key)
+                shared = self._current[key] = _Shared(key, name)
             assert shared is not None
             shared.users += 1
         if not lease.add(shared):  # the node's attempt was closed (watchdog) meanwhile
@@ -239,3 +254,16 @@ class JumpPool:
     def __len__(self) -> int:
         with self._lock:
             return len(self._current)
+
+
+def blame_jump(error: TransportError, held: list[Any]) -> TransportError:
+    """``error``, naming the jump host whose connection died under it (it took the node's
+    connection, and every other node's behind it, with it) when one of ``held`` says so."""
+    lost = next((name for h in held if isinstance(h, Lease) and (name := h.lost())), None)
+    if (
+        lost is None
+        or error.kind is not ErrorKind.SSH_ERROR
+        or f"jump host {lost}" in error.message
+    ):
+        return error
+    return TransportError(error.kind, f"{error.message} (connection to jump host {lost} lost)")

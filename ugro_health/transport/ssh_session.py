@@ -44,7 +44,7 @@ from ugro_health.transport.base import (
     stamp_exchange,
 )
 from ugro_health.transport.ssh_connect import Attempt, Connector, Watchdog, classify
-from ugro_health.transport.ssh_jump import IDLE_WAKE_S, Lease, close_transport
+from ugro_health.transport.ssh_jump import IDLE_WAKE_S, Lease, blame_jump, close_transport
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ class Sessions:
             attempt.close()
             if session.closed:  # forgotten meanwhile: leave nothing open behind
                 session.close()
+        error = blame_jump(error, session.leases)
         if error.kind is ErrorKind.PROBE_FAILED and session.warm:
             pass  # the probe answered ok:false (check_document); the session is in step
         elif error.kind is ErrorKind.TIMEOUT and attempt.phase == "probe output":
