@@ -1,8 +1,8 @@
 """The SSH transport: stream the probe to a node's Python over one exec channel, read its answer.
 
-With its helpers ``ssh_resolve`` (where to connect), ``ssh_connect`` (deadlines, watchdog,
-connecting, authentication, error classification), ``ssh_jump`` (jump-host connections shared
-by the nodes behind them) and ``ssh_hostkeys`` (known_hosts and keys),
+With its helpers ``ssh_resolve`` (where to connect), ``ssh_attempt`` (deadlines, watchdog,
+error classification), ``ssh_connect`` (connecting, authentication), ``ssh_jump`` (jump-host
+connections shared by the nodes behind them) and ``ssh_hostkeys`` (known_hosts and keys),
 the only code that imports paramiko. Imports ``config``, ``model``, ``probe`` (for its source)
 and ``transport.base``. Every phase has a deadline, each bounded by the caller's overall
 deadline; failures leave as ``TransportError`` with a classified ``ErrorKind`` and a one-line

@@ -1,13 +1,11 @@
 """Opening an authenticated SSH connection to a node, every phase under its own deadline.
 
 Part of the SSH transport (imports paramiko); imported by the ``transport.ssh*`` modules only.
-Imports ``config``, ``model``, ``transport.base`` and the ``ssh_resolve`` / ``ssh_hostkeys``
-helpers. ``Attempt`` is one bounded call (its phase, that phase's deadline and the connections
-to close if it overruns); ``Watchdog`` closes the connections of attempts whose phase overran, so
-no paramiko call can hang a worker; ``Connector`` runs TCP, banner and key exchange, host-key
-verification and authentication, to the node directly or over a direct-tcpip channel of the
-connection to its last jump host, which nodes behind the same jump chain share (``ssh_jump``);
-``classify`` turns any exception into a one-line ``TransportError`` that never carries a secret.
+Imports ``config``, ``model``, ``transport.base`` and the ``ssh_resolve`` / ``ssh_hostkeys`` /
+``ssh_attempt`` helpers. ``Connector`` runs TCP, banner and key exchange, host-key verification
+and authentication, each phase bounded by an ``Attempt`` (``ssh_attempt``, re-exported here with
+``Watchdog`` and ``classify``), to the node directly or over a direct-tcpip channel of the
+connection to its last jump host, which nodes behind the same jump chain share (``ssh_jump``).
 """
 
 from __future__ import annotations
@@ -16,12 +14,11 @@ import errno
 import functools
 import itertools
 import logging
-import math
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import paramiko
 
@@ -29,6 +26,7 @@ from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
+from ugro_health.transport.ssh_attempt import POLL_S, Attempt, Watchdog, classify
 from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
 from ugro_health.transport.ssh_jump import IDLE_WAKE_S, ChannelSafeTransport, JumpPool, hop_key
@@ -55,166 +53,7 @@ PARAMIKO_LOG = "ugro_health.transport.ssh.paramiko"
 if logging.getLogger(PARAMIKO_LOG).level == logging.NOTSET:
     logging.getLogger(PARAMIKO_LOG).setLevel(logging.CRITICAL + 1)
 
-POLL_S = 0.05  # how often a waiting loop looks at the clock
-_WATCHDOG_GRACE_S = 0.25  # the watchdog is a backstop: our own loops time out first
-
-
-class _Closeable(Protocol):
-    def close(self) -> None: ...
-
-
-class Attempt:
-    """One bounded call: the phase it is in, that phase's deadline, what to close on overrun."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.phase = "connection"
-        self.budget = 0.0
-        self.bound_by_deadline = False
-        self.phase_end = deadline
-        self.expired = False
-        self.watched = False  # registered with a Watchdog
-        self._owned: list[_Closeable] = []
-        self._slot: tuple[Pacer, str] | None = None  # a pacing slot held until authenticated
-        self._lock = threading.Lock()
-
-    def begin(self, phase: str, limit: float) -> float:
-        now = time.monotonic()
-        self.phase = phase
-        self.budget = min(limit, self.deadline - now)
-        self.bound_by_deadline = self.deadline - now < limit
-        self.phase_end = now + self.budget
-        if self.budget <= 0:
-            raise TransportError(
-                ErrorKind.TIMEOUT, f"deadline passed before {phase}", at_deadline=True
-            )
-        return self.budget
-
-    def remaining(self) -> float:
-        return self.phase_end - time.monotonic()
-
-    def overdue(self) -> bool:
-        return self.expired or time.monotonic() >= self.phase_end
-
-    def timeout_error(self) -> TransportError:
-        return TransportError(
-            ErrorKind.TIMEOUT,
-            f"timed out after {self.budget:.1f}s waiting for {self.phase}",
-            at_deadline=self.bound_by_deadline,
-        )
-
-    def explain(self, exc: TransportError) -> TransportError:
-        """``exc``, or this phase's timeout when the watchdog closed the connection under it
-        (the call then fails with whatever the closed socket gave). A DNS lookup is not
-        closed by the watchdog: its own deadline error stands."""
-        if self.expired and exc.kind not in (ErrorKind.TIMEOUT, ErrorKind.DNS):
-            return self.timeout_error()
-        return exc
-
-    def own(self, thing: _Closeable) -> None:
-        """Close ``thing`` with this attempt (at once if it has already expired)."""
-        with self._lock:
-            self._owned.append(thing)
-            if self.expired:
-                thing.close()
-
-    def hold(self, pacer: Pacer, key: str, what: str) -> None:
-        """Wait (within the node's deadline, not a phase's) for a pacing slot to ``key``."""
-        if pacer.acquire(key, 0):
-            self._slot = (pacer, key)
-            return
-        self.begin(f"a connection slot to {what}", math.inf)
-        if not pacer.acquire(key, self.remaining()):
-            raise self.timeout_error()
-        self._slot = (pacer, key)
-
-    def free_slot(self) -> None:
-        with self._lock:
-            slot, self._slot = self._slot, None
-        if slot is not None:
-            slot[0].release(slot[1])
-
-    def newest(self) -> _Closeable | None:
-        with self._lock:
-            return self._owned[-1] if self._owned else None
-
-    def drop(self, thing: _Closeable) -> None:
-        """Close ``thing`` now and stop owning it (a failed try that is retried)."""
-        with self._lock:
-            if thing in self._owned:
-                self._owned.remove(thing)
-        thing.close()
-
-    def disown(self, thing: _Closeable) -> None:
-        """Stop owning ``thing`` without closing it (a shared jump connection, kept by its pool)."""
-        with self._lock:
-            if thing in self._owned:
-                self._owned.remove(thing)
-
-    def owned(self) -> list[_Closeable]:
-        with self._lock:
-            return list(self._owned)
-
-    def release(self) -> list[_Closeable]:
-        """Hand everything owned to the caller (a session keeps it past this attempt)."""
-        with self._lock:
-            owned, self._owned = self._owned, []
-        return owned
-
-    def close(self, *, expired: bool = False) -> None:
-        with self._lock:
-            self.expired = self.expired or expired
-            owned, self._owned = self._owned, []
-        for thing in reversed(owned):  # the target first, then its lease on the jump hosts
-            thing.close()
-        self.free_slot()
-
-
-class Watchdog:
-    """One thread that closes the connections of attempts whose phase overran its deadline."""
-
-    def __init__(self) -> None:
-        self._attempts: set[Attempt] = set()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-
-    def watch(self, attempt: Attempt) -> None:
-        with self._cond:
-            attempt.watched = True
-            idle = not self._attempts
-            self._attempts.add(attempt)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="ugro-ssh-watchdog", daemon=True
-                )
-                self._thread.start()
-            if idle:  # otherwise the loop is already polling: no need to wake it
-                self._cond.notify()
-
-    def unwatch(self, attempt: Attempt) -> None:
-        if not attempt.watched:
-            return
-        with self._cond:
-            self._attempts.discard(attempt)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopped:
-                    return
-                self._cond.wait(POLL_S * 2 if self._attempts else None)
-                now = time.monotonic()
-                overdue = [a for a in self._attempts if now >= a.phase_end + _WATCHDOG_GRACE_S]
-                self._attempts.difference_update(overdue)
-            for attempt in overdue:
-                log.debug("watchdog: closing a connection stuck in %s", attempt.phase)
-                attempt.close(expired=True)
+__all__ = ["PARAMIKO_LOG", "POLL_S", "Attempt", "Connector", "Watchdog", "classify"]
 
 
 class _Transport(ChannelSafeTransport):
@@ -331,13 +170,11 @@ class Connector:
                     self._forward, attempt, transport, previous, host, endpoint
                 )
             transport = self._jumps.get(
+                attempt,
                 lease,
                 tuple(hop_key(hop) for hop in hops[: index + 1]),
                 host.alias,
                 functools.partial(self._open_shared, attempt, host, via, open_sock),
-                functools.partial(_wait_shared, attempt, via),
-                functools.partial(_shared_error, attempt),
-                functools.partial(_retry_shared, attempt),
             )
         assert transport is not None
         return transport
@@ -609,25 +446,6 @@ class Connector:
         return False
 
 
-def _wait_shared(attempt: Attempt, via: str, ready: threading.Event) -> None:
-    """Wait, within the node's deadline, for the shared connection another node is opening."""
-    attempt.begin(f"the shared connection{via}", math.inf)
-    if not ready.wait(max(0.0, attempt.remaining())):
-        raise attempt.timeout_error()
-
-
-def _shared_error(attempt: Attempt, exc: BaseException) -> TransportError:
-    """The opener's failure, as the nodes waiting for the same connection report it."""
-    if isinstance(exc, TransportError):
-        return attempt.explain(exc)
-    return classify(exc, attempt)
-
-
-def _retry_shared(attempt: Attempt, error: TransportError) -> bool:
-    """A waiter opens the connection itself when only its opener's deadline cut it short."""
-    return error.at_deadline and time.monotonic() < attempt.deadline
-
-
 def forward_error(
     exc: paramiko.ChannelException, target: ResolvedHost, jump: ResolvedHost
 ) -> TransportError:
@@ -641,25 +459,3 @@ def forward_error(
     return TransportError(
         ErrorKind.SSH_ERROR, f"jump host {jump.alias} refused forwarding to {where}: {exc.text}"
     )
-
-
-_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
-
-
-def classify(exc: BaseException, attempt: Attempt) -> TransportError:
-    """One exception from any phase -> a classified, one-line error."""
-    if isinstance(exc, TimeoutError) or attempt.overdue():
-        return attempt.timeout_error()
-    during = f" during {attempt.phase}"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, ConnectionRefusedError):
-        return TransportError(ErrorKind.REFUSED, f"connection refused{during}")
-    if isinstance(exc, socket.gaierror):
-        return TransportError(ErrorKind.DNS, f"cannot resolve host{during}: {text}")
-    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
-        return TransportError(ErrorKind.UNREACHABLE, f"{text}{during}")
-    if isinstance(exc, paramiko.AuthenticationException):
-        return TransportError(ErrorKind.AUTH_FAILED, f"{text}{during}")
-    if isinstance(exc, EOFError | ConnectionResetError):
-        return TransportError(ErrorKind.SSH_ERROR, f"connection closed by the server{during}")
-    return TransportError(ErrorKind.SSH_ERROR, f"{text}{during}")

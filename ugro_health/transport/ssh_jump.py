@@ -1,7 +1,7 @@
 """Shared connections to jump hosts: nodes behind one ProxyJump chain ride one connection per hop.
 
-Part of the SSH transport (imports paramiko); imported by ``transport.ssh_connect`` and
-``transport.ssh_session``. Imports ``model``, ``transport.base`` and ``ssh_resolve``.
+Part of the SSH transport (imports paramiko); imported by ``transport.ssh``, ``ssh_connect`` and
+``ssh_session``. Imports ``model``, ``transport.base``, ``ssh_attempt`` and ``ssh_resolve``.
 
 As OpenSSH's ControlMaster does, every node whose chain starts with the same jump host gets its
 direct-tcpip channel over one authenticated connection to it, so a bastion sees one session,
@@ -20,8 +20,10 @@ connection found dead (``is_active()`` false) is replaced by the next node that 
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import Any
@@ -30,6 +32,7 @@ import paramiko
 
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
+from ugro_health.transport.ssh_attempt import Attempt, classify
 from ugro_health.transport.ssh_resolve import ResolvedHost
 
 log = logging.getLogger(__name__)
@@ -166,30 +169,29 @@ class JumpPool:
 
     def get(
         self,
+        attempt: Attempt,
         lease: Lease,
         key: tuple[Hashable, ...],
         name: str,
         open_hop: Callable[[], paramiko.Transport],
-        wait: Callable[[threading.Event], None],
-        failed: Callable[[BaseException], TransportError],
-        retry: Callable[[TransportError], bool],
     ) -> paramiko.Transport:
-        """The live connection for ``key``, held by ``lease``: opened now with ``open_hop``
-        (``failed`` turns its exception into the error the waiters get), or the one another
-        node is opening, waited for with ``wait`` (which raises when this node's time runs out). A
-        waiter whose opener failed tries again itself when ``retry(error)`` says so (the
-        opener's own deadline cut it short), else raises that error as its own."""
+        """The live connection for ``key`` (jump host ``name``), held by ``lease``: opened now
+        with ``open_hop``, or the one another node is opening, waited for within ``attempt``'s
+        deadline. The opener's failure is every waiter's, but for one that only the opener's
+        own deadline caused: a waiter with time left then tries itself."""
         while True:
             shared, opener = self._join(lease, key, name)
             if opener:
-                return self._open(shared, open_hop, failed)
+                return self._open(attempt, shared, open_hop)
             if not shared.ready.is_set():
-                wait(shared.ready)
+                attempt.begin(f"the shared connection (jump host {name})", math.inf)
+                if not shared.ready.wait(max(0.0, attempt.remaining())):
+                    raise attempt.timeout_error()
             if shared.transport is not None:
                 return shared.transport
             error = shared.error
             assert error is not None
-            if not retry(error):
+            if not (error.at_deadline and time.monotonic() < attempt.deadline):
                 raise TransportError(error.kind, error.message, at_deadline=error.at_deadline)
 
     def _join(self, lease: Lease, key: tuple[Hashable, ...], name: str) -> tuple[_Shared, bool]:
@@ -206,15 +208,13 @@ class JumpPool:
         return shared, opener
 
     def _open(
-        self,
-        shared: _Shared,
-        open_hop: Callable[[], paramiko.Transport],
-        failed: Callable[[BaseException], TransportError],
+        self, attempt: Attempt, shared: _Shared, open_hop: Callable[[], paramiko.Transport]
     ) -> paramiko.Transport:
         try:
             transport = open_hop()
-        except BaseException as exc:
-            shared.error = failed(exc)
+        except BaseException as exc:  # the waiters' error: as the opener's caller will see it
+            error = exc if isinstance(exc, TransportError) else classify(exc, attempt)
+            shared.error = attempt.explain(error)
             self._retire(shared)
             shared.ready.set()
             raise
