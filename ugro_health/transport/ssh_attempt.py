@@ -34,6 +34,15 @@ class _Closeable(Protocol):
     def close(self) -> None: ...
 
 
+def close_quietly(thing: _Closeable) -> None:
+    """Close ``thing``; a connection whose own carrier died first (a jump host's channel under
+    a node's connection, reset) fails to say goodbye over it, and is closed all the same."""
+    try:
+        thing.close()
+    except (EOFError, OSError, paramiko.SSHException):
+        pass
+
+
 class Attempt:
     """One bounded call: the phase it is in, that phase's deadline, what to close on overrun."""
 
@@ -87,7 +96,7 @@ class Attempt:
         with self._lock:
             self._owned.append(thing)
             if self.expired:
-                thing.close()
+                close_quietly(thing)
 
     def hold(self, pacer: Pacer, key: str, what: str) -> None:
         """Wait (within the node's deadline, not a phase's) for a pacing slot to ``key``."""
@@ -114,7 +123,7 @@ class Attempt:
         with self._lock:
             if thing in self._owned:
                 self._owned.remove(thing)
-        thing.close()
+        close_quietly(thing)
 
     def disown(self, thing: _Closeable) -> None:
         """Stop owning ``thing`` without closing it (a shared jump connection, kept by its pool)."""
@@ -137,7 +146,7 @@ class Attempt:
             self.expired = self.expired or expired
             owned, self._owned = self._owned, []
         for thing in reversed(owned):  # the target first, then its lease on the jump hosts
-            thing.close()
+            close_quietly(thing)
         self.free_slot()
 
 

@@ -32,7 +32,7 @@ import paramiko
 
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
-from ugro_health.transport.ssh_attempt import Attempt, classify
+from ugro_health.transport.ssh_attempt import Attempt, classify, close_quietly
 from ugro_health.transport.ssh_resolve import ResolvedHost
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # ~90 µs of CPU a wake, 0.9 ms per idle connection per second. A kept connection wakes it at
 # most this often (keepalives are then sent up to this much late); close_transport wakes it.
 IDLE_WAKE_S = 5.0
+_LOST_WAIT_S = 0.5  # how long a node that lost its connection lets the jump's catch up
+_LOST_POLL_S = 0.02
 
 
 def close_transport(transport: paramiko.Transport) -> None:
@@ -51,7 +53,7 @@ def close_transport(transport: paramiko.Transport) -> None:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-    transport.close()
+    close_quietly(transport)
 
 
 # SSH_MSG_CHANNEL_WINDOW_ADJUST (93) to SSH_MSG_CHANNEL_FAILURE (100): each names the channel
@@ -139,15 +141,24 @@ class Lease:
                 return True
         return False
 
-    def lost(self) -> str | None:
-        """The first hop whose connection died under this lease, as named; None when none."""
+    def lost(self, wait_s: float = 0.0) -> str | None:
+        """The first hop whose connection died under this lease, as named; None when none.
+        A node can meet the end of a connection first (its write to a reset socket fails)
+        while the connection's reader thread has not marked it inactive yet: ``wait_s`` gives
+        that thread time to catch up."""
         with self._lock:
             held = list(self._held)
-        for shared in held:
-            transport = shared.transport
-            if transport is not None and not transport.is_active():
-                return shared.name
-        return None
+        until = time.monotonic() + wait_s
+        while True:
+            for shared in held:
+                transport = shared.transport
+                if transport is not None and (
+                    not transport.is_active() or transport.saved_exception is not None
+                ):
+                    return shared.name
+            if not held or time.monotonic() >= until:
+                return None
+            time.sleep(_LOST_POLL_S)
 
     def close(self) -> None:
         with self._lock:
@@ -258,12 +269,12 @@ class JumpPool:
 
 def blame_jump(error: TransportError, held: list[Any]) -> TransportError:
     """``error``, naming the jump host whose connection died under it (it took the node's
-    connection, and every other node's behind it, with it) when one of ``held`` says so."""
-    lost = next((name for h in held if isinstance(h, Lease) and (name := h.lost())), None)
-    if (
-        lost is None
-        or error.kind is not ErrorKind.SSH_ERROR
-        or f"jump host {lost}" in error.message
-    ):
+    connection, and every other node's behind it, with it) when one of ``held`` says so.
+    Only a lost connection (SSH_ERROR) is looked into, with a short wait (``Lease.lost``)."""
+    if error.kind is not ErrorKind.SSH_ERROR or "jump host" in error.message:
+        return error
+    leases = [h for h in held if isinstance(h, Lease)]
+    lost = next((name for lease in leases if (name := lease.lost(_LOST_WAIT_S))), None)
+    if lost is None:
         return error
     return TransportError(error.kind, f"{error.message} (connection to jump host {lost} lost)")
