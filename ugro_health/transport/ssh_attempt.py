@@ -35,8 +35,9 @@ class _Closeable(Protocol):
 
 
 def close_quietly(thing: _Closeable) -> None:
-    """Close ``thing``; a connection whose own carrier died first (a jump host's channel under
-    a node's connection, reset) fails to say goodbye over it, and is closed all the same."""
+    """Close ``thing`` (a connection, a channel); one whose carrier died first (a node's
+    connection over a reset jump connection) fails to say goodbye over it, and is closed all
+    the same."""
     try:
         thing.close()
     except (EOFError, OSError, paramiko.SSHException):

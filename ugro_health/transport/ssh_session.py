@@ -1,8 +1,8 @@
 """Persistent SSH sessions for ``watch``: one connection and one live probe process per node.
 
 Part of the SSH transport (imports paramiko); imported by ``transport.ssh`` only. Imports
-``config``, ``model``, ``probe`` (for its source), ``transport.base``, ``ssh_connect`` and
-``ssh_jump``.
+``config``, ``model``, ``probe`` (for its source), ``transport.base``, ``ssh_attempt``,
+``ssh_connect`` and ``ssh_jump``.
 
 Per node a ``Session`` keeps an authenticated paramiko transport (with keepalives), its lease on
 the jump-host connections it rides (shared with the other nodes behind them), and one exec
@@ -43,6 +43,7 @@ from ugro_health.transport.base import (
     parse_response_line,
     stamp_exchange,
 )
+from ugro_health.transport.ssh_attempt import close_quietly
 from ugro_health.transport.ssh_connect import Attempt, Connector, Watchdog, classify
 from ugro_health.transport.ssh_jump import IDLE_WAKE_S, Lease, blame_jump, close_transport
 
@@ -103,7 +104,7 @@ class Session:
         self.buffer.clear()
         self.warm = False
         if channel is not None:
-            _close_channel(channel)
+            close_quietly(channel)
 
     def close(self) -> None:
         """Close the channel and the connection, then let go of the jump hosts' (the watchdog
@@ -129,15 +130,6 @@ class Session:
         self.close()
 
 
-def _close_channel(channel: paramiko.Channel) -> None:
-    """Close ``channel``; a connection that died under it (its reader thread has not noticed
-    yet, as when a shared jump connection was cut) fails the close, and takes the channel."""
-    try:
-        channel.close()
-    except (EOFError, OSError, paramiko.SSHException):
-        pass
-
-
 class _ChannelOnly:
     """What an overrunning exchange closes: the channel, never the node's connection."""
 
@@ -147,7 +139,7 @@ class _ChannelOnly:
     def close(self) -> None:
         channel = self._session.channel
         if channel is not None:
-            _close_channel(channel)
+            close_quietly(channel)
 
 
 class Sessions:
