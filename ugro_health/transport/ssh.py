@@ -1,7 +1,8 @@
 """The SSH transport: stream the probe to a node's Python over one exec channel, read its answer.
 
-With its helpers ``ssh_resolve`` (where to connect), ``ssh_connect`` (deadlines, watchdog,
-connecting, authentication, error classification) and ``ssh_hostkeys`` (known_hosts and keys),
+With its helpers ``ssh_resolve`` (where to connect), ``ssh_attempt`` (deadlines, watchdog,
+error classification), ``ssh_connect`` (connecting, authentication), ``ssh_jump`` (jump-host
+connections shared by the nodes behind them) and ``ssh_hostkeys`` (known_hosts and keys),
 the only code that imports paramiko. Imports ``config``, ``model``, ``probe`` (for its source)
 and ``transport.base``. Every phase has a deadline, each bounded by the caller's overall
 deadline; failures leave as ``TransportError`` with a classified ``ErrorKind`` and a one-line
@@ -34,6 +35,7 @@ from ugro_health.transport.ssh_connect import (
     Watchdog,
     classify,
 )
+from ugro_health.transport.ssh_jump import blame_jump
 from ugro_health.transport.ssh_resolve import (
     DEFAULT_IDENTITIES,
     ResolvedHost,
@@ -121,12 +123,12 @@ class SshTransport:
             transport = self._connector.open(attempt, target)
             return self._run_command(attempt, transport, node.python, request)
         except TransportError as exc:
-            error = attempt.explain(exc)
+            error = blame_jump(attempt.explain(exc), attempt.owned())
             if error is not exc:
                 raise error from exc
             raise
         except Exception as exc:
-            raise classify(exc, attempt) from exc
+            raise blame_jump(classify(exc, attempt), attempt.owned()) from exc
         finally:
             self._watchdog.unwatch(attempt)
             attempt.close()
@@ -146,9 +148,11 @@ class SshTransport:
             self._sessions.forget(node_name)
 
     def close(self) -> None:
-        """Close every persistent session (asking each probe to exit first) and the watchdog."""
+        """Close every persistent session (asking each probe to exit first), the shared
+        jump-host connections and the watchdog."""
         if self._sessions is not None:
             self._sessions.close()
+        self._connector.close()
         self._watchdog.stop()
 
     def ssh_config(self) -> SshConfig | None:

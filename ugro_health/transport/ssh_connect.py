@@ -1,12 +1,11 @@
 """Opening an authenticated SSH connection to a node, every phase under its own deadline.
 
 Part of the SSH transport (imports paramiko); imported by the ``transport.ssh*`` modules only.
-Imports ``config``, ``model``, ``transport.base`` and the ``ssh_resolve`` / ``ssh_hostkeys``
-helpers. ``Attempt`` is one bounded call (its phase, that phase's deadline and the connections
-to close if it overruns); ``Watchdog`` closes the connections of attempts whose phase overran, so
-no paramiko call can hang a worker; ``Connector`` runs TCP, banner and key exchange, host-key
-verification and authentication (through one ProxyJump hop when configured); ``classify`` turns
-any exception into a one-line ``TransportError`` that never carries a secret.
+Imports ``config``, ``model``, ``transport.base`` and the ``ssh_resolve`` / ``ssh_hostkeys`` /
+``ssh_attempt`` helpers. ``Connector`` runs TCP, banner and key exchange, host-key verification
+and authentication, each phase bounded by an ``Attempt`` (``ssh_attempt``, re-exported here with
+``Watchdog`` and ``classify``), to the node directly or over a direct-tcpip channel of the
+connection to its last jump host, which nodes behind the same jump chain share (``ssh_jump``).
 """
 
 from __future__ import annotations
@@ -15,12 +14,11 @@ import errno
 import functools
 import itertools
 import logging
-import math
 import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import paramiko
 
@@ -28,8 +26,10 @@ from ugro_health.config import NodeConfig, SshSettings
 from ugro_health.model import ErrorKind
 from ugro_health.transport.base import TransportError
 from ugro_health.transport.dns import lookup
+from ugro_health.transport.ssh_attempt import POLL_S, Attempt, Watchdog, classify
 from ugro_health.transport.ssh_config_eval import SshConfig
 from ugro_health.transport.ssh_hostkeys import AgentError, Identities, KnownHosts, SshAgent
+from ugro_health.transport.ssh_jump import IDLE_WAKE_S, ChannelSafeTransport, JumpPool, hop_key
 from ugro_health.transport.ssh_known_hosts import host_key_query
 from ugro_health.transport.ssh_pacing import (
     Pacer,
@@ -53,160 +53,12 @@ PARAMIKO_LOG = "ugro_health.transport.ssh.paramiko"
 if logging.getLogger(PARAMIKO_LOG).level == logging.NOTSET:
     logging.getLogger(PARAMIKO_LOG).setLevel(logging.CRITICAL + 1)
 
-POLL_S = 0.05  # how often a waiting loop looks at the clock
-_WATCHDOG_GRACE_S = 0.25  # the watchdog is a backstop: our own loops time out first
+__all__ = ["PARAMIKO_LOG", "POLL_S", "Attempt", "Connector", "Watchdog", "classify"]
 
 
-class _Closeable(Protocol):
-    def close(self) -> None: ...
-
-
-class Attempt:
-    """One bounded call: the phase it is in, that phase's deadline, what to close on overrun."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.phase = "connection"
-        self.budget = 0.0
-        self.bound_by_deadline = False
-        self.phase_end = deadline
-        self.expired = False
-        self.watched = False  # registered with a Watchdog
-        self._owned: list[_Closeable] = []
-        self._slot: tuple[Pacer, str] | None = None  # a pacing slot held until authenticated
-        self._lock = threading.Lock()
-
-    def begin(self, phase: str, limit: float) -> float:
-        now = time.monotonic()
-        self.phase = phase
-        self.budget = min(limit, self.deadline - now)
-        self.bound_by_deadline = self.deadline - now < limit
-        self.phase_end = now + self.budget
-        if self.budget <= 0:
-            raise TransportError(
-                ErrorKind.TIMEOUT, f"deadline passed before {phase}", at_deadline=True
-            )
-        return self.budget
-
-    def remaining(self) -> float:
-        return self.phase_end - time.monotonic()
-
-    def overdue(self) -> bool:
-        return self.expired or time.monotonic() >= self.phase_end
-
-    def timeout_error(self) -> TransportError:
-        return TransportError(
-            ErrorKind.TIMEOUT,
-            f"timed out after {self.budget:.1f}s waiting for {self.phase}",
-            at_deadline=self.bound_by_deadline,
-        )
-
-    def explain(self, exc: TransportError) -> TransportError:
-        """``exc``, or this phase's timeout when the watchdog closed the connection under it
-        (the call then fails with whatever the closed socket gave). A DNS lookup is not
-        closed by the watchdog: its own deadline error stands."""
-        if self.expired and exc.kind not in (ErrorKind.TIMEOUT, ErrorKind.DNS):
-            return self.timeout_error()
-        return exc
-
-    def own(self, thing: _Closeable) -> None:
-        """Close ``thing`` with this attempt (at once if it has already expired)."""
-        with self._lock:
-            self._owned.append(thing)
-            if self.expired:
-                thing.close()
-
-    def hold(self, pacer: Pacer, key: str, what: str) -> None:
-        """Wait (within the node's deadline, not a phase's) for a pacing slot to ``key``."""
-        if pacer.acquire(key, 0):
-            self._slot = (pacer, key)
-            return
-        self.begin(f"a connection slot to {what}", math.inf)
-        if not pacer.acquire(key, self.remaining()):
-            raise self.timeout_error()
-        self._slot = (pacer, key)
-
-    def free_slot(self) -> None:
-        with self._lock:
-            slot, self._slot = self._slot, None
-        if slot is not None:
-            slot[0].release(slot[1])
-
-    def newest(self) -> _Closeable | None:
-        with self._lock:
-            return self._owned[-1] if self._owned else None
-
-    def drop(self, thing: _Closeable) -> None:
-        """Close ``thing`` now and stop owning it (a failed try that is retried)."""
-        with self._lock:
-            if thing in self._owned:
-                self._owned.remove(thing)
-        thing.close()
-
-    def release(self) -> list[_Closeable]:
-        """Hand everything owned to the caller (a session keeps it past this attempt)."""
-        with self._lock:
-            owned, self._owned = self._owned, []
-        return owned
-
-    def close(self, *, expired: bool = False) -> None:
-        with self._lock:
-            self.expired = self.expired or expired
-            owned, self._owned = self._owned, []
-        for thing in reversed(owned):  # the target first, then its jump host
-            thing.close()
-        self.free_slot()
-
-
-class Watchdog:
-    """One thread that closes the connections of attempts whose phase overran its deadline."""
-
-    def __init__(self) -> None:
-        self._attempts: set[Attempt] = set()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-
-    def watch(self, attempt: Attempt) -> None:
-        with self._cond:
-            attempt.watched = True
-            idle = not self._attempts
-            self._attempts.add(attempt)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="ugro-ssh-watchdog", daemon=True
-                )
-                self._thread.start()
-            if idle:  # otherwise the loop is already polling: no need to wake it
-                self._cond.notify()
-
-    def unwatch(self, attempt: Attempt) -> None:
-        if not attempt.watched:
-            return
-        with self._cond:
-            self._attempts.discard(attempt)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._stopped:
-                    return
-                self._cond.wait(POLL_S * 2 if self._attempts else None)
-                now = time.monotonic()
-                overdue = [a for a in self._attempts if now >= a.phase_end + _WATCHDOG_GRACE_S]
-                self._attempts.difference_update(overdue)
-            for attempt in overdue:
-                log.debug("watchdog: closing a connection stuck in %s", attempt.phase)
-                attempt.close(expired=True)
-
-
-class _Transport(paramiko.Transport):
-    """paramiko's client transport, acknowledging the server's unsolicited messages at once.
+class _Transport(ChannelSafeTransport):
+    """paramiko's client transport (nothing sent for a closed channel: ``ChannelSafeTransport``),
+    acknowledging the server's unsolicited messages at once.
 
     Right after authentication OpenSSH's sshd sends a ``hostkeys-00`` global request and debug
     messages that want no reply. Nothing of ours is sent before their delayed ACK timer (40 ms
@@ -267,6 +119,7 @@ class Connector:
         self._identities = Identities(DEFAULT_IDENTITIES)
         self._agent = SshAgent(settings.connect_timeout)
         self._pacer = Pacer(settings.max_startups)
+        self._jumps = JumpPool()
         self._lock = threading.Lock()
 
     def ssh_config(self) -> SshConfig | None:
@@ -282,7 +135,8 @@ class Connector:
         return resolve(node, self._ssh_config)
 
     def open(self, attempt: Attempt, target: ResolvedHost) -> paramiko.Transport:
-        """An authenticated transport to ``target``; ``attempt`` owns it and its jump hosts.
+        """An authenticated transport to ``target``; ``attempt`` owns it and a lease on the
+        shared connections to its jump hosts (``_reach``).
 
         Each hop waits for a pacing slot to its sshd (by address, or by target and jump host)
         and holds it until authenticated; a connection dropped before the banner is retried.
@@ -290,20 +144,54 @@ class Connector:
         hops = self.jump_chain(target)
         if not hops:
             return self._hop(attempt, target, "", lambda: self._tcp(attempt, target, ""))
-        first = hops[0]
-        via = f" (jump host {first.alias})"
-        transport = self._hop(attempt, first, via, lambda: self._tcp(attempt, first, via))
-        endpoint = first.target
-        for jump, host in zip(hops, [*hops[1:], target], strict=True):
+        jump = self._reach(attempt, hops)
+        endpoint = hops[0].target
+        for host in [*hops[1:], target]:
             endpoint = f"{host.hostname}:{host.port} via {endpoint}"
-            own_via = "" if host is target else f" (jump host {host.alias})"
-            transport = self._hop(
+        forward = functools.partial(self._forward, attempt, jump, hops[-1], target, endpoint)
+        return self._hop(attempt, target, "", forward)
+
+    def _reach(self, attempt: Attempt, hops: list[ResolvedHost]) -> paramiko.Transport:
+        """The connection to the last of ``hops``, each hop shared with every node behind the
+        same chain up to it (``JumpPool``): opened by the first node that needs it, waited
+        for by the others within their own deadlines. ``attempt`` owns the lease on them."""
+        lease = self._jumps.lease()
+        attempt.own(lease)
+        transport: paramiko.Transport | None = None
+        endpoint = hops[0].target
+        for index, host in enumerate(hops):
+            via = f" (jump host {host.alias})"
+            if transport is None:
+                open_sock: Callable[[], Any] = functools.partial(self._tcp, attempt, host, via)
+            else:
+                endpoint = f"{host.hostname}:{host.port} via {endpoint}"
+                previous = hops[index - 1]
+                open_sock = functools.partial(
+                    self._forward, attempt, transport, previous, host, endpoint
+                )
+            transport = self._jumps.get(
                 attempt,
-                host,
-                own_via,
-                functools.partial(self._forward, attempt, transport, jump, host, endpoint),
+                lease,
+                tuple(hop_key(hop) for hop in hops[: index + 1]),
+                host.alias,
+                functools.partial(self._open_shared, attempt, host, via, open_sock),
             )
+        assert transport is not None
         return transport
+
+    def _open_shared(
+        self, attempt: Attempt, host: ResolvedHost, via: str, open_sock: Callable[[], Any]
+    ) -> paramiko.Transport:
+        """One jump hop's connection for the pool: no longer this attempt's to close."""
+        transport = self._hop(attempt, host, via, open_sock)
+        attempt.disown(transport)
+        if isinstance(transport.sock, socket.socket):  # its reader thread wakes less often
+            transport.sock.settimeout(min(IDLE_WAKE_S, max(1.0, self.settings.keepalive_s)))
+        return transport
+
+    def close(self) -> None:
+        """Close the shared jump-host connections (the nodes' own belong to their callers)."""
+        self._jumps.close()
 
     def _hop(
         self, attempt: Attempt, host: ResolvedHost, via: str, open_sock: Callable[[], Any]
@@ -333,7 +221,7 @@ class Connector:
                     raise TransportError(
                         error.kind, f"{error.message} ({retry + 1} tries)"
                     ) from exc
-                if isinstance(exc, TransportError) and failed is not None:
+                if isinstance(exc, TransportError) and isinstance(failed, paramiko.Transport):
                     attempt.drop(failed)  # the new transport (see dropped_before_banner)
             finally:
                 attempt.free_slot()
@@ -365,6 +253,13 @@ class Connector:
             )
         except paramiko.ChannelException as exc:
             raise forward_error(exc, host, jump) from exc
+        except (paramiko.SSHException, EOFError) as exc:
+            if transport.is_active() or attempt.overdue():
+                raise
+            # the shared connection died (the next node to ask opens a new one)
+            raise TransportError(
+                ErrorKind.SSH_ERROR, f"connection to jump host {jump.alias} lost"
+            ) from exc
 
     def jump_chain(self, target: ResolvedHost) -> list[ResolvedHost]:
         """The jump hosts to ``target``, first hop first (see ``ssh_resolve.jump_chain``)."""
@@ -564,25 +459,3 @@ def forward_error(
     return TransportError(
         ErrorKind.SSH_ERROR, f"jump host {jump.alias} refused forwarding to {where}: {exc.text}"
     )
-
-
-_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
-
-
-def classify(exc: BaseException, attempt: Attempt) -> TransportError:
-    """One exception from any phase -> a classified, one-line error."""
-    if isinstance(exc, TimeoutError) or attempt.overdue():
-        return attempt.timeout_error()
-    during = f" during {attempt.phase}"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, ConnectionRefusedError):
-        return TransportError(ErrorKind.REFUSED, f"connection refused{during}")
-    if isinstance(exc, socket.gaierror):
-        return TransportError(ErrorKind.DNS, f"cannot resolve host{during}: {text}")
-    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
-        return TransportError(ErrorKind.UNREACHABLE, f"{text}{during}")
-    if isinstance(exc, paramiko.AuthenticationException):
-        return TransportError(ErrorKind.AUTH_FAILED, f"{text}{during}")
-    if isinstance(exc, EOFError | ConnectionResetError):
-        return TransportError(ErrorKind.SSH_ERROR, f"connection closed by the server{during}")
-    return TransportError(ErrorKind.SSH_ERROR, f"{text}{during}")

@@ -1,10 +1,11 @@
 """Persistent SSH sessions for ``watch``: one connection and one live probe process per node.
 
 Part of the SSH transport (imports paramiko); imported by ``transport.ssh`` only. Imports
-``config``, ``model``, ``probe`` (for its source), ``transport.base``, ``probe_source`` and
-``ssh_connect``.
+``config``, ``model``, ``probe`` (for its source), ``transport.base``, ``probe_source``,
+``ssh_attempt``, ``ssh_connect`` and ``ssh_jump``.
 
-Per node a ``Session`` keeps an authenticated paramiko transport (with keepalives) and one exec
+Per node a ``Session`` keeps an authenticated paramiko transport (with keepalives), its lease on
+the jump-host connections it rides (shared with the other nodes behind them), and one exec
 channel running the probe's request loop (docs/probe-protocol.md): the source is sent once, then
 each tick writes one JSON request line and reads exactly one ``UGRO1`` answer line, skipping noise.
 A dead channel or connection is found at the start of a tick (or when a reused channel hits EOF
@@ -43,7 +44,9 @@ from ugro_health.transport.base import (
     stamp_exchange,
 )
 from ugro_health.transport.probe_source import lazy_source
+from ugro_health.transport.ssh_attempt import close_quietly
 from ugro_health.transport.ssh_connect import Attempt, Connector, Watchdog, classify
+from ugro_health.transport.ssh_jump import IDLE_WAKE_S, Lease, blame_jump, close_transport
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,6 @@ _GOODBYE_TIMEOUT_S = 0.2
 # waiting poll thread a wake each 0.1 s (0.8 ms of control CPU per node per cycle at 128 nodes).
 _STDERR_POLL_S = 1.0
 _STDERR_POLL_MAX_S = 4.0
-# paramiko's reader thread wakes every 0.1 s by default to look for a close or a due keepalive:
-# ~90 µs of CPU a wake, 0.9 ms per idle connection per second. An open session wakes it at
-# most this often (keepalives are then sent up to this much late); close() wakes it at once.
-_IDLE_WAKE_S = 5.0
 
 
 class _Stale(Exception):
@@ -75,7 +74,8 @@ class Session:
     def __init__(self, name: str) -> None:
         self.name = name
         self.lock = threading.Lock()
-        self.transports: list[paramiko.Transport] = []  # the target first, then its jump host
+        self.transports: list[paramiko.Transport] = []  # the node's own (jump hosts: leases)
+        self.leases: list[Lease] = []  # its hold on the shared jump-host connections
         self.channel: paramiko.Channel | None = None
         self.buffer = bytearray()  # stdout read past the last answer line
         self.stderr = bytearray()  # the probe's last words, for error messages
@@ -105,14 +105,18 @@ class Session:
         self.buffer.clear()
         self.warm = False
         if channel is not None:
-            channel.close()
+            close_quietly(channel)
 
     def close(self) -> None:
-        """Close the channel and the connection (the watchdog may call this from its thread)."""
+        """Close the channel and the connection, then let go of the jump hosts' (the watchdog
+        may call this from its thread)."""
         self.close_channel()
         transports, self.transports = self.transports, []
         for transport in transports:
-            _close_transport(transport)
+            close_transport(transport)
+        leases, self.leases = self.leases, []
+        for lease in leases:
+            lease.close()
 
     def goodbye(self) -> None:
         """Ask the probe to exit (best effort, never blocks long), then close everything."""
@@ -127,17 +131,6 @@ class Session:
         self.close()
 
 
-def _close_transport(transport: paramiko.Transport) -> None:
-    """Close ``transport`` and wake its reader thread now (it may wait up to _IDLE_WAKE_S)."""
-    sock = transport.sock
-    if isinstance(sock, socket.socket):
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    transport.close()
-
-
 class _ChannelOnly:
     """What an overrunning exchange closes: the channel, never the node's connection."""
 
@@ -147,7 +140,7 @@ class _ChannelOnly:
     def close(self) -> None:
         channel = self._session.channel
         if channel is not None:
-            channel.close()
+            close_quietly(channel)
 
 
 class Sessions:
@@ -194,6 +187,7 @@ class Sessions:
             attempt.close()
             if session.closed:  # forgotten meanwhile: leave nothing open behind
                 session.close()
+        error = blame_jump(error, session.leases)
         if error.kind is ErrorKind.PROBE_FAILED and session.warm:
             pass  # the probe answered ok:false (check_document); the session is in step
         elif error.kind is ErrorKind.TIMEOUT and attempt.phase == "probe output":
@@ -216,7 +210,7 @@ class Sessions:
                 session.lock.release()
         else:  # a tick is running: closing its connection ends that tick promptly
             for transport in list(session.transports):
-                _close_transport(transport)
+                close_transport(transport)
 
     def close(self) -> None:
         with self._lock:
@@ -288,11 +282,12 @@ class Sessions:
         return True
 
     def _connect(self, session: Session, attempt: Attempt, node: NodeConfig) -> None:
-        """Open ``session``'s connection (its transports, target first, then jump hosts)."""
+        """Open ``session``'s connection (and its lease on the jump hosts' connections)."""
         self._connector.open(attempt, self._connector.resolve(node))
-        owned = reversed(attempt.release())  # the target first, then its jump host
+        owned = attempt.release()
         session.transports = [t for t in owned if isinstance(t, paramiko.Transport)]
-        wake = min(_IDLE_WAKE_S, max(1.0, self.settings.keepalive_s))
+        session.leases = [t for t in owned if isinstance(t, Lease)]
+        wake = min(IDLE_WAKE_S, max(1.0, self.settings.keepalive_s))
         for transport in session.transports:
             if isinstance(transport.sock, socket.socket):
                 transport.sock.settimeout(wake)
