@@ -10,6 +10,7 @@ Needs no root, no sshd, no network: ``python docs/screenshot.py``.
 
 from __future__ import annotations
 
+import io
 import shutil
 import sys
 import tempfile
@@ -71,7 +72,7 @@ def main() -> None:
         shutil.rmtree(state, ignore_errors=True)
     if not shot:
         sys.exit("the story never showed the hot GPU, the Xid and the open breaker at once")
-    console = Console(width=WIDTH, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=WIDTH, record=True, file=io.StringIO())
     console.print(shot[0])
     print(console.export_text(clear=False))  # to check the layout without an SVG viewer
     console.save_svg(str(ROOT / "docs" / "dashboard.svg"), title="ugro-health demo (simulated)")

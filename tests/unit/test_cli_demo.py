@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def test_the_story_happens_in_order(story_run: tuple[Path, list[str]]):
     # narration of the moment before its own (a whole beat, a second or more, earlier).
     told = [
         first(lines, "DEMO story 0:08: training job llama-pretrain starts", "(simulated)"),
-        first(lines, "DEMO story 0:22: a GPU starts running hot"),
+        first(lines, "DEMO story 0:18: a GPU starts running hot"),
         first(lines, "DEMO story 0:44: a GPU falls off the bus (Xid 79)"),
         first(lines, "DEMO story 0:52: a node drops off the network"),
         first(lines, "DEMO story 1:08: the node is back on the network"),
@@ -204,7 +205,7 @@ def stop_with_ctrl_c(proc: subprocess.Popen[str], home: Path) -> list[psutil.Pro
     assert proc.poll() is None, "the demo ended on its own"
     (state,) = demo_dirs(home)
     assert (state / "history").exists()
-    time.sleep(1.0)  # a few cycles at --speed 8
+    time.sleep(2.5)  # a few cycles at --speed 8, whatever the load (the idle interval: 1.5 s)
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)
     return children
@@ -304,3 +305,27 @@ def test_keep_state_writes_its_cluster_file_but_never_over_someone_elses(tmp_pat
     (mine / "cluster.yaml").write_text("nodes: [gpu1]\n")
     _write_cluster_file(mine)
     assert (mine / "cluster.yaml").read_text() == "nodes: [gpu1]\n"
+
+
+def test_a_failed_start_leaves_no_temporary_directory(tmp_path: Path):
+    with socket.socket() as taken:  # the metrics port is in use: the demo cannot start
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = spawn_demo(tmp_path, "--headless", "--metrics-listen", f"127.0.0.1:{port}")
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, (out, err)
+    assert len(err.strip().splitlines()) == 1 and str(port) in err, err
+    assert demo_dirs(tmp_path) == []
+
+
+def test_keep_state_refuses_a_directory_that_is_not_a_demos(tmp_path: Path):
+    real = tmp_path / "state"
+    (real / "history").mkdir(parents=True)
+    (real / "state.json").write_text("{}\n")
+    result = run_cli("demo", "--headless", "--keep-state", str(real), cwd=tmp_path, timeout=60)
+    assert result.returncode == 3
+    (line,) = result.stderr.strip().splitlines()
+    assert "did not write" in line and str(real) in line
+    assert sorted(p.name for p in real.iterdir()) == ["history", "state.json"]  # untouched
+    assert (real / "state.json").read_text() == "{}\n"

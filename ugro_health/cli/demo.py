@@ -26,6 +26,7 @@ from ugro_health.cli.output import console, fail
 if TYPE_CHECKING:
     from ugro_health.config import Config
     from ugro_health.engine.monitor import Monitor
+    from ugro_health.export.serve import MetricsServer
     from ugro_health.sim.model import SimCluster
 
 BANNER = "SIMULATION"
@@ -93,17 +94,21 @@ def demo_command(
     address = listen_address(metrics_listen)
     keep = None if keep_state is None else Path(keep_state).expanduser()
     state_dir = _state_dir(keep)
-    config = demo_config(speed)
-    cluster = SimCluster([n.name for n in config.nodes], GPUS, Story.demo(), speed=speed)
-    monitor = build_monitor(
-        config, config.nodes, state_dir, transports=SimTransports(config, cluster=cluster)
-    )
-    logging = headless or not console.is_terminal
-    story = StoryDriver(monitor, cluster, log=watch._log if logging else None)
-    watch._install_signal_handlers(monitor)
-    server = serve_metrics(monitor, address)
-    timer = _stop_after(monitor, duration)
-    try:
+    server: MetricsServer | None = None
+    timer: threading.Timer | None = None
+    story: StoryDriver | None = None
+    monitor: Monitor | None = None
+    try:  # from here on, whatever fails, the temporary state directory goes
+        config = demo_config(speed)
+        cluster = SimCluster([n.name for n in config.nodes], GPUS, Story.demo(), speed=speed)
+        monitor = build_monitor(
+            config, config.nodes, state_dir, transports=SimTransports(config, cluster=cluster)
+        )
+        logging = headless or not console.is_terminal
+        story = StoryDriver(monitor, cluster, log=watch._log if logging else None)
+        watch._install_signal_handlers(monitor)
+        server = serve_metrics(monitor, address)
+        timer = _stop_after(monitor, duration)
         story.start()
         if logging:
             watch._log(f"{watch._stamp(time.time())} DEMO {story.banner()}")
@@ -111,10 +116,12 @@ def demo_command(
         else:
             watch._run_dashboard(monitor, banner=story.banner)
     finally:
-        story.stop()
+        if story is not None:
+            story.stop()
         if timer is not None:
             timer.cancel()
-        monitor.transports.close()
+        if monitor is not None:
+            monitor.transports.close()
         if server is not None:
             server.close()
         if keep is None:
@@ -141,11 +148,34 @@ def _state_dir(keep: Path | None) -> Path:
         return Path(tempfile.mkdtemp(prefix="ugro-health-demo-"))
     if keep.exists() and not keep.is_dir():
         fail(f"--keep-state {keep}: not a directory")
+    if _foreign(keep):
+        fail(
+            f"--keep-state {keep}: holds files the demo did not write (a real state directory?);"
+            " name an empty or new directory"
+        )
     _write_cluster_file(keep)
     return keep
 
 
 CLUSTER_FILE_MARK = "# written by `ugro-health demo`"
+
+
+def _foreign(directory: Path) -> bool:
+    """Whether ``directory`` holds anything but an earlier demo's state: the demo never mixes
+    its simulated nodes, job and breakers into a real cluster's store."""
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    if not entries:
+        return False
+    cluster = directory / "cluster.yaml"
+    try:
+        return not cluster.read_text().startswith(CLUSTER_FILE_MARK)
+    except OSError:
+        return True
 
 
 def _write_cluster_file(directory: Path) -> None:
@@ -156,7 +186,9 @@ def _write_cluster_file(directory: Path) -> None:
     try:
         if path.exists() and not path.read_text().startswith(CLUSTER_FILE_MARK):
             return
-        directory.mkdir(parents=True, exist_ok=True)
+        from ugro_health.store._fs import ensure_private_dir
+
+        ensure_private_dir(directory)  # 0700, as every state directory
         nodes = "".join(f"  - name: {n.name}\n    host: {n.host}\n" for n in demo_config().nodes)
         path.write_text(
             f"{CLUSTER_FILE_MARK}: its simulated nodes, for reading this state directory\n"
@@ -195,7 +227,8 @@ class StoryDriver:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():  # not started when the demo failed to start
+            self._thread.join(timeout=5)
 
     def banner(self) -> str:
         """``SIMULATION · 8 simulated nodes x 8 H100 ... · story 0:45 of 1:32: <latest step>``."""

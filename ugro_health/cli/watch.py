@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -118,9 +119,13 @@ def _stamp(at: float) -> str:
     return utc_stamp(at)
 
 
+_LOG_LOCK = threading.Lock()  # `demo` narrates from its story thread beside the loop
+
+
 def _log(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    with _LOG_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def cycle_line(monitor: Monitor, result: CycleResult) -> str:

@@ -41,8 +41,10 @@ class Story:
     job_end: float = NEVER
     hot_node: int = 1  # node index (0-based) and GPU of the GPU that overheats
     hot_gpu: int = 3
-    heat_start: float = NEVER  # it starts climbing 1.5 °C per second above its peers ...
-    heat_rise_c: float = 28.0  # ... by this much at most, until the job ends
+    heat_start: float = NEVER  # it starts climbing 1.5 °C per second above its peers, ...
+    heat_plateau_c: float = 16.0  # ... holds this far above them (WARNING) for ...
+    heat_hold_s: float = 7.0  # ... this long, so that any poll rhythm sees the WARNING, ...
+    heat_rise_c: float = 28.0  # ... then climbs on to this much above them until the job ends
     xid_node: int = 4  # the GPU that falls off the bus (Xid 79)
     xid_gpu: int = 4
     xid_at: float = NEVER
@@ -56,7 +58,7 @@ class Story:
         return cls(
             job_start=8.0,
             job_end=84.0,
-            heat_start=22.0,
+            heat_start=18.0,
             xid_at=44.0,
             down_from=52.0,
             down_until=68.0,
@@ -67,6 +69,15 @@ class Story:
     def steady(cls) -> Story:
         """Training from the start, forever, on healthy nodes."""
         return cls(job_start=-3600.0)
+
+    def heat_above(self, t: float) -> float:
+        """How far the hot GPU runs above its peers at ``t`` (while the job runs)."""
+        climbed = 1.5 * max(0.0, t - self.heat_start)
+        at_plateau = self.heat_plateau_c / 1.5
+        if climbed <= self.heat_plateau_c:
+            return climbed
+        held = max(0.0, t - self.heat_start - at_plateau - self.heat_hold_s)
+        return min(self.heat_rise_c, self.heat_plateau_c + 1.5 * held)
 
     def training(self, t: float) -> bool:
         return self.job_start <= t < self.job_end
@@ -274,14 +285,15 @@ class SimNode:
                 # What nvidia-smi prints for a GPU that fell off the bus: no row, one line.
                 problems.append(
                     "Unable to determine the device handle for GPU"
-                    f"{recorded.bus_id(g)}: Unknown Error"
+                    f"{recorded.bus_id(g)[4:]}: Unknown Error"
                 )
                 continue
             rows.append(self._gpu(g, t, training))
         apps = probe.parse_smi_apps(self._apps_text(t, training))
         links = self._links
         for gpu in rows:
-            gpu["processes"] = apps.get(gpu["uuid"] or "", [])
+            # The job's processes are alive, as the probe checks of each GPU process's pid.
+            gpu["processes"] = [dict(p, alive=True) for p in apps.get(gpu["uuid"] or "", [])]
             state = links.get(gpu["index"])
             if state is not None:
                 gpu["nvlink_active"], gpu["nvlink_total"] = state
@@ -306,8 +318,8 @@ class SimNode:
             temp = _approach(at_end, idle, t - story.job_end)
         hot = self.i == story.hot_node and gpu == story.hot_gpu
         if hot and t >= story.heat_start:
-            rise = min(story.heat_rise_c, 1.5 * (min(t, story.job_end) - story.heat_start))
-            temp += rise * (1.0 if t < story.job_end else math.exp(-(t - story.job_end) / 4))
+            cooling = 1.0 if t < story.job_end else math.exp(-(t - story.job_end) / 4)
+            temp += story.heat_above(min(t, story.job_end)) * cooling
         return round(temp + _wobble(f"{self.name}/{gpu}/temp", t, 0.6), 0)
 
     def _gpu(self, g: int, t: float, training: bool) -> dict[str, Any]:
@@ -357,7 +369,8 @@ class SimNode:
     def _apps_text(self, t: float, training: bool) -> str:
         lines = [recorded.apps_header()]
         if training:
-            stamp = time.strftime("%Y/%m/%d %H:%M:%S.000", time.gmtime(self.cluster.start + t))
+            wall = self.cluster.start + t / self.cluster.speed
+            stamp = time.strftime("%Y/%m/%d %H:%M:%S.000", time.gmtime(wall))
             for g in range(self.cluster.gpus):
                 lines.append(
                     f"{stamp}, NVIDIA H100 80GB HBM3, {recorded.bus_id(g)}, 0000000000000, "
