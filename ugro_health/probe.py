@@ -1792,10 +1792,11 @@ def _protocol_stream() -> "Any":
     return out
 
 
-def main() -> None:
-    """Answer requests from stdin, one ``UGRO1 <json>`` line each, until EOF or op=exit."""
+def main(instance: "Optional[Probe]" = None) -> None:
+    """Answer requests from stdin, one ``UGRO1 <json>`` line each, until EOF or op=exit,
+    with ``instance`` (a new ``Probe`` by default; the simulator passes its own)."""
     out = _protocol_stream()
-    probe = Probe()
+    probe = Probe() if instance is None else instance
     try:
         while True:
             line = sys.stdin.buffer.readline()

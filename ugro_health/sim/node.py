@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time() if args.start is None else args.start
     cluster = SimCluster(names, gpus=args.gpus, story=story, start=start, speed=args.speed)
     stdin = sys.stdin.buffer
-    out = sys.stdout
     if args.bootstrap is not None:  # under the bootstrap: skip the probe's source
         header = stdin.readline()
         try:
@@ -78,18 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             if not chunk:
                 return 0
             size -= len(chunk)
-    sim = SimProbe(cluster.node(args.node))
-    try:
-        for line in stdin:
-            if not line.strip():
-                continue
-            reply, stop = sim.answer(line)
-            if stop:
-                break
-            out.write(reply)
-            out.flush()
-    except (BrokenPipeError, KeyboardInterrupt):
-        pass
+    probe.main(SimProbe(cluster.node(args.node)))  # the probe's own request loop
     return 0
 
 
