@@ -33,26 +33,33 @@ def gpu_row(state: str) -> dict[str, str]:
     return rows[0]
 
 
+# The cells of a recorded row the simulator reads as numbers.
+NUMBERS = (
+    "utilization.gpu",
+    "utilization.memory",
+    "memory.used",
+    "memory.total",
+    "temperature.gpu",
+    "power.draw",
+    "power.limit",
+)
+
+
 @functools.cache
+def values(state: str) -> dict[str, float]:
+    """The ``NUMBERS`` of the recorded row (``load`` or ``idle``), as numbers."""
+    row = gpu_row(state)
+    return {key: probe.smi_number(row[key]) or 0.0 for key in NUMBERS}
+
+
 def idle_values() -> dict[str, float]:
-    """The idle recording's utilisation, memory, temperature and power, as numbers."""
-    row = gpu_row("idle")
-    keys = ("utilization.gpu", "utilization.memory", "memory.used", "temperature.gpu")
-    values = {key: probe.smi_number(row[key]) or 0.0 for key in keys}
-    values["power.draw"] = probe.smi_number(row["power.draw"]) or 0.0
-    return values
+    """The idle recording's utilisation, memory, temperature and power."""
+    return values("idle")
 
 
-@functools.cache
 def load_values() -> dict[str, float]:
-    """The same under load."""
-    row = gpu_row("load")
-    keys = ("utilization.gpu", "utilization.memory", "memory.used", "temperature.gpu")
-    values = {key: probe.smi_number(row[key]) or 0.0 for key in keys}
-    values["power.draw"] = probe.smi_number(row["power.draw"]) or 0.0
-    values["memory.total"] = probe.smi_number(row["memory.total"]) or 0.0
-    values["power.limit"] = probe.smi_number(row["power.limit"]) or 0.0
-    return values
+    """The same under load, with the memory total and the power limit."""
+    return values("load")
 
 
 @functools.cache
