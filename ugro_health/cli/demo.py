@@ -24,6 +24,8 @@ from ugro_health.cli.export import LISTEN_HELP, listen_address, serve_metrics
 from ugro_health.cli.output import console, fail
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ugro_health.config import Config
     from ugro_health.engine.monitor import Monitor
     from ugro_health.export.serve import MetricsServer
@@ -213,7 +215,9 @@ class StoryDriver:
     it ends (polling the job's nodes at once, as ``track_job`` does), and narrates each step
     (a log line when headless, the banner's "now" otherwise)."""
 
-    def __init__(self, monitor: Monitor, cluster: SimCluster, log: object = None) -> None:
+    def __init__(
+        self, monitor: Monitor, cluster: SimCluster, log: Callable[[str], None] | None = None
+    ) -> None:
         self.monitor = monitor
         self.cluster = cluster
         self.log = log
@@ -244,6 +248,7 @@ class StoryDriver:
         )
 
     def _run(self) -> None:
+        from ugro_health.cli.watch import _stamp
         from ugro_health.engine.jobs import JobError, finish_job, start_job
         from ugro_health.sim.model import JOB_NAME
 
@@ -265,9 +270,7 @@ class StoryDriver:
             except (JobError, OSError) as exc:  # the demo goes on; the operator sees why
                 what = f"{what} (not registered: {exc})"
             self.told += 1
-            if callable(self.log):
-                from ugro_health.cli.watch import _stamp
-
+            if self.log is not None:
                 self.log(f"{_stamp(now)} DEMO story {_mmss(at)}: {what} (simulated)")
 
 
