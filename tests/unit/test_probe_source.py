@@ -102,3 +102,15 @@ def test_python_version_is_platforms() -> None:
 
     assert probe.python_version() == platform.python_version()
     assert sys.version.startswith(probe.python_version())
+
+
+def test_segments_are_what_ast_gives_for_every_statement_of_the_probe() -> None:
+    import ast
+
+    from ugro_health import probe
+    from ugro_health.transport.probe_source import _segment
+
+    text = probe.source_bytes().decode()
+    lines = text.splitlines(keepends=True)
+    for node in ast.parse(text).body:
+        assert _segment(lines, node) == ast.get_source_segment(text, node), node.lineno
